@@ -1,0 +1,204 @@
+package config
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/airut/airut/internal/redact"
+)
+
+// Load reads the config file at path. The .env file beside it, if any, is
+// read into a map and consulted for !env names that env does not have, so
+// existing variables win; the process environment is never changed (a
+// caller that wants children to see .env can export ReadDotEnv's result
+// itself). Every secret resolved is added to reg, even from repos that
+// fail validation.
+//
+// The error is non-nil when the file cannot be read or parsed, or when a
+// setting outside repos: is invalid; it is then an Errors value where
+// validation found the problems. Invalid repos do not make Load fail: see
+// Config.RepoErrors and Config.Err.
+func Load(path string, env Environ, reg *redact.Registry) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	dotenv, err := ReadDotEnv(filepath.Join(filepath.Dir(path), DotEnvName))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	return Parse(filepath.Base(path), data, Overlay(env, dotenv), reg)
+}
+
+// Overlay returns an Environ that looks names up in env first and then in
+// fallback.
+func Overlay(env Environ, fallback map[string]string) Environ {
+	if env == nil {
+		env = noEnv
+	}
+	return func(name string) (string, bool) {
+		if v, ok := env(name); ok {
+			return v, true
+		}
+		v, ok := fallback[name]
+		return v, ok
+	}
+}
+
+// MapEnv returns an Environ backed by a map, for tests and callers that
+// build the environment themselves.
+func MapEnv(m map[string]string) Environ {
+	return func(name string) (string, bool) {
+		v, ok := m[name]
+		return v, ok
+	}
+}
+
+var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// Parse is Load without the file system: name is the file name used in
+// error messages, env resolves !env.
+func Parse(name string, data []byte, env Environ, reg *redact.Registry) (*Config, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		if m := yamlLineRE.FindStringSubmatch(err.Error()); m != nil {
+			line, _ := strconv.Atoi(m[1])
+			return nil, Errors{{File: name, Line: line, Msg: m[2]}}
+		}
+		return nil, Errors{{File: name, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}}
+	}
+	d := newDecoder(name, env)
+	cfg := &Config{}
+	cfg.setDefaults()
+
+	root := &doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) > 0 {
+		root = root.Content[0]
+	}
+	if root.Kind == yaml.DocumentNode || isNull(root) {
+		root = nil // an empty file is a valid config with no repos
+	}
+	if root != nil {
+		if root.Kind != yaml.MappingNode {
+			d.errorf(root.Line, "", "the config must be a mapping, not %s", kindName(root))
+		} else {
+			for i := 0; i+1 < len(root.Content); i += 2 {
+				if root.Content[i].Value == "vars" {
+					d.lines["vars"] = root.Content[i].Line
+					d.readVars(root.Content[i+1])
+				}
+			}
+			d.decodeStruct(root, reflect.ValueOf(cfg).Elem(), "")
+		}
+	}
+	d.validate(cfg)
+	reg.Add(d.secrets...)
+
+	var global Errors
+	repoErrs := map[string]Errors{}
+	for _, e := range d.errs {
+		if e.repo == "" {
+			global = append(global, e)
+		} else {
+			repoErrs[e.repo] = append(repoErrs[e.repo], e)
+		}
+	}
+	if len(global) > 0 {
+		return nil, global.sorted()
+	}
+	for id, es := range repoErrs {
+		if cfg.RepoErrors == nil {
+			cfg.RepoErrors = map[string]error{}
+		}
+		cfg.RepoErrors[id] = es.sorted()
+		delete(cfg.Repos, id)
+	}
+	return cfg, nil
+}
+
+// ReadDotEnv reads a .env file: NAME=value lines, "#" comments, an optional
+// "export " prefix, values optionally in single quotes (literal) or double
+// quotes (with \n, \t, \" and \\ escapes). An unquoted value ends at " #".
+func ReadDotEnv(path string) (map[string]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	out := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
+	lineNo := 0
+	for sc.Scan() {
+		lineNo++
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		line = strings.TrimPrefix(line, "export ")
+		name, value, ok := strings.Cut(line, "=")
+		name = strings.TrimSpace(name)
+		if !ok || !envNameRE.MatchString(name) {
+			return nil, fmt.Errorf("%s:%d: want NAME=value", filepath.Base(path), lineNo)
+		}
+		v, err := dotEnvValue(strings.TrimSpace(value))
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: %s: %w", filepath.Base(path), lineNo, name, err)
+		}
+		out[name] = v
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return out, nil
+}
+
+var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+func dotEnvValue(v string) (string, error) {
+	switch {
+	case strings.HasPrefix(v, "'"):
+		end := strings.Index(v[1:], "'")
+		if end < 0 {
+			return "", errors.New("unterminated single quote")
+		}
+		return v[1 : end+1], nil
+	case strings.HasPrefix(v, `"`):
+		var b strings.Builder
+		for i := 1; i < len(v); i++ {
+			c := v[i]
+			switch {
+			case c == '"':
+				return b.String(), nil
+			case c == '\\' && i+1 < len(v):
+				i++
+				switch v[i] {
+				case 'n':
+					b.WriteByte('\n')
+				case 't':
+					b.WriteByte('\t')
+				case 'r':
+					b.WriteByte('\r')
+				default:
+					b.WriteByte(v[i])
+				}
+			default:
+				b.WriteByte(c)
+			}
+		}
+		return "", errors.New("unterminated double quote")
+	}
+	if i := strings.Index(v, " #"); i >= 0 {
+		v = strings.TrimSpace(v[:i])
+	}
+	return v, nil
+}
