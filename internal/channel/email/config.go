@@ -1,0 +1,183 @@
+package email
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// TLSMode says how a mail connection is secured.
+type TLSMode string
+
+const (
+	// TLSImplicit wraps the connection in TLS from the start (IMAPS 993,
+	// SMTPS 465).
+	TLSImplicit TLSMode = "tls"
+	// TLSStartTLS upgrades a plain connection with STARTTLS and fails if the
+	// server does not offer it.
+	TLSStartTLS TLSMode = "starttls"
+	// TLSOpportunistic (SMTP only) uses STARTTLS when the server offers it
+	// and plain TCP otherwise: for a local relay that has no certificate.
+	TLSOpportunistic TLSMode = "opportunistic"
+	// TLSNone is plain TCP: for tests and relays on the same host.
+	TLSNone TLSMode = "none"
+)
+
+// IMAPConfig is the inbound side.
+type IMAPConfig struct {
+	Server   string
+	Port     int // default 993 (143 for starttls and none)
+	Username string
+	Password string
+	// TLS defaults to TLSImplicit.
+	TLS TLSMode
+	// TLSConfig overrides the TLS client settings (custom CA); nil means the
+	// system roots and Server as the name to verify.
+	TLSConfig *tls.Config
+	// UseIdle waits for new mail with IDLE instead of polling.
+	UseIdle bool
+	// PollInterval is the wait between polls when UseIdle is off; default 60s.
+	PollInterval time.Duration
+	// IdleReconnectInterval re-issues IDLE this often, because servers drop
+	// idle connections after 30 minutes (RFC 2177); default 29m.
+	IdleReconnectInterval time.Duration
+}
+
+// SMTPConfig is the outbound side.
+type SMTPConfig struct {
+	Server   string
+	Port     int // default 587 (465 for tls, 25 for none)
+	Username string
+	Password string
+	// RequireAuth authenticates with AUTH PLAIN before sending.
+	RequireAuth bool
+	// TLS defaults to TLSStartTLS (required).
+	TLS       TLSMode
+	TLSConfig *tls.Config
+}
+
+// Config is one repository's email channel. The config package maps the
+// `email:` block of airut.yaml onto it.
+type Config struct {
+	IMAP IMAPConfig
+	SMTP SMTPConfig
+	// From is the channel's own address, "Airut <airut@example.com>" or a
+	// bare address; replies come from it and its domain ends Message-IDs.
+	From string
+	// AuthorizedSenders are exact addresses or "*@domain", case-insensitive.
+	AuthorizedSenders []string
+	// TrustedAuthservID is the authserv-id that the first
+	// Authentication-Results header must carry; "" skips the check
+	// (Microsoft 365 omits it).
+	TrustedAuthservID string
+	// MicrosoftInternalFallback accepts X-MS-Exchange-Organization-AuthAs:
+	// Internal when a message has no Authentication-Results header at all.
+	MicrosoftInternalFallback bool
+	// DashboardBaseURL, when set, puts a link to the conversation in the
+	// acknowledgement reply.
+	DashboardBaseURL string
+
+	// ReconnectMin and ReconnectMax bound the exponential backoff between
+	// IMAP reconnects; defaults 1s and 5m.
+	ReconnectMin time.Duration
+	ReconnectMax time.Duration
+	// SendAttempts is how often a reply is tried before it counts as a
+	// channel error; default 3. SendRetryDelay is the first wait between
+	// tries, doubled each time; default 2s.
+	SendAttempts   int
+	SendRetryDelay time.Duration
+}
+
+// LogValue keeps the passwords out of any log line that prints a Config.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("imap", fmt.Sprintf("%s:%d", c.IMAP.Server, c.IMAP.Port)),
+		slog.String("smtp", fmt.Sprintf("%s:%d", c.SMTP.Server, c.SMTP.Port)),
+		slog.String("from", c.From),
+	)
+}
+
+func (c *Config) setDefaults() {
+	if c.IMAP.TLS == "" {
+		c.IMAP.TLS = TLSImplicit
+	}
+	if c.IMAP.Port == 0 {
+		c.IMAP.Port = 993
+		if c.IMAP.TLS != TLSImplicit {
+			c.IMAP.Port = 143
+		}
+	}
+	if c.IMAP.PollInterval <= 0 {
+		c.IMAP.PollInterval = 60 * time.Second
+	}
+	if c.IMAP.IdleReconnectInterval <= 0 {
+		c.IMAP.IdleReconnectInterval = 29 * time.Minute
+	}
+	if c.SMTP.TLS == "" {
+		c.SMTP.TLS = TLSStartTLS
+	}
+	if c.SMTP.Port == 0 {
+		switch c.SMTP.TLS {
+		case TLSImplicit:
+			c.SMTP.Port = 465
+		case TLSNone:
+			c.SMTP.Port = 25
+		default:
+			c.SMTP.Port = 587
+		}
+	}
+	if c.ReconnectMin <= 0 {
+		c.ReconnectMin = time.Second
+	}
+	if c.ReconnectMax <= 0 {
+		c.ReconnectMax = 5 * time.Minute
+	}
+	if c.ReconnectMax < c.ReconnectMin {
+		c.ReconnectMax = c.ReconnectMin
+	}
+	if c.SendAttempts <= 0 {
+		c.SendAttempts = 3
+	}
+	if c.SendRetryDelay <= 0 {
+		c.SendRetryDelay = 2 * time.Second
+	}
+}
+
+// validate collects every problem, named by its airut.yaml key.
+func (c *Config) validate() error {
+	var errs []error
+	req := func(v, key string) {
+		if strings.TrimSpace(v) == "" {
+			errs = append(errs, fmt.Errorf("%s: required", key))
+		}
+	}
+	req(c.IMAP.Server, "imap.server")
+	req(c.IMAP.Username, "imap.username")
+	req(c.SMTP.Server, "smtp.server")
+	req(c.From, "from")
+	switch c.IMAP.TLS {
+	case TLSImplicit, TLSStartTLS, TLSNone:
+	default:
+		errs = append(errs, fmt.Errorf("imap.tls: %q is not one of tls, starttls, none", c.IMAP.TLS))
+	}
+	switch c.SMTP.TLS {
+	case TLSImplicit, TLSStartTLS, TLSOpportunistic, TLSNone:
+	default:
+		errs = append(errs, fmt.Errorf("smtp.tls: %q is not one of tls, starttls, opportunistic, none", c.SMTP.TLS))
+	}
+	if c.SMTP.RequireAuth {
+		req(c.SMTP.Username, "smtp.username")
+	}
+	if len(c.AuthorizedSenders) == 0 {
+		errs = append(errs, errors.New("auth.authorized_senders: at least one sender required"))
+	}
+	for i, s := range c.AuthorizedSenders {
+		if !validSenderPattern(s) {
+			errs = append(errs, fmt.Errorf("auth.authorized_senders[%d]: %q is neither an address nor *@domain", i, s))
+		}
+	}
+	return errors.Join(errs...)
+}

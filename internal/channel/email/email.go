@@ -1,0 +1,268 @@
+// Package email is the email channel: IMAP in, SMTP out.
+//
+// The IMAP inbox is a work queue on an account dedicated to one repository:
+// every message in it is work. A message is authenticated (DMARC as
+// recorded by the receiving server) and authorized before anything else
+// reads it; rejected mail is deleted without a reply, so forged mail causes
+// no backscatter. Accepted mail stays in the inbox until the gateway calls
+// Done after its reply was sent, so a crash loses nothing: after a restart
+// the message is simply handed over again.
+package email
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-message/mail"
+
+	"github.com/airut/airut/internal/channel"
+)
+
+// ConversationLookup reports whether a conversation id exists on disk.
+type ConversationLookup func(id string) bool
+
+// Thread keys in channel.Message.Thread.
+const (
+	threadMessageID  = "message_id"
+	threadReferences = "references"
+)
+
+// Log keys.
+const (
+	logSender = "sender"
+	logReason = "reason"
+	logUID    = "uid"
+	logError  = "error"
+)
+
+// msgKey names a message for as long as its mailbox keeps its UIDVALIDITY.
+type msgKey struct {
+	validity uint32
+	uid      imap.UID
+}
+
+func (k msgKey) String() string { return fmt.Sprintf("%d:%d", k.validity, k.uid) }
+
+func parseSourceID(s string) (msgKey, error) {
+	v, u, ok := strings.Cut(s, ":")
+	validity, err1 := strconv.ParseUint(v, 10, 32)
+	uid, err2 := strconv.ParseUint(u, 10, 32)
+	if !ok || err1 != nil || err2 != nil || uid == 0 {
+		return msgKey{}, fmt.Errorf("email source id %q is not uidvalidity:uid", s)
+	}
+	return msgKey{validity: uint32(validity), uid: imap.UID(uid)}, nil
+}
+
+// Channel is the email channel of one repository.
+type Channel struct {
+	cfg        Config
+	exists     ConversationLookup
+	log        *slog.Logger
+	from       *mail.Address
+	fromDomain string
+	now        func() time.Time
+
+	mu sync.Mutex
+	// inflight holds messages handed to the handler and not yet Done, so a
+	// later pass over the inbox does not hand them over twice.
+	inflight map[msgKey]struct{}
+
+	ops imapOps
+}
+
+var _ channel.Channel = (*Channel)(nil)
+
+// New checks cfg and returns a channel; it does not connect yet.
+func New(cfg Config, exists ConversationLookup, logger *slog.Logger) (*Channel, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("email config: %w", err)
+	}
+	from, err := mail.ParseAddress(cfg.From)
+	if err != nil {
+		return nil, fmt.Errorf("email config: from: %q: %w", cfg.From, err)
+	}
+	domain := domainOf(from.Address)
+	if domain == "" {
+		return nil, fmt.Errorf("email config: from: %q has no domain", cfg.From)
+	}
+	if exists == nil {
+		return nil, errors.New("email: nil ConversationLookup")
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Channel{
+		cfg:        cfg,
+		exists:     exists,
+		log:        logger.With("channel", "email"),
+		from:       from,
+		fromDomain: domain,
+		now:        time.Now,
+		inflight:   make(map[msgKey]struct{}),
+	}
+	c.ops.c = c
+	return c, nil
+}
+
+// Name implements channel.Channel.
+func (c *Channel) Name() string { return "email" }
+
+func (c *Channel) markInflight(k msgKey) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.inflight[k]; ok {
+		return false
+	}
+	c.inflight[k] = struct{}{}
+	return true
+}
+
+func (c *Channel) isInflight(k msgKey) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.inflight[k]
+	return ok
+}
+
+func (c *Channel) clearInflight(k msgKey) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.inflight, k)
+}
+
+// accept turns a raw message into a channel.Message, or returns a
+// *rejectError saying why it must be dropped.
+func (c *Channel) accept(key msgKey, raw []byte) (*channel.Message, error) {
+	in, err := readHeader(raw)
+	if err != nil {
+		return nil, reject("unparseable message: %v", err)
+	}
+	sender, err := authenticate(in.header, authPolicy{
+		trustedAuthservID:  c.cfg.TrustedAuthservID,
+		msInternalFallback: c.cfg.MicrosoftInternalFallback,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !authorized(sender.Address, c.cfg.AuthorizedSenders) {
+		return nil, reject("sender %s is not authorized", sender.Address)
+	}
+
+	body, atts, err := readContent(raw)
+	if err != nil {
+		// The sender is trusted; a reply saying nothing could be read is
+		// more useful than silence.
+		c.log.Warn("email body unreadable", logSender, sender.Address, logUID, key.String(), logError, err)
+		body = "(the message body could not be read: " + err.Error() + ")"
+	}
+
+	conv := threadConversation(in.inReplyTo, in.references, in.subject)
+	if conv != "" && !c.exists(conv) {
+		c.log.Info("email names an unknown conversation; starting a new one", "conversation", conv, logUID, key.String())
+		conv = ""
+	}
+	t := in.date
+	if t.IsZero() {
+		t = c.now()
+	}
+	return &channel.Message{
+		SourceID:       key.String(),
+		ConversationID: conv,
+		SenderAddress:  sender.Address,
+		SenderName:     sender.Name,
+		Time:           t.UTC(),
+		Subject:        in.subject,
+		Body:           body,
+		Attachments:    atts,
+		Model:          modelHint(in.header, c.from.Address),
+		Thread: map[string]string{
+			threadMessageID:  in.messageID,
+			threadReferences: strings.Join(in.references, " "),
+		},
+	}, nil
+}
+
+// rejectedSender is the From address for a rejection log line, best effort:
+// the header may be exactly what made the message fail.
+func rejectedSender(raw []byte) string {
+	in, err := readHeader(raw)
+	if err != nil {
+		return ""
+	}
+	froms := in.header.Values("From")
+	if len(froms) == 0 {
+		return ""
+	}
+	s := strings.Join(froms, ", ")
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return s
+}
+
+// Reply implements channel.Channel: the rendered reply goes to the
+// authenticated sender, threaded under the original message.
+func (c *Channel) Reply(ctx context.Context, msg *channel.Message, r channel.Reply) error {
+	conv := r.ConversationID
+	if conv == "" {
+		conv = msg.ConversationID
+	}
+	return c.sendReply(ctx, msg, conv, r.Markdown, r.Attachments)
+}
+
+// Acknowledge implements channel.Channel: a short note in the thread that
+// work has started, with the dashboard link when one is configured.
+func (c *Channel) Acknowledge(ctx context.Context, msg *channel.Message, conversationID string) error {
+	text := "I'm working on this and will reply in this thread when I'm done."
+	if base := strings.TrimRight(c.cfg.DashboardBaseURL, "/"); base != "" {
+		text += "\n\nProgress: <" + base + "/conversations/" + conversationID + ">"
+	}
+	return c.sendReply(ctx, msg, conversationID, text, nil)
+}
+
+func (c *Channel) sendReply(ctx context.Context, msg *channel.Message, conv, md string, atts []channel.Attachment) error {
+	if conv == "" {
+		return errors.New("email reply: no conversation id")
+	}
+	if msg.SenderAddress == "" {
+		return errors.New("email reply: message has no sender")
+	}
+	now := c.now()
+	origID := msg.Thread[threadMessageID]
+	data, err := buildMessage(outgoing{
+		from:        c.from,
+		to:          []*mail.Address{{Name: msg.SenderName, Address: msg.SenderAddress}},
+		subject:     replySubject(msg.Subject, conv),
+		messageID:   newMessageID(conv, c.fromDomain, now),
+		inReplyTo:   origID,
+		references:  replyReferences(strings.Fields(msg.Thread[threadReferences]), origID),
+		date:        now,
+		markdown:    md,
+		attachments: atts,
+	})
+	if err != nil {
+		return fmt.Errorf("build email reply: %w", err)
+	}
+	return c.send(ctx, c.from.Address, []string{msg.SenderAddress}, data)
+}
+
+// Done implements channel.Channel: the message is deleted and expunged.
+func (c *Channel) Done(ctx context.Context, msg *channel.Message) error {
+	key, err := parseSourceID(msg.SourceID)
+	if err != nil {
+		return err
+	}
+	if err := c.ops.delete(ctx, key); err != nil {
+		return fmt.Errorf("delete message %s: %w", key, err)
+	}
+	c.clearInflight(key)
+	return nil
+}

@@ -1,0 +1,40 @@
+package repoconfig
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+)
+
+// ContainerContext returns the build context under containerPath
+// (default .airut/container) and checks that it holds a Dockerfile.
+func ContainerContext(ctx context.Context, src Source, containerPath string) (fs.FS, error) {
+	if containerPath == "" {
+		containerPath = DefaultContainerPath
+	}
+	tree, err := src.Tree(ctx, containerPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s: no %s/Dockerfile: add a Dockerfile describing the agent's container", src.Describe(), containerPath)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read container context: %w", err)
+	}
+	if _, err := fs.Stat(tree, "Dockerfile"); err != nil {
+		return nil, fmt.Errorf("%s: no %s: add a Dockerfile describing the agent's container", src.Describe(), path.Join(containerPath, "Dockerfile"))
+	}
+	return tree, nil
+}
+
+// LoadSandbox reads .airut/sandbox.yaml; a missing file gives the defaults.
+func LoadSandbox(ctx context.Context, src Source, env LookupEnv) (*Sandbox, error) {
+	data, err := src.ReadFile(ctx, SandboxPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &Sandbox{NetworkSandbox: true}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", SandboxPath, err)
+	}
+	return ParseSandbox(data, SandboxPath, env)
+}

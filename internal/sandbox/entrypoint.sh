@@ -1,0 +1,30 @@
+#!/bin/sh
+# Airut sandbox entrypoint: marks the environment as sandboxed, makes the
+# per-task proxy CA trusted when one is mounted, then becomes the command.
+export IS_SANDBOX=1
+ca=/etc/airut/proxy-ca.pem
+if [ -f "$ca" ]; then
+	if command -v update-ca-certificates >/dev/null 2>&1 && [ -d /usr/local/share/ca-certificates ]; then
+		cp "$ca" /usr/local/share/ca-certificates/airut-proxy-ca.crt 2>/dev/null &&
+			update-ca-certificates >/dev/null 2>&1
+	fi
+	# Clients that ignore the system store (Node, Python requests, curl
+	# builds with their own bundle) are pointed at a bundle that includes the
+	# CA. The system bundle is kept so nothing else breaks.
+	bundle=/tmp/airut-ca-bundle.pem
+	: >"$bundle"
+	for sys in /etc/ssl/certs/ca-certificates.crt /etc/pki/tls/certs/ca-bundle.crt /etc/ssl/cert.pem; do
+		if [ -f "$sys" ]; then
+			cat "$sys" >>"$bundle"
+			break
+		fi
+	done
+	cat "$ca" >>"$bundle"
+	export SSL_CERT_FILE="$bundle" NODE_EXTRA_CA_CERTS="$ca" REQUESTS_CA_BUNDLE="$bundle" \
+		CURL_CA_BUNDLE="$bundle" GIT_SSL_CAINFO="$bundle"
+fi
+if [ "$#" -eq 0 ]; then
+	echo "airut-entrypoint: no command given" >&2
+	exit 127
+fi
+exec "$@"

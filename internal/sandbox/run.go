@@ -1,0 +1,528 @@
+package sandbox
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Outcome classifies how a run ended.
+type Outcome string
+
+// Outcomes of a run. Infrastructure means the sandbox itself failed and the
+// command may never have started.
+const (
+	OutcomeSuccess        Outcome = "success"
+	OutcomeError          Outcome = "error"
+	OutcomeTimeout        Outcome = "timeout"
+	OutcomeCancelled      Outcome = "cancelled"
+	OutcomeInfrastructure Outcome = "infrastructure"
+)
+
+// Capabilities is the only set a sandboxed process keeps (S3): enough for
+// package managers that chown and switch users, nothing that reaches the host.
+var Capabilities = []string{"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"}
+
+// DefaultStopGrace is how long a stopped container gets before SIGKILL.
+const DefaultStopGrace = 10 * time.Second
+
+// Mount is a host path bound into the container.
+type Mount struct {
+	Source   string
+	Target   string
+	ReadOnly bool
+}
+
+// Limits are a task's resource limits. Zero values mean "not limited".
+type Limits struct {
+	Timeout   time.Duration
+	Memory    string // podman syntax: "512m", "8g"
+	CPUs      string // "1.5"
+	PidsLimit int
+}
+
+// NetworkMode says how a container reaches the network.
+type NetworkMode string
+
+// Network modes. Sandboxed (the proxy network) is provided by a
+// NetworkProvider; Run refuses it without one rather than fall back.
+const (
+	NetworkNone      NetworkMode = "none"
+	NetworkOpen      NetworkMode = "open"
+	NetworkSandboxed NetworkMode = "sandboxed"
+)
+
+// NetworkProvider sets up the per-task network for NetworkSandboxed and
+// returns the extra container arguments (network, DNS, CA mount) and a
+// teardown that must run on every path.
+type NetworkProvider interface {
+	Setup(ctx context.Context, name string) (args []string, teardown func(context.Context), err error)
+}
+
+// Spec is one command to run in a fresh container.
+type Spec struct {
+	// Context is an opaque id (conversation id, "cli") that goes into the
+	// container name so an operator can tell containers apart.
+	Context string
+	Image   string
+	Command []string
+	Env     map[string]string
+	Mounts  []Mount
+	// Workdir defaults to /workspace.
+	Workdir string
+	Limits  Limits
+	Network NetworkMode
+	// Provider is required for NetworkSandboxed.
+	Provider NetworkProvider
+	// Stdin, when set, is copied to the command's standard input (the
+	// agent's prompt); otherwise the command reads an empty input.
+	Stdin io.Reader
+	// StopGrace is the SIGTERM-to-SIGKILL grace on timeout or cancel.
+	StopGrace time.Duration
+	// Stdout and Stderr receive each output line (without its newline) as
+	// soon as it is written; they may be nil.
+	Stdout, Stderr func(line []byte)
+}
+
+// Result is how a run ended.
+type Result struct {
+	Outcome  Outcome
+	ExitCode int
+	// Reason explains non-success outcomes in one line.
+	Reason   string
+	Err      error
+	Duration time.Duration
+	// LimitsNotEnforced lists configured limits the host cannot enforce
+	// (rootless Podman on cgroup v1); callers must surface it.
+	LimitsNotEnforced []string
+}
+
+// Runner runs Specs with one Runtime; Prefix names containers so that the
+// gateway ("airut") and airut-sandbox ("airut-cli") never sweep each other.
+type Runner struct {
+	rt     *Runtime
+	Prefix string
+	host   *HostInfo
+	hostMu sync.Mutex
+}
+
+// NewRunner returns a Runner whose containers are named prefix-….
+func NewRunner(rt *Runtime, prefix string) *Runner {
+	return &Runner{rt: rt, Prefix: prefix}
+}
+
+// Runtime returns the runner's engine.
+func (r *Runner) Runtime() *Runtime { return r.rt }
+
+var nameUnsafe = regexp.MustCompile(`[^a-zA-Z0-9_.-]+`)
+
+// ContainerName returns a unique name prefix-context-random.
+func (r *Runner) ContainerName(contextID string) string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	c := nameUnsafe.ReplaceAllString(contextID, "-")
+	if c == "" {
+		c = "task"
+	}
+	return fmt.Sprintf("%s-%s-%s", r.Prefix, c, hex.EncodeToString(b[:]))
+}
+
+// hostInfo is probed once per Runner; it decides whether limits can be
+// enforced, which must never be silently assumed.
+func (r *Runner) hostInfo(ctx context.Context) *HostInfo {
+	r.hostMu.Lock()
+	defer r.hostMu.Unlock()
+	if r.host == nil {
+		hi := ProbeHost(ctx, r.rt)
+		r.host = &hi
+	}
+	return r.host
+}
+
+// Args returns the engine arguments for spec, container name included, up
+// to and including the image; the command follows.
+func (r *Runner) Args(spec *Spec, name string, netArgs []string) ([]string, error) {
+	if spec.Image == "" {
+		return nil, errors.New("run: no image")
+	}
+	if len(spec.Command) == 0 {
+		return nil, errors.New("run: no command")
+	}
+	workdir := spec.Workdir
+	if workdir == "" {
+		workdir = "/workspace"
+	}
+	args := []string{"run", "--rm", "--name", name,
+		"--label", labelKind + "=" + r.Prefix,
+		"--label", labelOwner + "=" + ownerToken(),
+		"--cap-drop=ALL",
+	}
+	for _, c := range Capabilities {
+		args = append(args, "--cap-add="+c)
+	}
+	if spec.Stdin != nil {
+		args = append(args, "-i")
+	}
+	args = append(args, "--security-opt", "no-new-privileges", "-w", workdir)
+	if spec.Limits.Memory != "" {
+		args = append(args, "--memory", spec.Limits.Memory)
+		// Without a swap cap the memory limit only moves pages to swap.
+		args = append(args, "--memory-swap", spec.Limits.Memory)
+	}
+	if spec.Limits.CPUs != "" {
+		args = append(args, "--cpus", spec.Limits.CPUs)
+	}
+	if spec.Limits.PidsLimit > 0 {
+		args = append(args, "--pids-limit", strconv.Itoa(spec.Limits.PidsLimit))
+	}
+	switch spec.Network {
+	case NetworkNone:
+		args = append(args, "--network", "none")
+	case NetworkOpen:
+		// The engine's default network: outbound access, no proxy.
+	case NetworkSandboxed:
+		if len(netArgs) == 0 {
+			return nil, fmt.Errorf("run: sandboxed network has no provider arguments: %w", ErrInfrastructure)
+		}
+		args = append(args, netArgs...)
+	default:
+		return nil, fmt.Errorf("run: unknown network mode %q", spec.Network)
+	}
+	for _, m := range spec.Mounts {
+		if m.Source == "" || m.Target == "" || strings.ContainsAny(m.Source+m.Target, ",") {
+			return nil, fmt.Errorf("run: invalid mount %q:%q", m.Source, m.Target)
+		}
+		opt := "rw"
+		if m.ReadOnly {
+			opt = "ro"
+		}
+		args = append(args, "--mount", fmt.Sprintf("type=bind,source=%s,destination=%s,%s", m.Source, m.Target, opt))
+	}
+	keys := make([]string, 0, len(spec.Env))
+	for k := range spec.Env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		// Values go through the environment of the engine process, not the
+		// command line, so they never show up in ps or --verbose output.
+		args = append(args, "--env", k)
+	}
+	args = append(args, spec.Image)
+	return args, nil
+}
+
+// Run runs spec to completion. It never returns with a container or network
+// of its own still present: teardown runs on success, failure, timeout and
+// cancellation.
+func (r *Runner) Run(ctx context.Context, spec Spec) Result {
+	start := time.Now()
+	res := r.run(ctx, &spec)
+	res.Duration = time.Since(start)
+	return res
+}
+
+func (r *Runner) run(ctx context.Context, spec *Spec) Result {
+	var res Result
+	if spec.Network == "" {
+		return Result{Outcome: OutcomeInfrastructure, ExitCode: -1, Reason: "no network mode given",
+			Err: fmt.Errorf("run: network mode not set: %w", ErrInfrastructure)}
+	}
+	if spec.Network == NetworkSandboxed && spec.Provider == nil {
+		return Result{Outcome: OutcomeInfrastructure, ExitCode: -1,
+			Reason: "network sandbox requested but not available",
+			Err:    fmt.Errorf("run: sandboxed network without provider: %w", ErrInfrastructure)}
+	}
+	res.LimitsNotEnforced = r.hostInfo(ctx).UnenforcedLimits(spec.Limits)
+	if len(res.LimitsNotEnforced) > 0 {
+		r.rt.Logger.Warn("resource limits are NOT enforced on this host",
+			"limits", strings.Join(res.LimitsNotEnforced, ","), "reason", r.hostInfo(ctx).LimitsReason)
+	}
+
+	name := r.ContainerName(spec.Context)
+	// Teardown uses its own context: the caller's may already be cancelled.
+	cleanupCtx := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
+	}
+
+	var netArgs []string
+	if spec.Network == NetworkSandboxed {
+		args, teardown, err := spec.Provider.Setup(ctx, name)
+		if teardown != nil {
+			defer func() {
+				c, cancel := cleanupCtx()
+				defer cancel()
+				teardown(c)
+			}()
+		}
+		if err != nil {
+			res.Outcome, res.ExitCode, res.Err = OutcomeInfrastructure, -1, err
+			res.Reason = "network sandbox: " + err.Error()
+			if ctx.Err() != nil {
+				res.Outcome, res.Reason = OutcomeCancelled, "cancelled"
+			}
+			return res
+		}
+		netArgs = args
+	}
+
+	args, err := r.Args(spec, name, netArgs)
+	if err != nil {
+		res.Outcome, res.ExitCode, res.Err, res.Reason = OutcomeInfrastructure, -1, err, err.Error()
+		return res
+	}
+	args = append(args, spec.Command...)
+
+	// The engine process is not tied to ctx: killing the podman client
+	// would leave the container running. Stop goes through the engine.
+	cmd := r.rt.command(context.WithoutCancel(ctx), args...)
+	for k, v := range spec.Env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	cmd.Stdin = spec.Stdin
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return infraResult(err)
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return infraResult(err)
+	}
+	defer func() {
+		c, cancel := cleanupCtx()
+		defer cancel()
+		r.remove(c, name)
+	}()
+	if err := cmd.Start(); err != nil {
+		return infraResult(fmt.Errorf("start %s: %w", r.rt.Command, err))
+	}
+
+	var wg sync.WaitGroup
+	errTail := newTail(8)
+	wg.Add(2)
+	go func() { defer wg.Done(); streamLines(stdout, spec.Stdout, nil) }()
+	go func() { defer wg.Done(); streamLines(stderr, spec.Stderr, errTail) }()
+
+	waitErr := make(chan error, 1)
+	go func() {
+		wg.Wait() // pipes must be drained before Wait closes them
+		waitErr <- cmd.Wait()
+	}()
+
+	var timeout <-chan time.Time
+	if spec.Limits.Timeout > 0 {
+		t := time.NewTimer(spec.Limits.Timeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	grace := spec.StopGrace
+	if grace <= 0 {
+		grace = DefaultStopGrace
+	}
+
+	var stopped Outcome
+	var werr error
+	select {
+	case werr = <-waitErr:
+	case <-timeout:
+		stopped = OutcomeTimeout
+	case <-ctx.Done():
+		stopped = OutcomeCancelled
+	}
+	if stopped != "" {
+		c, cancel := cleanupCtx()
+		r.stop(c, name, grace)
+		cancel()
+		select {
+		case werr = <-waitErr:
+		case <-time.After(grace + 30*time.Second):
+			// The engine client hangs on: kill it, the container is
+			// removed by the deferred teardown.
+			_ = cmd.Process.Kill()
+			werr = <-waitErr
+		}
+	}
+
+	res.ExitCode = exitCode(werr)
+	switch {
+	case stopped == OutcomeTimeout:
+		res.Outcome = OutcomeTimeout
+		res.Reason = fmt.Sprintf("timed out after %s", spec.Limits.Timeout)
+	case stopped == OutcomeCancelled:
+		res.Outcome, res.Reason = OutcomeCancelled, "cancelled"
+	case res.ExitCode == 0:
+		res.Outcome = OutcomeSuccess
+	case res.ExitCode < 0:
+		res.Outcome, res.Err = OutcomeInfrastructure, werr
+		res.Reason = "container engine: " + werr.Error()
+	case res.ExitCode == 125 && engineFailed(errTail.lines()):
+		res.Outcome = OutcomeInfrastructure
+		res.Reason = "container failed to start: " + strings.TrimPrefix(lastEngineError(errTail.lines()), "Error: ")
+		res.Err = fmt.Errorf("%s: %w", res.Reason, ErrInfrastructure)
+	default:
+		res.Outcome = OutcomeError
+		res.Reason = fmt.Sprintf("exited with status %d", res.ExitCode)
+		if res.ExitCode == 137 && spec.Limits.Memory != "" {
+			res.Reason = fmt.Sprintf("killed (SIGKILL, status 137): most likely out of memory (memory limit %s)", spec.Limits.Memory)
+		}
+	}
+	return res
+}
+
+func infraResult(err error) Result {
+	return Result{Outcome: OutcomeInfrastructure, ExitCode: -1, Err: fmt.Errorf("%w: %w", err, ErrInfrastructure), Reason: err.Error()}
+}
+
+func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if code := ee.ExitCode(); code >= 0 {
+			return code
+		}
+		// Killed by a signal: report it the shell's way.
+		return 128 + 9
+	}
+	return -1
+}
+
+// engineFailed tells podman's own "Error: …" apart from a command that
+// happened to exit 125.
+func engineFailed(lines []string) bool { return lastEngineError(lines) != "" }
+
+func lastEngineError(lines []string) string {
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.HasPrefix(lines[i], "Error: ") {
+			return lines[i]
+		}
+	}
+	return ""
+}
+
+func (r *Runner) stop(ctx context.Context, name string, grace time.Duration) {
+	secs := int((grace + time.Second - 1) / time.Second)
+	if _, err := r.rt.output(ctx, "stop", "-t", strconv.Itoa(secs), name); err != nil && !isNoSuchContainer(err) {
+		r.rt.Logger.Warn("stop container", "name", name, "err", err)
+	}
+}
+
+func (r *Runner) remove(ctx context.Context, name string) {
+	if _, err := r.rt.output(ctx, "rm", "-f", "-t", "0", name); err != nil && !isNoSuchContainer(err) {
+		// docker rm has no -t; retry without it.
+		if _, err2 := r.rt.output(ctx, "rm", "-f", name); err2 != nil && !isNoSuchContainer(err2) {
+			r.rt.Logger.Warn("remove container", "name", name, "err", err2)
+		}
+	}
+}
+
+func isNoSuchContainer(err error) bool {
+	s := strings.ToLower(err.Error())
+	return strings.Contains(s, "no such container") || strings.Contains(s, "no container with name")
+}
+
+// streamLines hands every line to fn as it arrives. Lines of any length are
+// delivered whole: stream-json events can be megabytes long.
+func streamLines(rd io.Reader, fn func([]byte), tail *tailBuf) {
+	br := bufio.NewReaderSize(rd, 64*1024)
+	for {
+		line, err := br.ReadBytes('\n')
+		if len(line) > 0 {
+			line = trimEOL(line)
+			if tail != nil {
+				tail.add(string(line))
+			}
+			if fn != nil {
+				fn(line)
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func trimEOL(b []byte) []byte {
+	b = bytesTrimSuffix(b, '\n')
+	return bytesTrimSuffix(b, '\r')
+}
+
+func bytesTrimSuffix(b []byte, c byte) []byte {
+	if len(b) > 0 && b[len(b)-1] == c {
+		return b[:len(b)-1]
+	}
+	return b
+}
+
+type tailBuf struct {
+	mu  sync.Mutex
+	n   int
+	buf []string
+}
+
+func newTail(n int) *tailBuf { return &tailBuf{n: n} }
+
+func (t *tailBuf) add(s string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, s)
+	if len(t.buf) > t.n {
+		t.buf = t.buf[len(t.buf)-t.n:]
+	}
+}
+
+func (t *tailBuf) lines() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]string(nil), t.buf...)
+}
+
+// ownerToken identifies this process across PID reuse: pid and kernel
+// start time. Sweeps remove only resources whose owner is gone.
+func ownerToken() string {
+	pid := os.Getpid()
+	return fmt.Sprintf("%d:%s", pid, processStart(pid))
+}
+
+func processStart(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return "0"
+	}
+	// Field 22 (starttime) follows the parenthesised command name, which
+	// may itself contain spaces.
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 {
+		f := strings.Fields(s[i+1:])
+		if len(f) > 19 {
+			return f[19]
+		}
+	}
+	return "0"
+}
+
+// ownerAlive reports whether the process named by an owner token runs.
+func ownerAlive(token string) bool {
+	pidStr, start, ok := strings.Cut(token, ":")
+	if !ok {
+		return false
+	}
+	pid, err := strconv.Atoi(pidStr)
+	if err != nil || pid <= 0 {
+		return false
+	}
+	return processStart(pid) == start && start != "0"
+}

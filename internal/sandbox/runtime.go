@@ -1,0 +1,138 @@
+// Package sandbox runs commands in hardened containers through the podman
+// CLI: image cache keyed by content hash, per-task containers with a fixed
+// set of security flags and limits, line-by-line output streaming, timeouts,
+// cancellation, and teardown of everything it created on every path.
+//
+// It knows nothing of email, Slack or conversations: callers pass an opaque
+// context id, paths to mount, limits and a network mode.
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+)
+
+// ErrInfrastructure marks failures of the sandbox itself (podman missing,
+// image build failed, container could not start) as opposed to failures of
+// the command run inside it.
+var ErrInfrastructure = errors.New("sandbox infrastructure failure")
+
+// Runtime drives a container engine through its CLI.
+type Runtime struct {
+	// Command is the engine binary: "podman" (default) or "docker".
+	Command string
+	// Verbose, when set, receives every engine command line before it runs.
+	Verbose io.Writer
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+
+	verboseMu sync.Mutex
+}
+
+// NewRuntime returns a Runtime for command ("" means podman).
+func NewRuntime(command string, logger *slog.Logger) (*Runtime, error) {
+	if command == "" {
+		command = "podman"
+	}
+	switch base := baseName(command); base {
+	case "podman", "docker":
+	default:
+		return nil, fmt.Errorf("container_command %q: must be podman or docker", command)
+	}
+	if _, err := exec.LookPath(command); err != nil {
+		return nil, fmt.Errorf("container_command %q: %w: %w", command, err, ErrInfrastructure)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Runtime{Command: command, Logger: logger}, nil
+}
+
+func baseName(p string) string {
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		return p[i+1:]
+	}
+	return p
+}
+
+// IsPodman reports whether the engine is podman (docker lacks some flags).
+func (r *Runtime) IsPodman() bool { return baseName(r.Command) == "podman" }
+
+func (r *Runtime) logCommand(args []string) {
+	if r.Verbose == nil {
+		return
+	}
+	r.verboseMu.Lock()
+	defer r.verboseMu.Unlock()
+	fmt.Fprintf(r.Verbose, "+ %s %s\n", r.Command, shellQuote(args))
+}
+
+// command builds an engine invocation. Callers set stdio themselves.
+func (r *Runtime) command(ctx context.Context, args ...string) *exec.Cmd {
+	r.logCommand(args)
+	cmd := exec.CommandContext(ctx, r.Command, args...)
+	cmd.Env = os.Environ()
+	return cmd
+}
+
+// output runs an engine command and returns its stdout; on failure the
+// error carries the engine's stderr, which is where podman explains itself.
+func (r *Runtime) output(ctx context.Context, args ...string) ([]byte, error) {
+	cmd := r.command(ctx, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout = &stdout
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if msg == "" {
+			msg = err.Error()
+		}
+		return stdout.Bytes(), fmt.Errorf("%s %s: %s", baseName(r.Command), firstArgs(args), lastLines(msg, 6))
+	}
+	return stdout.Bytes(), nil
+}
+
+func firstArgs(args []string) string {
+	if len(args) > 2 {
+		args = args[:2]
+	}
+	return strings.Join(args, " ")
+}
+
+// lastLines keeps the tail of a long engine message: build logs put the
+// reason at the end.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func shellQuote(args []string) string {
+	var b strings.Builder
+	for i, a := range args {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		if a != "" && strings.IndexFunc(a, func(c rune) bool {
+			return !(c == '-' || c == '_' || c == '.' || c == '/' || c == ':' || c == '=' || c == ',' ||
+				c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9')
+		}) < 0 {
+			b.WriteString(a)
+			continue
+		}
+		b.WriteByte('\'')
+		b.WriteString(strings.ReplaceAll(a, "'", `'\''`))
+		b.WriteByte('\'')
+	}
+	return b.String()
+}

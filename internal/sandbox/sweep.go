@@ -1,0 +1,61 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+)
+
+// Sweep removes containers and networks of this runner's prefix left behind
+// by a process that no longer runs (a crash, a SIGKILL). Resources of live
+// processes, including other airut instances sharing the host, are kept.
+func (r *Runner) Sweep(ctx context.Context) (removed []string, err error) {
+	out, err := r.rt.output(ctx, "ps", "-a", "--filter", "label="+labelKind+"="+r.Prefix,
+		"--format", `{{.Names}} {{index .Labels "`+labelOwner+`"}}`)
+	if err != nil {
+		return nil, fmt.Errorf("sweep: list containers: %w", err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		name, owner, _ := strings.Cut(strings.TrimSpace(line), " ")
+		if name == "" || ownerAlive(owner) {
+			continue
+		}
+		r.remove(ctx, name)
+		removed = append(removed, name)
+	}
+	nets, err := r.sweepNetworks(ctx)
+	removed = append(removed, nets...)
+	if len(removed) > 0 {
+		r.rt.Logger.Info("swept leftovers of a previous run", "removed", strings.Join(removed, ","))
+	}
+	return removed, err
+}
+
+func (r *Runner) sweepNetworks(ctx context.Context) ([]string, error) {
+	if !r.rt.IsPodman() {
+		return nil, nil
+	}
+	out, err := r.rt.output(ctx, "network", "ls", "--filter", "label="+labelKind+"="+r.Prefix, "--format", "{{.Name}}")
+	if err != nil {
+		return nil, fmt.Errorf("sweep: list networks: %w", err)
+	}
+	var removed []string
+	for _, name := range strings.Fields(string(out)) {
+		// podman network ls cannot print one label; inspect can.
+		raw, err := r.rt.output(ctx, "network", "inspect", name)
+		if err != nil {
+			continue
+		}
+		var nets []struct {
+			Labels map[string]string `json:"labels"`
+		}
+		if json.Unmarshal(raw, &nets) != nil || len(nets) != 1 || ownerAlive(nets[0].Labels[labelOwner]) {
+			continue
+		}
+		if _, err := r.rt.output(ctx, "network", "rm", "-f", name); err == nil {
+			removed = append(removed, name)
+		}
+	}
+	return removed, nil
+}
