@@ -3,8 +3,8 @@ package repoconfig
 import (
 	"fmt"
 	"maps"
-	"slices"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -355,4 +355,3 @@ func cleanYAMLErr(err error) string {
 	s = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(s), ":"))
 	return "invalid YAML: " + s
 }
-

@@ -426,4 +426,3 @@ func ownerOfSelf(t *testing.T) string {
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 	return strconv.Itoa(os.Getpid()) + ":" + f[19]
 }
-

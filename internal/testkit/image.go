@@ -223,4 +223,3 @@ func RequireEngine(t testing.TB) string {
 
 // Rootless reports whether the tests run as a non-root user.
 func Rootless() bool { return os.Geteuid() != 0 }
-
