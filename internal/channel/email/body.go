@@ -215,7 +215,15 @@ func (w *htmlWalker) walk(n *html.Node) {
 	}
 	if !w.inQuote && isQuote(n) {
 		w.startQuote()
-		w.element(n)
+		if n.DataAtom == atom.Blockquote {
+			// The segment is marked as quoted already; a "> " prefix
+			// here would quote it twice.
+			w.block()
+			w.children(n)
+			w.block()
+		} else {
+			w.element(n)
+		}
 		w.endQuote()
 		return
 	}
@@ -440,10 +448,11 @@ func trimAttribution(s string) string {
 		l := lines[len(lines)-1]
 		switch {
 		case strings.TrimSpace(l) == "":
-		case attributionLine.MatchString(l), dashRule.MatchString(l):
 		case len(lines) >= 2 && strings.HasPrefix(strings.TrimSpace(lines[len(lines)-2]), "On ") &&
 			strings.HasSuffix(strings.TrimSpace(l), "wrote:"):
+			// An attribution the sender's client wrapped onto two lines.
 			lines = lines[:len(lines)-1]
+		case attributionLine.MatchString(l), dashRule.MatchString(l):
 		default:
 			return strings.TrimRight(strings.Join(lines, "\n"), "\n ")
 		}

@@ -1,0 +1,379 @@
+// Package mailtest runs real IMAP and SMTP servers in-process for tests: an
+// in-memory IMAP server (go-imap's imapmemserver) and an SMTP server
+// (go-smtp) that keeps what it receives.
+//
+// Both listen on ephemeral loopback ports over plain TCP. Tests talk the
+// real protocols to them; TLS is left out because it would test crypto/tls
+// rather than the mail code, and the email channel's TLS modes are plain
+// configuration of the same clients (it defaults to TLS in production).
+package mailtest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/emersion/go-imap/v2/imapserver"
+	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+)
+
+// IMAPServer is an in-memory IMAP server with one user whose INBOX exists.
+type IMAPServer struct {
+	Host     string
+	Port     int
+	Username string
+	Password string
+
+	user   *imapmemserver.User
+	server *imapserver.Server
+	ln     *trackingListener
+}
+
+// IMAPOptions adjust NewIMAPServer.
+type IMAPOptions struct {
+	// NoIdle advertises only IMAP4rev1 (no IDLE, no UIDPLUS), like an old
+	// server; the default advertises IMAP4rev2, which includes both.
+	NoIdle bool
+}
+
+// NewIMAPServer starts a server on 127.0.0.1 and stops it at test cleanup.
+func NewIMAPServer(t testing.TB, opts IMAPOptions) *IMAPServer {
+	t.Helper()
+	mem := imapmemserver.New()
+	user := imapmemserver.NewUser("airut@example.com", "imap-password")
+	if err := user.Create("INBOX", nil); err != nil {
+		t.Fatalf("create INBOX: %v", err)
+	}
+	mem.AddUser(user)
+
+	caps := imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}}
+	if opts.NoIdle {
+		caps = imap.CapSet{imap.CapIMAP4rev1: {}}
+	}
+	srv := imapserver.New(&imapserver.Options{
+		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+			return mem.NewSession(), nil, nil
+		},
+		Caps: caps,
+		// Plain TCP on loopback: LOGIN must be allowed without TLS.
+		InsecureAuth: true,
+		Logger:       testLogger{t},
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen imap: %v", err)
+	}
+	tl := &trackingListener{Listener: ln, conns: make(map[net.Conn]struct{})}
+	go func() { _ = srv.Serve(tl) }()
+	t.Cleanup(func() { _ = srv.Close() })
+
+	addr := ln.Addr().(*net.TCPAddr)
+	return &IMAPServer{
+		Host:     "127.0.0.1",
+		Port:     addr.Port,
+		Username: "airut@example.com",
+		Password: "imap-password",
+		user:     user,
+		server:   srv,
+		ln:       tl,
+	}
+}
+
+// Addr is host:port.
+func (s *IMAPServer) Addr() string { return net.JoinHostPort(s.Host, strconv.Itoa(s.Port)) }
+
+// Append adds a raw message to INBOX and returns its UID.
+func (s *IMAPServer) Append(t testing.TB, raw []byte) imap.UID {
+	t.Helper()
+	data, err := s.user.Append("INBOX", literal{bytes.NewReader(raw)}, &imap.AppendOptions{})
+	if err != nil {
+		t.Fatalf("append to INBOX: %v", err)
+	}
+	return data.UID
+}
+
+// Message is one message left in INBOX.
+type Message struct {
+	UID   imap.UID
+	Flags []imap.Flag
+	Raw   []byte
+}
+
+// Inbox lists what INBOX holds, over a real IMAP connection.
+func (s *IMAPServer) Inbox(t testing.TB) []Message {
+	t.Helper()
+	cl, err := imapclient.DialInsecure(s.Addr(), nil)
+	if err != nil {
+		t.Fatalf("dial imap: %v", err)
+	}
+	defer cl.Close()
+	if err := cl.Login(s.Username, s.Password).Wait(); err != nil {
+		t.Fatalf("imap login: %v", err)
+	}
+	sel, err := cl.Select("INBOX", &imap.SelectOptions{ReadOnly: true}).Wait()
+	if err != nil {
+		t.Fatalf("imap select: %v", err)
+	}
+	if sel.NumMessages == 0 {
+		return nil
+	}
+	section := &imap.FetchItemBodySection{Peek: true}
+	var all imap.SeqSet
+	all.AddRange(1, 0)
+	bufs, err := cl.Fetch(all, &imap.FetchOptions{
+		UID:         true,
+		Flags:       true,
+		BodySection: []*imap.FetchItemBodySection{section},
+	}).Collect()
+	if err != nil {
+		t.Fatalf("imap fetch: %v", err)
+	}
+	var out []Message
+	for _, b := range bufs {
+		out = append(out, Message{UID: b.UID, Flags: b.Flags, Raw: b.FindBodySection(section)})
+	}
+	return out
+}
+
+// DropConnections closes every open client connection but keeps listening,
+// as a server restart or a network failure would look to a client.
+func (s *IMAPServer) DropConnections() int {
+	return s.ln.closeAll()
+}
+
+// Connections counts the client connections accepted so far.
+func (s *IMAPServer) Connections() int {
+	s.ln.mu.Lock()
+	defer s.ln.mu.Unlock()
+	return s.ln.accepted
+}
+
+type literal struct{ *bytes.Reader }
+
+func (l literal) Size() int64 { return l.Reader.Size() }
+
+type trackingListener struct {
+	net.Listener
+	mu       sync.Mutex
+	conns    map[net.Conn]struct{}
+	accepted int
+}
+
+func (l *trackingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	l.conns[c] = struct{}{}
+	l.accepted++
+	l.mu.Unlock()
+	return &trackedConn{Conn: c, l: l}, nil
+}
+
+func (l *trackingListener) closeAll() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := len(l.conns)
+	for c := range l.conns {
+		_ = c.Close()
+		delete(l.conns, c)
+	}
+	return n
+}
+
+type trackedConn struct {
+	net.Conn
+	l *trackingListener
+}
+
+func (c *trackedConn) Close() error {
+	c.l.mu.Lock()
+	delete(c.l.conns, c.Conn)
+	c.l.mu.Unlock()
+	return c.Conn.Close()
+}
+
+// SMTPServer accepts mail for any recipient and keeps it.
+type SMTPServer struct {
+	Host string
+	Port int
+	// Username and Password, when set, are required (AUTH PLAIN).
+	Username string
+	Password string
+
+	mu       sync.Mutex
+	msgs     []SMTPMessage
+	changed  chan struct{}
+	failNext int
+}
+
+// SMTPMessage is one received message.
+type SMTPMessage struct {
+	From string
+	To   []string
+	Data []byte
+}
+
+// SMTPOptions adjust NewSMTPServer.
+type SMTPOptions struct {
+	// Username and Password turn on AUTH PLAIN and require it.
+	Username string
+	Password string
+}
+
+// NewSMTPServer starts a server on 127.0.0.1 and stops it at test cleanup.
+func NewSMTPServer(t testing.TB, opts SMTPOptions) *SMTPServer {
+	t.Helper()
+	s := &SMTPServer{
+		Host:     "127.0.0.1",
+		Username: opts.Username,
+		Password: opts.Password,
+		changed:  make(chan struct{}),
+	}
+	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
+		return &smtpSession{s: s}, nil
+	}))
+	srv.Domain = "localhost"
+	srv.AllowInsecureAuth = true
+	srv.ReadTimeout = 30 * time.Second
+	srv.WriteTimeout = 30 * time.Second
+	srv.ErrorLog = testLogger{t}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen smtp: %v", err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	s.Port = ln.Addr().(*net.TCPAddr).Port
+	return s
+}
+
+// FailNext makes the next n DATA commands fail with a temporary error
+// (451), to exercise retries.
+func (s *SMTPServer) FailNext(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failNext = n
+}
+
+// Messages returns a copy of what was received so far.
+func (s *SMTPServer) Messages() []SMTPMessage {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]SMTPMessage(nil), s.msgs...)
+}
+
+// WaitMessage blocks until the nth message (1-based) has arrived or ctx
+// ends.
+func (s *SMTPServer) WaitMessage(ctx context.Context, n int) (SMTPMessage, error) {
+	for {
+		s.mu.Lock()
+		if len(s.msgs) >= n {
+			m := s.msgs[n-1]
+			s.mu.Unlock()
+			return m, nil
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return SMTPMessage{}, fmt.Errorf("wait for smtp message %d (have %d): %w", n, len(s.Messages()), ctx.Err())
+		case <-ch:
+		}
+	}
+}
+
+func (s *SMTPServer) add(m SMTPMessage) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failNext > 0 {
+		s.failNext--
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"}
+	}
+	s.msgs = append(s.msgs, m)
+	close(s.changed)
+	s.changed = make(chan struct{})
+	return nil
+}
+
+type smtpSession struct {
+	s      *SMTPServer
+	authed bool
+	from   string
+	to     []string
+}
+
+var _ smtp.AuthSession = (*smtpSession)(nil)
+
+func (ss *smtpSession) AuthMechanisms() []string {
+	if ss.s.Username == "" {
+		return nil
+	}
+	return []string{sasl.Plain}
+}
+
+func (ss *smtpSession) Auth(mech string) (sasl.Server, error) {
+	if mech != sasl.Plain {
+		return nil, smtp.ErrAuthUnknownMechanism
+	}
+	return sasl.NewPlainServer(func(identity, username, password string) error {
+		if username != ss.s.Username || password != ss.s.Password {
+			return smtp.ErrAuthFailed
+		}
+		ss.authed = true
+		return nil
+	}), nil
+}
+
+func (ss *smtpSession) Mail(from string, _ *smtp.MailOptions) error {
+	if ss.s.Username != "" && !ss.authed {
+		return smtp.ErrAuthRequired
+	}
+	ss.from = from
+	return nil
+}
+
+func (ss *smtpSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	ss.to = append(ss.to, to)
+	return nil
+}
+
+func (ss *smtpSession) Data(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	return ss.s.add(SMTPMessage{From: ss.from, To: ss.to, Data: b})
+}
+
+func (ss *smtpSession) Reset() {
+	ss.from = ""
+	ss.to = nil
+}
+
+func (ss *smtpSession) Logout() error { return nil }
+
+// testLogger sends server error logs to the test log. Logging after the
+// test ended panics in the testing package, so late lines are dropped.
+type testLogger struct{ t testing.TB }
+
+func (l testLogger) Printf(format string, args ...any) {
+	defer func() { _ = recover() }()
+	l.t.Logf(format, args...)
+}
+
+func (l testLogger) Println(args ...any) {
+	defer func() { _ = recover() }()
+	l.t.Log(args...)
+}
