@@ -36,6 +36,7 @@ type decoder struct {
 	repo    string         // repo being decoded, "" outside repos:
 	lines   map[string]int // key path -> line, for every key present
 	sources map[string]scalar
+	bad     map[string]bool // paths that already have an error
 	secrets []string
 }
 
@@ -49,10 +50,12 @@ func newDecoder(file string, env Environ) *decoder {
 		vars:    map[string]scalar{},
 		lines:   map[string]int{},
 		sources: map[string]scalar{},
+		bad:     map[string]bool{},
 	}
 }
 
 func (d *decoder) errorf(line int, path, format string, args ...any) {
+	d.bad[path] = true
 	d.errs = append(d.errs, &FieldError{File: d.file, Line: line, Path: path, Msg: fmt.Sprintf(format, args...), repo: d.repo})
 }
 
@@ -253,20 +256,20 @@ func (d *decoder) setScalar(s scalar, v reflect.Value, path string) bool {
 		case "false", "no", "off", "0":
 			v.SetBool(false)
 		default:
-			d.errorf(s.line, path, "must be true or false, not %q%s", s.value, envNote(s))
+			d.errorf(s.line, path, "must be true or false, not %s", shown(s))
 			return false
 		}
 	case reflect.Int, reflect.Int64:
 		i, err := strconv.ParseInt(strings.TrimSpace(s.value), 10, 64)
 		if err != nil || s.tag == "!!float" {
-			d.errorf(s.line, path, "must be an integer, not %q%s", s.value, envNote(s))
+			d.errorf(s.line, path, "must be an integer, not %s", shown(s))
 			return false
 		}
 		v.SetInt(i)
 	case reflect.Float64:
 		f, err := strconv.ParseFloat(strings.TrimSpace(s.value), 64)
 		if err != nil {
-			d.errorf(s.line, path, "must be a number, not %q%s", s.value, envNote(s))
+			d.errorf(s.line, path, "must be a number, not %s", shown(s))
 			return false
 		}
 		v.SetFloat(f)
@@ -277,11 +280,13 @@ func (d *decoder) setScalar(s scalar, v reflect.Value, path string) bool {
 	return true
 }
 
-func envNote(s scalar) string {
+// shown describes a bad value for an error message. A value read from the
+// environment is not repeated: it may be a secret put in the wrong place.
+func shown(s scalar) string {
 	if s.env == "" {
-		return ""
+		return strconv.Quote(s.value)
 	}
-	return " (from environment variable " + s.env + ")"
+	return "the value of environment variable " + s.env
 }
 
 // legacyKeys gives the new place of keys from older reference schemas, so

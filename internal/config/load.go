@@ -85,7 +85,7 @@ func Parse(name string, data []byte, env Environ, reg *redact.Registry) (*Config
 	if root.Kind == yaml.DocumentNode && len(root.Content) > 0 {
 		root = root.Content[0]
 	}
-	if root.Kind == yaml.DocumentNode || isNull(root) {
+	if root.Kind == yaml.DocumentNode || root.Kind == 0 || isNull(root) || (root.Kind == yaml.ScalarNode && root.Tag == "" && root.Value == "") {
 		root = nil // an empty file is a valid config with no repos
 	}
 	if root != nil {
@@ -104,6 +104,17 @@ func Parse(name string, data []byte, env Environ, reg *redact.Registry) (*Config
 	d.validate(cfg)
 	reg.Add(d.secrets...)
 
+	// Messages quote bad values; one read from the environment may be a
+	// secret in the wrong place, so none of those is shown.
+	envValues := redact.NewRegistry()
+	envValues.Add(d.secrets...)
+	for _, s := range d.sources {
+		envValues.Add(s.value)
+	}
+	for _, e := range d.errs {
+		e.Msg = envValues.Redact(e.Msg)
+	}
+
 	var global Errors
 	repoErrs := map[string]Errors{}
 	for _, e := range d.errs {
@@ -114,7 +125,8 @@ func Parse(name string, data []byte, env Environ, reg *redact.Registry) (*Config
 		}
 	}
 	if len(global) > 0 {
-		return nil, global.sorted()
+		// Report the repos' problems too, so one pass fixes the file.
+		return nil, d.errs.sorted()
 	}
 	for id, es := range repoErrs {
 		if cfg.RepoErrors == nil {

@@ -22,7 +22,7 @@ var (
 // required reports path as missing when empty is true, naming the
 // environment variable it was meant to come from.
 func (d *decoder) required(path string, empty bool) {
-	if !empty {
+	if !empty || d.bad[path] {
 		return
 	}
 	msg := "required"
