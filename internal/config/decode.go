@@ -36,8 +36,11 @@ type decoder struct {
 	repo    string         // repo being decoded, "" outside repos:
 	lines   map[string]int // key path -> line, for every key present
 	sources map[string]scalar
-	bad     map[string]bool // paths that already have an error
-	secrets []string
+	bad     map[string]bool // paths whose value could not be decoded
+	// validating is set once decoding is done: validation errors do not
+	// hide missing keys the way decoding errors do.
+	validating bool
+	secrets    []string
 }
 
 func newDecoder(file string, env Environ) *decoder {
@@ -55,7 +58,9 @@ func newDecoder(file string, env Environ) *decoder {
 }
 
 func (d *decoder) errorf(line int, path, format string, args ...any) {
-	d.bad[path] = true
+	if !d.validating {
+		d.bad[path] = true
+	}
 	d.errs = append(d.errs, &FieldError{File: d.file, Line: line, Path: path, Msg: fmt.Sprintf(format, args...), repo: d.repo})
 }
 
@@ -201,8 +206,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) bool {
 		}
 		return false
 	case reflect.Struct:
-		d.decodeStruct(n, v, path)
-		return true
+		return d.decodeStruct(n, v, path)
 	case reflect.Map:
 		return d.decodeMap(n, v, path)
 	case reflect.Slice:
@@ -328,10 +332,10 @@ func (d *decoder) unknownKey(k *yaml.Node, path string, t reflect.Type) {
 	d.errorf(k.Line, join(path, k.Value), "unknown key")
 }
 
-func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
+func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) bool {
 	if n.Kind != yaml.MappingNode {
 		d.errorf(n.Line, path, "must be a mapping, not %s", kindName(n))
-		return
+		return false
 	}
 	t := v.Type()
 	seen := map[string]int{}
@@ -362,6 +366,7 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 		d.lines[p] = k.Line
 		d.decode(val, v.Field(idx), p)
 	}
+	return true
 }
 
 // decodeMerge applies a YAML merge key (<<: *anchor) to the same struct.
@@ -431,7 +436,9 @@ func (d *decoder) decodeMap(n *yaml.Node, v reflect.Value, path string) bool {
 			if path == "repos" {
 				d.repo = k.Value
 			}
-			d.errorf(k.Line, p, "must be a mapping, not empty")
+			if isNull(deref(val)) {
+				d.errorf(k.Line, p, "must be a mapping, not empty")
+			}
 			d.repo = ""
 			continue
 		}

@@ -22,7 +22,7 @@ var (
 // required reports path as missing when empty is true, naming the
 // environment variable it was meant to come from.
 func (d *decoder) required(path string, empty bool) {
-	if !empty || d.bad[path] {
+	if !empty || d.badWithin(path) {
 		return
 	}
 	msg := "required"
@@ -34,6 +34,21 @@ func (d *decoder) required(path string, empty bool) {
 		}
 	}
 	d.errorf(d.lineOf(path), path, "%s", msg)
+}
+
+// badWithin reports whether path or a section containing it already has an
+// error, so a broken section does not also list every key as missing.
+func (d *decoder) badWithin(path string) bool {
+	for p := path; ; {
+		if d.bad[p] {
+			return true
+		}
+		i := strings.LastIndexAny(p, ".[")
+		if i < 0 {
+			return false
+		}
+		p = p[:i]
+	}
 }
 
 func (d *decoder) check(path string, bad bool, format string, args ...any) {
@@ -51,6 +66,7 @@ func (d *decoder) unsetEnv(path string) bool {
 
 func (d *decoder) validate(c *Config) {
 	d.repo = ""
+	d.validating = true
 	d.check("config_version", c.Version < 1, "must be a positive integer")
 	d.check("config_version", c.Version > CurrentVersion, "version %d is newer than this Airut supports (%d)", c.Version, CurrentVersion)
 	d.check("execution.max_concurrent", c.Execution.MaxConcurrent < 1, "must be at least 1")
