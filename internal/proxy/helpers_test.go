@@ -102,7 +102,14 @@ type upstream struct {
 }
 
 func upstreamHandler(u *upstream) http.Handler {
-	ws := websocket.Handler(func(c *websocket.Conn) { _, _ = io.Copy(c, c) })
+	ws := websocket.Handler(func(c *websocket.Conn) {
+		for {
+			var msg string
+			if websocket.Message.Receive(c, &msg) != nil || websocket.Message.Send(c, msg) != nil {
+				return
+			}
+		}
+	})
 	big := func(w http.ResponseWriter, r *http.Request) {
 		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
 		w.Header().Set("Content-Length", strconv.Itoa(n))
