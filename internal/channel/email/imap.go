@@ -197,8 +197,14 @@ func (c *Channel) poll(ctx context.Context, cl *imapclient.Client) error {
 	case <-cl.Closed():
 		return errors.New("imap connection closed")
 	case <-t.C:
-		return nil
 	}
+	// NOOP is the polling command: it lets the server report new and
+	// expunged messages (which it may hold back during SEARCH and FETCH),
+	// and shows that the connection is still alive.
+	if err := cl.Noop().Wait(); err != nil {
+		return fmt.Errorf("imap noop: %w", err)
+	}
+	return nil
 }
 
 // processInbox hands every message not yet in flight to accept and h,

@@ -11,6 +11,7 @@ package mailtest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -37,6 +38,37 @@ type IMAPServer struct {
 	user   *imapmemserver.User
 	server *imapserver.Server
 	ln     *trackingListener
+
+	mu       sync.Mutex
+	appended chan struct{} // closed and replaced by every Append
+}
+
+// session makes IDLE report messages appended before or during it. The
+// in-memory server only reports changes made after IDLE starts, so a
+// message appended between a client's SEARCH and its IDLE would go
+// unnoticed; real servers (Dovecot, Exchange) report it, and a test must
+// not depend on that race.
+type session struct {
+	imapserver.SessionIMAP4rev2
+	s *IMAPServer
+}
+
+func (ss *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
+	for {
+		// Take the channel before polling: an append after this point
+		// closes it and causes another poll, one before it is polled now.
+		ss.s.mu.Lock()
+		appended := ss.s.appended
+		ss.s.mu.Unlock()
+		if err := ss.SessionIMAP4rev2.Poll(w, true); err != nil {
+			return err
+		}
+		select {
+		case <-stop:
+			return nil
+		case <-appended:
+		}
+	}
 }
 
 // IMAPOptions adjust NewIMAPServer.
@@ -55,6 +87,13 @@ func NewIMAPServer(t testing.TB, opts IMAPOptions) *IMAPServer {
 		t.Fatalf("create INBOX: %v", err)
 	}
 	mem.AddUser(user)
+	s := &IMAPServer{
+		Host:     "127.0.0.1",
+		Username: "airut@example.com",
+		Password: "imap-password",
+		user:     user,
+		appended: make(chan struct{}),
+	}
 
 	caps := imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}}
 	if opts.NoIdle {
@@ -62,7 +101,11 @@ func NewIMAPServer(t testing.TB, opts IMAPOptions) *IMAPServer {
 	}
 	srv := imapserver.New(&imapserver.Options{
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return mem.NewSession(), nil, nil
+			inner, ok := mem.NewSession().(imapserver.SessionIMAP4rev2)
+			if !ok {
+				return nil, nil, errors.New("imapmemserver session lacks IMAP4rev2 methods")
+			}
+			return &session{SessionIMAP4rev2: inner, s: s}, nil, nil
 		},
 		Caps: caps,
 		// Plain TCP on loopback: LOGIN must be allowed without TLS.
@@ -73,32 +116,29 @@ func NewIMAPServer(t testing.TB, opts IMAPOptions) *IMAPServer {
 	if err != nil {
 		t.Fatalf("listen imap: %v", err)
 	}
-	tl := &trackingListener{Listener: ln, conns: make(map[net.Conn]struct{})}
-	go func() { _ = srv.Serve(tl) }()
+	s.ln = &trackingListener{Listener: ln, conns: make(map[net.Conn]struct{})}
+	s.Port = ln.Addr().(*net.TCPAddr).Port
+	s.server = srv
+	go func() { _ = srv.Serve(s.ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
-
-	addr := ln.Addr().(*net.TCPAddr)
-	return &IMAPServer{
-		Host:     "127.0.0.1",
-		Port:     addr.Port,
-		Username: "airut@example.com",
-		Password: "imap-password",
-		user:     user,
-		server:   srv,
-		ln:       tl,
-	}
+	return s
 }
 
 // Addr is host:port.
 func (s *IMAPServer) Addr() string { return net.JoinHostPort(s.Host, strconv.Itoa(s.Port)) }
 
-// Append adds a raw message to INBOX and returns its UID.
+// Append adds a raw message to INBOX and returns its UID. Connections in
+// IDLE are told at once.
 func (s *IMAPServer) Append(t testing.TB, raw []byte) imap.UID {
 	t.Helper()
 	data, err := s.user.Append("INBOX", literal{bytes.NewReader(raw)}, &imap.AppendOptions{})
 	if err != nil {
 		t.Fatalf("append to INBOX: %v", err)
 	}
+	s.mu.Lock()
+	close(s.appended)
+	s.appended = make(chan struct{})
+	s.mu.Unlock()
 	return data.UID
 }
 
