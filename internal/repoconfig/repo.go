@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
+	"testing/fstest"
 )
 
 // ContainerContext returns the build context under containerPath
@@ -37,4 +38,31 @@ func LoadSandbox(ctx context.Context, src Source, env LookupEnv) (*Sandbox, erro
 		return nil, fmt.Errorf("read %s: %w", SandboxPath, err)
 	}
 	return ParseSandbox(data, SandboxPath, env)
+}
+
+// WithFile returns a copy of tree with name set to data: airut-sandbox's
+// --dockerfile replaces the context's Dockerfile this way, so the build
+// still sees only the materialised context.
+func WithFile(tree fs.FS, name string, data []byte) (fs.FS, error) {
+	out := fstest.MapFS{}
+	err := fs.WalkDir(tree, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(tree, p)
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		out[p] = &fstest.MapFile{Data: b, Mode: info.Mode()}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out[name] = &fstest.MapFile{Data: data, Mode: 0o644}
+	return out, nil
 }

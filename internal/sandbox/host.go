@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"strconv"
 	"strings"
+	"syscall"
 )
 
 // HostInfo is what the engine reports about the host, as far as it decides
@@ -79,18 +82,53 @@ func ProbeHost(ctx context.Context, rt *Runtime) HostInfo {
 	hi.Controllers = info.Host.CgroupControllers
 	hi.OCIRuntime = info.Host.OCIRuntime.Name
 	hi.OCIRuntimePath = info.Host.OCIRuntime.Path
-	switch {
-	case hi.Rootless && hi.CgroupVersion == "v1":
-		hi.LimitsReason = "rootless Podman cannot apply resource limits on cgroup v1; " +
-			"run rootful, or boot the host with cgroup v2 (systemd.unified_cgroup_hierarchy=1)"
-	case hi.Rootless && !(hasController(hi.Controllers, "memory") && hasController(hi.Controllers, "pids")):
-		hi.LimitsReason = "the memory and pids cgroup controllers are not delegated to this user; " +
-			"see https://github.com/containers/podman/blob/main/troubleshooting.md (cgroup delegation)"
-	default:
-		hi.LimitsEnforceable = true
-	}
+	hi.LimitsEnforceable, hi.LimitsReason = limitsVerdict(hi.Rootless, hi.CgroupVersion, hi.Controllers)
 	return hi
 }
+
+// limitsVerdict decides whether --memory and --pids-limit take effect.
+func limitsVerdict(rootless bool, cgroupVersion string, controllers []string) (bool, string) {
+	switch {
+	case rootless && cgroupVersion == "v1":
+		return false, "rootless Podman cannot apply resource limits on cgroup v1; " +
+			"run rootful, or boot the host with cgroup v2 (systemd.unified_cgroup_hierarchy=1)"
+	case rootless && !(hasController(controllers, "memory") && hasController(controllers, "pids")):
+		return false, "the memory and pids cgroup controllers are not delegated to this user " +
+			"(systemd: Delegate=memory pids in user@.service)"
+	}
+	return true, ""
+}
+
+// LocalHostInfo answers the limits question from /sys and the effective
+// user, without asking the engine. Unreadable files count as "cannot
+// enforce": fail closed.
+func LocalHostInfo(rt *Runtime) HostInfo {
+	hi := HostInfo{Engine: baseName(rt.Command)}
+	if !rt.IsPodman() {
+		// Docker's daemon applies limits itself.
+		hi.LimitsEnforceable = true
+		return hi
+	}
+	hi.Rootless = os.Geteuid() != 0
+	var st syscall.Statfs_t
+	if err := syscall.Statfs("/sys/fs/cgroup", &st); err == nil && st.Type == cgroup2Magic {
+		hi.CgroupVersion = "v2"
+		path := "/sys/fs/cgroup/cgroup.controllers"
+		if hi.Rootless {
+			uid := strconv.Itoa(os.Geteuid())
+			path = "/sys/fs/cgroup/user.slice/user-" + uid + ".slice/user@" + uid + ".service/cgroup.controllers"
+		}
+		if b, err := os.ReadFile(path); err == nil {
+			hi.Controllers = strings.Fields(string(b))
+		}
+	} else {
+		hi.CgroupVersion = "v1"
+	}
+	hi.LimitsEnforceable, hi.LimitsReason = limitsVerdict(hi.Rootless, hi.CgroupVersion, hi.Controllers)
+	return hi
+}
+
+const cgroup2Magic = 0x63677270
 
 func hasController(cs []string, c string) bool {
 	for _, x := range cs {

@@ -261,6 +261,7 @@ func (c *ImageCache) build(ctx context.Context, tag, dir string, repo bool) erro
 		// Layers make rebuilds of a changed Dockerfile cheap; the content
 		// hash in the tag decides when to rebuild, not the layer cache.
 		args = append(args, "--layers", "--pull=never")
+		args = append(args, c.rt.runtimeArgs()...)
 	}
 	args = append(args, dir)
 	start := time.Now()

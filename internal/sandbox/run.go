@@ -139,13 +139,14 @@ func (r *Runner) ContainerName(contextID string) string {
 	return fmt.Sprintf("%s-%s-%s", r.Prefix, c, hex.EncodeToString(b[:]))
 }
 
-// hostInfo is probed once per Runner; it decides whether limits can be
-// enforced, which must never be silently assumed.
-func (r *Runner) hostInfo(ctx context.Context) *HostInfo {
+// hostInfo is probed once per Runner, from the kernel's files rather than
+// `podman info` (which costs more than a container start); it decides
+// whether limits can be enforced, which must never be silently assumed.
+func (r *Runner) hostInfo() *HostInfo {
 	r.hostMu.Lock()
 	defer r.hostMu.Unlock()
 	if r.host == nil {
-		hi := ProbeHost(ctx, r.rt)
+		hi := LocalHostInfo(r.rt)
 		r.host = &hi
 	}
 	return r.host
@@ -175,6 +176,7 @@ func (r *Runner) Args(spec *Spec, name string, netArgs []string) ([]string, erro
 	if spec.Stdin != nil {
 		args = append(args, "-i")
 	}
+	args = append(args, r.rt.runtimeArgs()...)
 	args = append(args, "--security-opt", "no-new-privileges", "-w", workdir)
 	if spec.Limits.Memory != "" {
 		args = append(args, "--memory", spec.Limits.Memory)
@@ -245,10 +247,10 @@ func (r *Runner) run(ctx context.Context, spec *Spec) Result {
 			Reason: "network sandbox requested but not available",
 			Err:    fmt.Errorf("run: sandboxed network without provider: %w", ErrInfrastructure)}
 	}
-	res.LimitsNotEnforced = r.hostInfo(ctx).UnenforcedLimits(spec.Limits)
+	res.LimitsNotEnforced = r.hostInfo().UnenforcedLimits(spec.Limits)
 	if len(res.LimitsNotEnforced) > 0 {
 		r.rt.Logger.Warn("resource limits are NOT enforced on this host",
-			"limits", strings.Join(res.LimitsNotEnforced, ","), "reason", r.hostInfo(ctx).LimitsReason)
+			"limits", strings.Join(res.LimitsNotEnforced, ","), "reason", r.hostInfo().LimitsReason)
 	}
 
 	name := r.ContainerName(spec.Context)
@@ -367,9 +369,12 @@ func (r *Runner) run(ctx context.Context, spec *Spec) Result {
 	case res.ExitCode < 0:
 		res.Outcome, res.Err = OutcomeInfrastructure, werr
 		res.Reason = "container engine: " + werr.Error()
-	case res.ExitCode == 125 && engineFailed(errTail.lines()):
+	case res.ExitCode >= 125 && res.ExitCode <= 127 && engineFailed(errTail.lines()):
 		res.Outcome = OutcomeInfrastructure
 		res.Reason = "container failed to start: " + strings.TrimPrefix(lastEngineError(errTail.lines()), "Error: ")
+		if hint := StartHint(res.Reason); hint != "" {
+			res.Reason += " (" + hint + ")"
+		}
 		res.Err = fmt.Errorf("%s: %w", res.Reason, ErrInfrastructure)
 	default:
 		res.Outcome = OutcomeError

@@ -33,6 +33,12 @@ type Runtime struct {
 	Verbose io.Writer
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
+	// OCIRuntime, when set, is passed as --runtime (e.g. "runc") for hosts
+	// where the engine's default runtime cannot start containers.
+	OCIRuntime string
+	// Ulimits are passed as --ulimit (e.g. "nofile=20000:20000") for hosts
+	// where inheriting the engine's defaults fails.
+	Ulimits []string
 
 	verboseMu sync.Mutex
 }
@@ -135,4 +141,32 @@ func shellQuote(args []string) string {
 		b.WriteByte('\'')
 	}
 	return b.String()
+}
+
+// runtimeArgs are the operator's runtime knobs for run and build.
+func (r *Runtime) runtimeArgs() []string {
+	var args []string
+	if r.OCIRuntime != "" {
+		args = append(args, "--runtime", r.OCIRuntime)
+	}
+	for _, u := range r.Ulimits {
+		args = append(args, "--ulimit", u)
+	}
+	return args
+}
+
+// StartHint says which knob fixes a known container start failure, or "".
+func StartHint(msg string) string {
+	m := strings.ToLower(msg)
+	switch {
+	case strings.Contains(m, "setrlimit") || strings.Contains(m, "error setting rlimit"),
+		strings.Contains(m, "cgroups in hybrid mode"):
+		return "this host needs runc and explicit ulimits: export CONTAINERS_CONF=<airut>/contrib/containers.conf " +
+			"(or set container_runtime: runc and container_ulimits in airut.yaml); run `airut check`"
+	case strings.Contains(m, "/dev/net/tun"):
+		return "rootless networking needs /dev/net/tun: sudo chmod 666 /dev/net/tun"
+	case strings.Contains(m, "newuidmap") || strings.Contains(m, "subuid") || strings.Contains(m, "uid map"):
+		return "rootless Podman needs subordinate ids: sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $USER"
+	}
+	return ""
 }

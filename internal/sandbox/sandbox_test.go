@@ -139,10 +139,11 @@ awk '$4 != "/" && $5 !~ /^\/(sys|proc)\// {print $5}' /proc/self/mountinfo`
 	if err != nil || string(data) != "written\n" {
 		t.Fatalf("workspace file = %q, %v; want written", data, err)
 	}
-	// Only the workspace and the engine's own per-container files are
-	// bound from the host.
-	allowed := map[string]bool{"/workspace": true, "/etc/hostname": true, "/etc/hosts": true,
-		"/etc/resolv.conf": true, "/run/.containerenv": true}
+	// Only the workspace, the engine's own per-container files and (rootless
+	// Podman) the standard device nodes are bound from the host.
+	allowed := map[string]bool{"/": true, "/workspace": true, "/etc/hostname": true, "/etc/hosts": true,
+		"/etc/resolv.conf": true, "/run/.containerenv": true, "/dev/null": true, "/dev/zero": true,
+		"/dev/full": true, "/dev/tty": true, "/dev/random": true, "/dev/urandom": true}
 	for _, mp := range out {
 		if !allowed[mp] {
 			t.Errorf("unexpected host bind mount at %s", mp)

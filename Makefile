@@ -1,0 +1,66 @@
+# Airut build, test and benchmark entry points. `make test` is what CI runs.
+SHELL := /bin/bash
+GO ?= go
+export CGO_ENABLED ?= 0
+# Hosts where Podman's default OCI runtime cannot start containers (cgroup v1,
+# nested containers) need runc and explicit ulimits: the same file `airut
+# check` recommends to operators. Harmless where the defaults work.
+export CONTAINERS_CONF ?= $(CURDIR)/contrib/containers.conf
+BIN := bin
+TEST_USER ?= airut-test
+PKGS_RACE := ./internal/sandbox/... ./internal/redact/... ./internal/conversation/... ./internal/channel/... ./internal/agent/... ./internal/proxy/... ./internal/gateway/...
+
+.PHONY: all build test test-deps test-unit test-race test-rootless bench lint run clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -o $(BIN)/ ./cmd/...
+
+# Installs what the container tests need when it is missing (as root).
+test-deps:
+	@missing=""; \
+	for p in podman runc uidmap slirp4netns busybox-static git; do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "missing packages:$$missing (run make test-deps as root)"; exit 1; fi; \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+test: test-deps test-unit test-rootless
+
+test-unit:
+	$(GO) test -count=1 ./...
+	CGO_ENABLED=1 $(GO) test -count=1 -race $(PKGS_RACE)
+
+# The container suite again as an unprivileged user with subordinate ids:
+# rootless Podman is the recommended deployment. Test binaries are built
+# here, as the invoking user, because the test user has no Go caches.
+test-rootless:
+	@if [ "$$(id -u)" != 0 ]; then echo "test-rootless: already unprivileged, covered by test-unit"; exit 0; fi; \
+	set -e; \
+	id $(TEST_USER) >/dev/null 2>&1 || useradd -m -s /bin/bash $(TEST_USER); \
+	grep -q "^$(TEST_USER):" /etc/subuid || usermod --add-subuids 200000-265535 --add-subgids 200000-265535 $(TEST_USER); \
+	chmod 666 /dev/net/tun; \
+	dir=$$(mktemp -d /tmp/airut-rootless.XXXXXX); \
+	$(GO) test -c -o $$dir/sandbox.test ./internal/sandbox; \
+	$(GO) run ./internal/testkit/buildbins $$dir/bin; \
+	cp contrib/containers.conf $$dir/containers.conf; \
+	chmod -R a+rX $$dir; \
+	su $(TEST_USER) -s /bin/bash -c "cd $$dir && CI=$${CI:-} CONTAINERS_CONF=$$dir/containers.conf AIRUT_TESTBIN_DIR=$$dir/bin ./sandbox.test -test.count=1 -test.v" \
+	  | grep -E '^(--- |ok|FAIL|PASS|panic)' ; \
+	test $${PIPESTATUS[0]} -eq 0; \
+	rm -rf $$dir
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 10x ./internal/sandbox/
+
+lint:
+	gofmt -l . | (! grep .)
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+clean:
+	rm -rf $(BIN)
