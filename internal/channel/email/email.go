@@ -254,6 +254,42 @@ func (c *Channel) sendReply(ctx context.Context, msg *channel.Message, conv, md 
 	return c.send(ctx, c.from.Address, []string{msg.SenderAddress}, data)
 }
 
+// Send starts a new thread outside any inbound message, for scheduled
+// task results (S10). Its Message-ID and "[ID:conv]" subject tag carry conv,
+// so a reply to it continues that conversation through the normal flow.
+func (c *Channel) Send(ctx context.Context, to []string, subject, conv string, r channel.Reply) error {
+	if conv == "" {
+		return errors.New("email send: no conversation id")
+	}
+	var rcpts []*mail.Address
+	var addrs []string
+	for _, s := range to {
+		a, err := mail.ParseAddress(s)
+		if err != nil {
+			return fmt.Errorf("email send: recipient %q: %w", s, err)
+		}
+		rcpts = append(rcpts, a)
+		addrs = append(addrs, a.Address)
+	}
+	if len(rcpts) == 0 {
+		return errors.New("email send: no recipients")
+	}
+	now := c.now()
+	data, err := buildMessage(outgoing{
+		from:        c.from,
+		to:          rcpts,
+		subject:     strings.TrimSpace("[ID:" + conv + "] " + subject),
+		messageID:   newMessageID(conv, c.fromDomain, now),
+		date:        now,
+		markdown:    r.Markdown,
+		attachments: r.Attachments,
+	})
+	if err != nil {
+		return fmt.Errorf("build email: %w", err)
+	}
+	return c.send(ctx, c.from.Address, addrs, data)
+}
+
 // Done implements channel.Channel: the message is deleted and expunged.
 func (c *Channel) Done(ctx context.Context, msg *channel.Message) error {
 	key, err := parseSourceID(msg.SourceID)

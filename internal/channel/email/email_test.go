@@ -594,3 +594,31 @@ func (r *recorder) find(msg string) []map[string]string {
 	}
 	return out
 }
+
+func TestSendNewThread(t *testing.T) {
+	h := newHarness(t, mailtest.IMAPOptions{}, mailtest.SMTPOptions{})
+	ch := h.channel(t)
+	err := ch.Send(context.Background(), []string{"Alice <alice@example.com>", "bob@example.com"},
+		"Nightly report", "1a2b3c4d", channel.Reply{Markdown: "All green."})
+	if err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	sent := h.waitSMTP(t, 1)
+	if diff := cmp.Diff([]string{"alice@example.com", "bob@example.com"}, sent.To); diff != "" {
+		t.Errorf("recipients mismatch (-want +got):\n%s", diff)
+	}
+	p := parseMail(t, sent.Data)
+	if got, _ := p.header.Subject(); got != "[ID:1a2b3c4d] Nightly report" {
+		t.Errorf("got subject %q; want [ID:1a2b3c4d] Nightly report", got)
+	}
+
+	// A reply to it lands in the same conversation.
+	id, _ := p.header.MessageID()
+	reply := simple("alice@example.com", "Re: Nightly report", "why?")
+	reply = append([]byte("In-Reply-To: <"+id+">\r\n"), reply...)
+	h.imap.Append(t, reply)
+	h.run(t, ch)
+	if got := h.next(t).ConversationID; got != "1a2b3c4d" {
+		t.Errorf("got conversation %q for a reply; want 1a2b3c4d", got)
+	}
+}
