@@ -233,6 +233,10 @@ func (p *parser) fields(m *yaml.Node, key string, known []string, fn func(name s
 		if k == nil || v == nil {
 			continue
 		}
+		if k.ShortTag() == "!!merge" {
+			p.addf(k, join(key, "<<"), "merge keys are not supported; write the keys out")
+			continue
+		}
 		if !isString(k) {
 			p.addf(k, key, "keys must be strings, got %s", describe(k))
 			continue

@@ -12,15 +12,15 @@ import (
 // literal. It is case-sensitive; callers lower-case hosts and header names.
 //
 // The allowlist files were written for the Python reference, so the odd
-// corners of Python's translation are reproduced exactly, not approximated:
-// a reversed range such as "[z-a]" is dropped from its class together with
-// its end points, and a class left empty matches nothing ("[!...]" left
-// empty matches any character). Characters are Unicode code points; a byte
-// that is not valid UTF-8 in name counts as one character.
+// corners of Python's translation to a regular expression are reproduced,
+// not approximated: a reversed range such as "[z-a]" is dropped with its
+// end points, a class left empty matches nothing, and one left as just "!"
+// (as "[0- !]" is) matches any character. Characters are Unicode code
+// points; a byte of name that is not valid UTF-8 counts as one character.
 //
-// Fnmatch allocates nothing for patterns of up to 32 tokens with short
-// classes, so the proxy can call it per request without compiling patterns
-// in advance. Time is O(len(pattern) * len(name)).
+// Fnmatch allocates nothing for patterns of up to 32 tokens whose classes
+// have no ranges, so the proxy can call it per request without compiling
+// patterns in advance. Time is O(len(pattern) * len(name)).
 func Fnmatch(pattern, name string) bool {
 	// Tokenise once: finding where a '[' ends rescans the pattern, which
 	// would be quadratic if repeated while backtracking.
@@ -39,7 +39,7 @@ func Fnmatch(pattern, name string) bool {
 	starTi, starNx := -1, 0
 	for ti < len(toks) || nx < len(name) {
 		if ti < len(toks) {
-			t := toks[ti]
+			t := &toks[ti]
 			if t.kind == tokStar {
 				ti++
 				starTi, starNx = ti, nx
@@ -84,16 +84,21 @@ type tokenKind uint8
 
 const (
 	tokLiteral tokenKind = iota // pattern[start:end] compared byte for byte
-	tokAny                      // '?'
+	tokAny                      // '?', or a class that matches any character
 	tokStar                     // '*'
-	tokClass                    // pattern[start:end] is the text between '[' and ']'
+	tokClass                    // a class without ranges: pattern[start:end]
+	tokRangeClass               // a class with ranges, compiled into ranges
 )
 
 type token struct {
 	kind       tokenKind
 	start, end int
-	next       int // index in the pattern after this token
+	next       int  // index in the pattern after this token
+	negated    bool // tokRangeClass
+	ranges     []classRange
 }
+
+type classRange struct{ lo, hi rune }
 
 // nextToken reads the token at pattern[i:], following Python's translate.
 func nextToken(pattern string, i int) token {
@@ -117,7 +122,13 @@ func nextToken(pattern string, i int) token {
 		if j >= len(pattern) {
 			return token{kind: tokLiteral, start: i, end: i + 1, next: i + 1}
 		}
-		return token{kind: tokClass, start: i + 1, end: j, next: j + 1}
+		stuff := pattern[i+1 : j]
+		if !strings.Contains(stuff, "-") {
+			return token{kind: tokClass, start: i + 1, end: j, next: j + 1}
+		}
+		t := compileRangeClass(stuff)
+		t.next = j + 1
+		return t
 	}
 	_, w := utf8.DecodeRuneInString(pattern[i:])
 	return token{kind: tokLiteral, start: i, end: i + w, next: i + w}
@@ -125,7 +136,7 @@ func nextToken(pattern string, i int) token {
 
 // matches reports whether the token matches one character of the name,
 // given as its bytes c and its decoded rune r.
-func (t token) matches(pattern, c string, r rune) bool {
+func (t *token) matches(pattern, c string, r rune) bool {
 	switch t.kind {
 	case tokAny:
 		return true
@@ -134,80 +145,107 @@ func (t token) matches(pattern, c string, r rune) bool {
 		// decoding to U+FFFD) are not equal.
 		return pattern[t.start:t.end] == c
 	case tokClass:
-		return classMatches(pattern[t.start:t.end], r)
+		// Without a hyphen Python keeps the text as is: "!" first
+		// negates, every other character is a literal.
+		stuff := pattern[t.start:t.end]
+		if body, ok := strings.CutPrefix(stuff, "!"); ok {
+			return !strings.ContainsRune(body, r)
+		}
+		return strings.ContainsRune(stuff, r)
+	case tokRangeClass:
+		for _, rg := range t.ranges {
+			if rg.lo <= r && r <= rg.hi {
+				return !t.negated
+			}
+		}
+		return t.negated
 	}
 	return false
 }
 
-// classMatches reports whether r is in the class whose text (between the
-// brackets) is stuff.
-//
-// Python's translate splits the text at hyphens into chunks, joins them
-// back as regexp ranges and, walking right to left, drops every range
-// whose low end is above its high end together with both end points.
-// Because a chunk between two split hyphens always has at least two
-// characters, each range is decided on the original characters alone,
-// so the class is: every range with lo <= hi, plus every character that
-// is not a range end point (nor the leading '!').
-func classMatches(stuff string, r rune) bool {
-	negated := strings.HasPrefix(stuff, "!")
-	if !strings.Contains(stuff, "-") {
-		body := stuff
-		if negated {
-			body = stuff[1:]
-		}
-		return negated != strings.ContainsRune(body, r)
-	}
+// classElem is one character of the regexp class body Python builds;
+// escaped elements are always literals.
+type classElem struct {
+	r       rune
+	escaped bool
+}
 
-	var buf [64]rune
-	rs := buf[:0]
-	for _, c := range stuff {
-		rs = append(rs, c)
-	}
-
-	// The first hyphen that can split is at index 1 (2 after '!'); after a
-	// split the next search starts three characters on, so a hyphen right
-	// after a range end is literal ("[a-c-e]" is a..c, '-', 'e').
-	var splitBuf [16]int
-	splits := splitBuf[:0]
-	k := 1
-	if negated {
+// compileRangeClass compiles a class whose text (between the brackets)
+// contains a hyphen, by building the regexp class body exactly as Python's
+// fnmatch.translate does and then reading it as Python's re does. Doing
+// both steps matters: dropping a reversed range can leave a body that
+// starts with '!' (so "[0- !a]" is "[^a]"), is "!" alone (any character)
+// or is empty (nothing).
+func compileRangeClass(stuff string) token {
+	rs := []rune(stuff)
+	// Split at hyphens: the first candidate is at index 1 (2 after '!');
+	// after a split the search resumes three characters on, so a hyphen
+	// right after a range end is literal ("[a-c-e]" is a..c, '-', 'e').
+	var chunks [][]rune
+	i, k := 0, 1
+	if rs[0] == '!' {
 		k = 2
 	}
 	for ; k < len(rs); k++ {
 		if rs[k] == '-' {
-			splits = append(splits, k)
+			chunks = append(chunks, rs[i:k:k])
+			i = k + 1
 			k += 2
 		}
 	}
-	// A hyphen that ends the class is literal.
-	if n := len(splits); n > 0 && splits[n-1] == len(rs)-1 {
-		splits = splits[:n-1]
+	if i < len(rs) {
+		chunks = append(chunks, rs[i:])
+	} else {
+		last := len(chunks) - 1
+		chunks[last] = append(chunks[last], '-')
+	}
+	// Drop reversed ranges with their end points, right to left.
+	for k := len(chunks) - 1; k > 0; k-- {
+		prev, cur := chunks[k-1], chunks[k]
+		if prev[len(prev)-1] > cur[0] {
+			merged := append(append([]rune(nil), prev[:len(prev)-1]...), cur[1:]...)
+			chunks[k-1] = merged
+			chunks = append(chunks[:k], chunks[k+1:]...)
+		}
+	}
+	// Join with range hyphens; hyphens, backslashes and set operators
+	// inside chunks are escaped.
+	var body []classElem
+	for n, c := range chunks {
+		if n > 0 {
+			body = append(body, classElem{r: '-'})
+		}
+		for _, r := range c {
+			body = append(body, classElem{r: r, escaped: strings.ContainsRune(`\-&~|`, r)})
+		}
 	}
 
-	member := false
-	for _, s := range splits {
-		if lo, hi := rs[s-1], rs[s+1]; lo <= hi && lo <= r && r <= hi {
-			member = true
-		}
+	t := token{kind: tokRangeClass}
+	switch {
+	case len(body) == 0:
+		return t // matches nothing
+	case len(body) == 1 && body[0] == classElem{r: '!'}:
+		return token{kind: tokAny}
+	case body[0] == classElem{r: '!'}:
+		t.negated = true
+		body = body[1:]
 	}
-	// Every other character is a literal: not the '!', not a range's end
-	// points, not its hyphen.
-	first := 0
-	if negated {
-		first = 1
-	}
-	si := 0
-	for idx := first; idx < len(rs); idx++ {
-		for si < len(splits) && splits[si]+1 < idx {
-			si++
-		}
-		if si < len(splits) && idx >= splits[si]-1 {
+	// Read the body like Python's re: an unescaped '-' between two
+	// characters makes a range, a trailing one is literal.
+	for n := 0; n < len(body); n++ {
+		lo := body[n].r
+		if n+2 < len(body) && body[n+1] == (classElem{r: '-'}) {
+			hi := body[n+2].r
+			if hi < lo {
+				// Python's re would raise on this; unreachable after the
+				// merge above, and an invalid class must not match.
+				return token{kind: tokRangeClass}
+			}
+			t.ranges = append(t.ranges, classRange{lo, hi})
+			n += 2
 			continue
 		}
-		if rs[idx] == r {
-			member = true
-		}
+		t.ranges = append(t.ranges, classRange{lo, lo})
 	}
-	return negated != member
+	return t
 }

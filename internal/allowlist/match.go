@@ -58,7 +58,7 @@ func (a *Allowlist) Match(host, path, method string) Decision {
 	}
 	host = normalizeHostName(host)
 	for i, d := range a.Domains {
-		if MatchHost(d, host) {
+		if matchHostPattern(d, host) {
 			return Decision{Verdict: Allowed, Rule: "domains[" + strconv.Itoa(i) + "]"}
 		}
 	}
@@ -66,7 +66,7 @@ func (a *Allowlist) Match(host, path, method string) Decision {
 	blocked := Decision{Verdict: BlockedHost}
 	for i := range a.URLPrefixes {
 		e := &a.URLPrefixes[i]
-		if !MatchHost(e.Host, host) || (e.Path != "" && !matchPattern(e.Path, path)) {
+		if !matchHostPattern(e.Host, host) || (e.Path != "" && !matchPattern(e.Path, path)) {
 			continue
 		}
 		rule := "url_prefixes[" + strconv.Itoa(i) + "]"
@@ -106,13 +106,13 @@ func (a *Allowlist) AllowsGET(host string) bool {
 	}
 	host = normalizeHostName(host)
 	for _, d := range a.Domains {
-		if MatchHost(d, host) {
+		if matchHostPattern(d, host) {
 			return true
 		}
 	}
 	for i := range a.URLPrefixes {
 		e := &a.URLPrefixes[i]
-		if e.Path == "" && MatchHost(e.Host, host) && e.allowsMethod("GET") {
+		if e.Path == "" && matchHostPattern(e.Host, host) && e.allowsMethod("GET") {
 			return true
 		}
 	}
@@ -125,6 +125,12 @@ func (a *Allowlist) AllowsGET(host string) bool {
 // "api.github.com" but not "github.com"; "*" matches every host.
 func MatchHost(pattern, host string) bool {
 	return matchPattern(normalizeHostName(pattern), normalizeHostName(host))
+}
+
+// matchHostPattern matches an already normalised host, so that a host's
+// trailing dot is removed once only ("pypi.org.." stays unmatched).
+func matchHostPattern(pattern, host string) bool {
+	return matchPattern(normalizeHostName(pattern), host)
 }
 
 func normalizeHostName(h string) string {

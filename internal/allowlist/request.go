@@ -76,12 +76,11 @@ func hasDotSegment(path string) bool {
 // percentDecode decodes every %XX once; '+' stays '+' (it is not a space
 // in a path, and the reference's unquote keeps it too).
 func percentDecode(s string) (string, error) {
-	n := strings.Count(s, "%")
-	if n == 0 {
+	if !strings.Contains(s, "%") {
 		return s, nil
 	}
 	var b strings.Builder
-	b.Grow(len(s) - 2*n)
+	b.Grow(len(s))
 	for i := 0; i < len(s); i++ {
 		if s[i] != '%' {
 			b.WriteByte(s[i])
