@@ -226,7 +226,7 @@ func isString(n *yaml.Node) bool {
 
 // fields walks a mapping, reporting non-string, duplicate and unknown keys,
 // and calls fn for each known key with its resolved value.
-func (p *parser) fields(m *yaml.Node, key string, known []string, fn func(name string, k, v *yaml.Node)) {
+func (p *parser) fields(m *yaml.Node, key string, known []string, fn func(name string, v *yaml.Node)) {
 	seen := map[string]int{}
 	for i := 0; i+1 < len(m.Content); i += 2 {
 		k, v := resolve(m.Content[i]), resolve(m.Content[i+1])
@@ -251,7 +251,7 @@ func (p *parser) fields(m *yaml.Node, key string, known []string, fn func(name s
 			p.addf(k, join(key, name), "unknown key (expected one of: %s)", strings.Join(known, ", "))
 			continue
 		}
-		fn(name, k, v)
+		fn(name, v)
 	}
 }
 
@@ -280,7 +280,7 @@ func (p *parser) top(root *yaml.Node, al *Allowlist) {
 		p.addf(root, "", "top level must be a mapping with domains and url_prefixes, got %s", describe(root))
 		return
 	}
-	p.fields(root, "", []string{"domains", "url_prefixes"}, func(name string, _, v *yaml.Node) {
+	p.fields(root, "", []string{"domains", "url_prefixes"}, func(name string, v *yaml.Node) {
 		switch name {
 		case "domains":
 			for i, item := range p.list(v, "domains", "host patterns", true) {
@@ -334,7 +334,7 @@ func (p *parser) urlPrefix(n *yaml.Node, key string) (URLPrefix, bool) {
 	}
 	before := len(p.problems)
 	hasHost := false
-	p.fields(n, key, []string{"host", "path", "methods", "graphql"}, func(name string, _, v *yaml.Node) {
+	p.fields(n, key, []string{"host", "path", "methods", "graphql"}, func(name string, v *yaml.Node) {
 		fkey := join(key, name)
 		switch name {
 		case "host":
@@ -376,7 +376,7 @@ func (p *parser) graphQL(n *yaml.Node, key string) *GraphQL {
 		return nil
 	}
 	g := &GraphQL{}
-	p.fields(n, key, []string{"queries", "mutations", "subscriptions"}, func(name string, _, v *yaml.Node) {
+	p.fields(n, key, []string{"queries", "mutations", "subscriptions"}, func(name string, v *yaml.Node) {
 		fkey := join(key, name)
 		var out []string
 		for i, item := range p.list(v, fkey, "field name patterns", true) {

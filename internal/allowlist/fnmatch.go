@@ -19,9 +19,12 @@ import (
 // points; a byte of name that is not valid UTF-8 counts as one character.
 //
 // Fnmatch allocates nothing for patterns of up to 32 tokens whose classes
-// have no ranges, so the proxy can call it per request without compiling
+// have no ranges (nor for any pattern without classes), so the proxy can call it per request without compiling
 // patterns in advance. Time is O(len(pattern) * len(name)).
 func Fnmatch(pattern, name string) bool {
+	if !strings.Contains(pattern, "[") {
+		return matchSimple(pattern, name)
+	}
 	// Tokenise once: finding where a '[' ends rescans the pattern, which
 	// would be quadratic if repeated while backtracking.
 	var buf [32]token
@@ -65,6 +68,46 @@ func Fnmatch(pattern, name string) bool {
 	return true
 }
 
+// matchSimple is Fnmatch for a pattern without classes: the same
+// algorithm reading the pattern in place, which is most allowlist patterns.
+func matchSimple(pattern, name string) bool {
+	px, nx := 0, 0
+	starPx, starNx := -1, 0
+	for px < len(pattern) || nx < len(name) {
+		if px < len(pattern) {
+			switch c := pattern[px]; c {
+			case '*':
+				px++
+				starPx, starNx = px, nx
+				continue
+			case '?':
+				if nx < len(name) {
+					_, w := utf8.DecodeRuneInString(name[nx:])
+					px++
+					nx += w
+					continue
+				}
+			default:
+				_, pw := utf8.DecodeRuneInString(pattern[px:])
+				_, nw := utf8.DecodeRuneInString(name[nx:])
+				if nx < len(name) && pattern[px:px+pw] == name[nx:nx+nw] {
+					px += pw
+					nx += nw
+					continue
+				}
+			}
+		}
+		if starPx >= 0 && starNx < len(name) {
+			_, w := utf8.DecodeRuneInString(name[starNx:])
+			starNx += w
+			px, nx = starPx, starNx
+			continue
+		}
+		return false
+	}
+	return true
+}
+
 // hasWildcard reports whether an allowlist pattern is matched with Fnmatch.
 // The reference switches to fnmatch only on '*' or '?': a pattern with just
 // brackets is compared exactly, so "/a[1]" names a literal path.
@@ -83,11 +126,11 @@ func matchPattern(pattern, value string) bool {
 type tokenKind uint8
 
 const (
-	tokLiteral tokenKind = iota // pattern[start:end] compared byte for byte
-	tokAny                      // '?', or a class that matches any character
-	tokStar                     // '*'
-	tokClass                    // a class without ranges: pattern[start:end]
-	tokRangeClass               // a class with ranges, compiled into ranges
+	tokLiteral    tokenKind = iota // pattern[start:end] compared byte for byte
+	tokAny                         // '?', or a class that matches any character
+	tokStar                        // '*'
+	tokClass                       // a class without ranges: pattern[start:end]
+	tokRangeClass                  // a class with ranges, compiled into ranges
 )
 
 type token struct {

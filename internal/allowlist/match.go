@@ -57,6 +57,10 @@ func (a *Allowlist) Match(host, path, method string) Decision {
 		return Decision{Verdict: BlockedHost}
 	}
 	host = normalizeHostName(host)
+	if host == "" {
+		// "*" would match it; a request without a host is never allowed.
+		return Decision{Verdict: BlockedHost}
+	}
 	for i, d := range a.Domains {
 		if matchHostPattern(d, host) {
 			return Decision{Verdict: Allowed, Rule: "domains[" + strconv.Itoa(i) + "]"}
@@ -105,6 +109,9 @@ func (a *Allowlist) AllowsGET(host string) bool {
 		return false
 	}
 	host = normalizeHostName(host)
+	if host == "" {
+		return false
+	}
 	for _, d := range a.Domains {
 		if matchHostPattern(d, host) {
 			return true

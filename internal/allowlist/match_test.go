@@ -209,6 +209,21 @@ url_prefixes:
 	}
 }
 
+func TestEmptyHostNeverMatches(t *testing.T) {
+	al := mustParse(t, "domains: [\"*\"]\nurl_prefixes: [{host: \"*\"}]\n")
+	for _, host := range []string{"", "."} {
+		if d := al.Match(host, "/", "GET"); d.Verdict != BlockedHost {
+			t.Errorf("Match(%q) = %s; want blocked_host", host, d.Verdict)
+		}
+		if al.AllowsGET(host) {
+			t.Errorf("AllowsGET(%q) = true; want false", host)
+		}
+	}
+	if d := al.Match("x", "/", "GET"); d.Verdict != Allowed {
+		t.Errorf("Match(%q) = %s; want allowed", "x", d.Verdict)
+	}
+}
+
 func mustParse(t testing.TB, src string) *Allowlist {
 	t.Helper()
 	al, err := Parse([]byte(src), "network-allowlist.yaml")
