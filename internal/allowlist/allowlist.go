@@ -82,13 +82,15 @@ func Load(path string) (*Allowlist, error) {
 // pattern not starting with '/' or a wildcard, and methods that are not
 // known HTTP methods. CONNECT, TRACE and TRACK are rejected because the
 // proxy always refuses them. Null domains or url_prefixes mean none.
-func Parse(data []byte, filename string) (al *Allowlist, err error) {
+// Anchors and aliases work; merge keys ("<<") and a second YAML document
+// are errors.
+func Parse(data []byte, filename string) (*Allowlist, error) {
 	p := &parser{file: filename}
 	root, err := p.decode(data)
 	if err != nil {
 		return nil, err
 	}
-	al = &Allowlist{}
+	al := &Allowlist{}
 	if root != nil {
 		p.top(root, al)
 	}
