@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"path"
 	"testing/fstest"
+
+	"github.com/airut/airut/internal/allowlist"
 )
 
 // ContainerContext returns the build context under containerPath
@@ -65,4 +67,22 @@ func WithFile(tree fs.FS, name string, data []byte) (fs.FS, error) {
 	}
 	out[name] = &fstest.MapFile{Data: data, Mode: 0o644}
 	return out, nil
+}
+
+// LoadAllowlist reads and strictly validates .airut/network-allowlist.yaml.
+// A missing file is an error: the network sandbox never falls back to an
+// open network. It returns the raw bytes (what the proxy is given) too.
+func LoadAllowlist(ctx context.Context, src Source) ([]byte, *allowlist.Allowlist, error) {
+	data, err := src.ReadFile(ctx, AllowlistPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, fmt.Errorf("%s: %s is missing: the network sandbox needs it (add one, or set network_sandbox: false to run without the sandbox)", src.Describe(), AllowlistPath)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("read %s: %w", AllowlistPath, err)
+	}
+	al, err := allowlist.Parse(data, AllowlistPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	return data, al, nil
 }

@@ -168,7 +168,7 @@ func (c *ImageCache) ensure(ctx context.Context, hash string, buildCtx fs.FS) (s
 		return "", err
 	}
 	if !repoFresh {
-		if err := c.buildRepo(ctx, repoTag, buildCtx); err != nil {
+		if err := c.buildFS(ctx, repoTag, buildCtx, "repository image from .airut/container/Dockerfile"); err != nil {
 			return "", err
 		}
 	}
@@ -218,7 +218,8 @@ func parseEngineTime(s string) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("unrecognised image creation time %q", s)
 }
 
-func (c *ImageCache) buildRepo(ctx context.Context, tag string, buildCtx fs.FS) error {
+// buildFS materialises a build context into a fresh directory and builds it.
+func (c *ImageCache) buildFS(ctx context.Context, tag string, buildCtx fs.FS, what string) error {
 	dir, err := os.MkdirTemp("", "airut-build-")
 	if err != nil {
 		return fmt.Errorf("build context: %w", err)
@@ -234,7 +235,7 @@ func (c *ImageCache) buildRepo(ctx context.Context, tag string, buildCtx fs.FS) 
 	if err != nil {
 		return fmt.Errorf("materialise build context: %w", err)
 	}
-	return c.build(ctx, tag, dir, true)
+	return c.build(ctx, tag, dir, what)
 }
 
 func (c *ImageCache) buildOverlay(ctx context.Context, tag, repoTag string) error {
@@ -251,10 +252,10 @@ func (c *ImageCache) buildOverlay(ctx context.Context, tag, repoTag string) erro
 	if err := os.WriteFile(filepath.Join(dir, "entrypoint.sh"), entrypointScript, 0o755); err != nil {
 		return err
 	}
-	return c.build(ctx, tag, dir, false)
+	return c.build(ctx, tag, dir, "overlay image")
 }
 
-func (c *ImageCache) build(ctx context.Context, tag, dir string, repo bool) error {
+func (c *ImageCache) build(ctx context.Context, tag, dir, what string) error {
 	c.builds.Add(1)
 	args := []string{"build", "--label", labelImage + "=" + c.Prefix, "-t", tag, "-f", filepath.Join(dir, "Dockerfile")}
 	if c.rt.IsPodman() {
@@ -266,10 +267,6 @@ func (c *ImageCache) build(ctx context.Context, tag, dir string, repo bool) erro
 	args = append(args, dir)
 	start := time.Now()
 	if _, err := c.rt.output(ctx, args...); err != nil {
-		what := "overlay image"
-		if repo {
-			what = "repository image from .airut/container/Dockerfile"
-		}
 		return fmt.Errorf("build %s: %w: %w", what, err, ErrInfrastructure)
 	}
 	c.rt.Logger.Info("image built", "tag", tag, "seconds", time.Since(start).Seconds())

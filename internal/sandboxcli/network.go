@@ -4,22 +4,145 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
 
+	"github.com/airut/airut/internal/allowlist"
 	"github.com/airut/airut/internal/repoconfig"
 	"github.com/airut/airut/internal/sandbox"
+	"github.com/airut/airut/internal/secrets"
 )
 
-// configureNetwork picks the network for the run. network_sandbox: false is
-// the only way to an open network, and it is announced on every run.
-func configureNetwork(_ context.Context, _ *runOpts, cfg *repoconfig.Sandbox, _ repoconfig.Source,
-	spec *sandbox.Spec, _ *slog.Logger, stderr io.Writer) (func(), error) {
+// configureNetwork picks the network for the run: the network sandbox by
+// default; network_sandbox: false is the only way to an open network, and it
+// is announced on every run. Everything the proxy needs is validated here,
+// before any container starts.
+func configureNetwork(ctx context.Context, o *runOpts, cfg *repoconfig.Sandbox, src repoconfig.Source,
+	spec *sandbox.Spec, cache *sandbox.ImageCache, runner *sandbox.Runner, stderr io.Writer) (func(), error) {
+	noop := func() {}
 	if !cfg.NetworkSandbox {
 		fmt.Fprintln(stderr, "airut-sandbox: WARNING: network_sandbox is false in sandbox.yaml: "+
 			"the command runs on an OPEN network, with no allowlist and no credential masking")
+		if len(cfg.MaskedSecrets) > 0 {
+			return noop, fmt.Errorf("sandbox.yaml: masked_secrets need the network sandbox (network_sandbox: false)")
+		}
 		spec.Network = sandbox.NetworkOpen
-		return func() {}, nil
+		return noop, nil
+	}
+
+	var allowData []byte
+	var err error
+	if o.allowlist != "" {
+		if allowData, err = os.ReadFile(o.allowlist); err == nil {
+			_, err = allowlist.Parse(allowData, o.allowlist)
+		}
+	} else {
+		allowData, _, err = repoconfig.LoadAllowlist(ctx, src)
+	}
+	if err != nil {
+		return noop, err
+	}
+	resolve := map[string]string{}
+	for h, a := range cfg.Resolve {
+		resolve[h] = a
+	}
+	for _, r := range o.resolve {
+		h, a, ok := strings.Cut(r, "=")
+		if !ok || h == "" || a == "" {
+			return noop, fmt.Errorf("--resolve %q: want HOST=ADDR", r)
+		}
+		resolve[strings.ToLower(h)] = a
+	}
+	caFile := cfg.UpstreamCA
+	if o.upstreamCA != "" {
+		caFile = o.upstreamCA
+	}
+	var upstreamCA []byte
+	if caFile != "" {
+		if upstreamCA, err = os.ReadFile(caFile); err != nil {
+			return noop, fmt.Errorf("upstream CA: %w", err)
+		}
+	}
+
+	masked := map[string]secrets.Masked{}
+	for name, m := range cfg.MaskedSecrets {
+		masked[name] = secrets.Masked{Value: m.Value, Scopes: m.Scopes, Headers: m.Headers,
+			AllowForeignCredentials: m.AllowForeignCredentials}
+	}
+	smap, err := secrets.NewMap(masked, nil)
+	if err != nil {
+		return noop, fmt.Errorf("masked_secrets: %w", err)
+	}
+	if spec.Env == nil {
+		spec.Env = map[string]string{}
+	}
+	for k, v := range smap.Env() {
+		spec.Env[k] = v
+	}
+	tmp, err := os.MkdirTemp("", "airut-sandbox-")
+	if err != nil {
+		return noop, err
+	}
+	cleanup := func() { os.RemoveAll(tmp) }
+	replacements := filepath.Join(tmp, "replacements.json")
+	if err := smap.WriteReplacementFile(replacements); err != nil {
+		cleanup()
+		return noop, err
+	}
+
+	bin, err := sandbox.FindProxyBinary()
+	if err != nil {
+		cleanup()
+		return noop, err
+	}
+	proxyImage, err := cache.EnsureProxy(ctx, bin)
+	if err != nil {
+		cleanup()
+		return noop, err
+	}
+	sink, closeSink, err := networkLogSink(o, stderr)
+	if err != nil {
+		cleanup()
+		return noop, err
 	}
 	spec.Network = sandbox.NetworkSandboxed
-	return func() {}, nil
+	spec.Provider = &sandbox.ProxyNetwork{
+		Runner: runner, ProxyImage: proxyImage, Allowlist: allowData, ReplacementFile: replacements,
+		Resolve: resolve, UpstreamCA: upstreamCA, NetworkLog: sink,
+	}
+	return func() { closeSink(); cleanup() }, nil
+}
+
+// networkLogSink writes proxy log lines to --network-log (appending) and,
+// with --network-log-live, to stderr.
+func networkLogSink(o *runOpts, stderr io.Writer) (func(string), func(), error) {
+	var f *os.File
+	if o.networkLog != "" {
+		var err error
+		f, err = os.OpenFile(o.networkLog, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--network-log: %w", err)
+		}
+	}
+	if f == nil && !o.networkLogLive {
+		return nil, func() {}, nil
+	}
+	var mu sync.Mutex
+	sink := func(line string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if f != nil {
+			fmt.Fprintln(f, line)
+		}
+		if o.networkLogLive {
+			fmt.Fprintln(stderr, "[network] "+line)
+		}
+	}
+	return sink, func() {
+		if f != nil {
+			f.Close()
+		}
+	}, nil
 }

@@ -22,7 +22,7 @@ import (
 
 // Prefix names every resource airut-sandbox creates, so it can share a host
 // with a gateway without either sweeping the other's.
-const Prefix = "airut-cli"
+var Prefix = "airut-cli"
 
 type runOpts struct {
 	config           string
@@ -130,6 +130,16 @@ func runCommand(ctx context.Context, o *runOpts, command []string, stdout, stder
 		limits.Timeout = time.Duration(o.timeout) * time.Second
 	}
 
+	spec := sandbox.Spec{
+		Context: "run",
+		Command: command,
+		Env:     env,
+		Mounts:  mounts,
+		Limits:  limits,
+		Stdout:  lineWriter(stdout),
+		Stderr:  lineWriter(stderr),
+	}
+
 	rt, err := sandbox.NewRuntime(o.containerCommand, logger)
 	if err != nil {
 		return fail(ExitInfra, "%v", err)
@@ -150,30 +160,19 @@ func runCommand(ctx context.Context, o *runOpts, command []string, stdout, stder
 	}()
 	defer sweep.Wait()
 	cache := sandbox.NewImageCache(rt, Prefix)
+	netCleanup, err := configureNetwork(ctx, o, cfg, src, &spec, cache, runner, stderr)
+	if err != nil {
+		return fail(ExitUsage, "%v", oneLine(err))
+	}
+	defer netCleanup()
 	cache.MaxAge = time.Duration(o.maxImageAge * float64(time.Hour))
-	image, err := cache.Ensure(ctx, bctx)
+	spec.Image, err = cache.Ensure(ctx, bctx)
 	if err != nil {
 		if ctx.Err() != nil {
 			return cancelled(ctx)
 		}
 		return fail(ExitInfra, "%v", oneLine(err))
 	}
-
-	spec := sandbox.Spec{
-		Context: "run",
-		Image:   image,
-		Command: command,
-		Env:     env,
-		Mounts:  mounts,
-		Limits:  limits,
-		Stdout:  lineWriter(stdout),
-		Stderr:  lineWriter(stderr),
-	}
-	netCleanup, err := configureNetwork(ctx, o, cfg, src, &spec, logger, stderr)
-	if err != nil {
-		return fail(ExitUsage, "%v", err)
-	}
-	defer netCleanup()
 
 	res := runner.Run(ctx, spec)
 	for _, l := range res.LimitsNotEnforced {

@@ -30,8 +30,9 @@ const Busybox = "/bin/busybox"
 // TestBinaries are the project's static helper programs copied into the base
 // image at /usr/local/bin, by package path relative to the module root.
 var TestBinaries = map[string]string{
-	"fakeclaude": "internal/testkit/fakeclaude",
-	"tkhttp":     "internal/testkit/tkhttp",
+	"fakeclaude":  "internal/testkit/fakeclaude",
+	"tkhttp":      "internal/testkit/tkhttp",
+	"airut-proxy": "cmd/airut-proxy",
 }
 
 // ModuleRoot finds the directory holding go.mod, from this source file.

@@ -1,0 +1,94 @@
+// Command tkhttp is the test suite's curl: a static HTTP client that goes
+// into the offline base image, so container tests can make real HTTPS
+// requests through the proxy with the CA bundle the entrypoint sets up
+// (Go's TLS stack honours SSL_CERT_FILE, like curl does).
+//
+//	tkhttp [-X METHOD] [-H 'Name: value']... [-u user:pass] [-d body] [--host HOST] [--sni NAME] URL
+//	tkhttp tcp HOST:PORT
+//
+// It prints "STATUS <code>" and then the body, exiting 0 whenever an HTTP
+// response arrived; 7 when no connection could be made; 35 on a TLS
+// failure (curl's codes, so scripts read the same).
+package main
+
+import (
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+)
+
+type headers []string
+
+func (h *headers) String() string     { return strings.Join(*h, ", ") }
+func (h *headers) Set(v string) error { *h = append(*h, v); return nil }
+
+func main() {
+	if len(os.Args) == 3 && os.Args[1] == "tcp" {
+		c, err := net.DialTimeout("tcp", os.Args[2], 3*time.Second)
+		if err != nil {
+			fmt.Println("CONNECT FAILED", err)
+			os.Exit(7)
+		}
+		c.Close()
+		fmt.Println("CONNECTED")
+		return
+	}
+	fs := flag.NewFlagSet("tkhttp", flag.ExitOnError)
+	method := fs.String("X", "GET", "method")
+	var hs headers
+	fs.Var(&hs, "H", "header (repeatable)")
+	user := fs.String("u", "", "basic auth user:pass")
+	data := fs.String("d", "", "request body")
+	host := fs.String("host", "", "Host header to send instead of the URL's")
+	sni := fs.String("sni", "", "TLS server name to send instead of the URL's")
+	_ = fs.Parse(os.Args[1:])
+	if fs.NArg() != 1 {
+		fmt.Fprintln(os.Stderr, "usage: tkhttp [flags] URL | tkhttp tcp HOST:PORT")
+		os.Exit(2)
+	}
+	var body io.Reader
+	if *data != "" {
+		body = strings.NewReader(*data)
+	}
+	req, err := http.NewRequest(*method, fs.Arg(0), body)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	for _, h := range hs {
+		k, v, _ := strings.Cut(h, ":")
+		req.Header.Add(strings.TrimSpace(k), strings.TrimSpace(v))
+	}
+	if *user != "" {
+		u, p, _ := strings.Cut(*user, ":")
+		req.SetBasicAuth(u, p)
+	}
+	if *host != "" {
+		req.Host = *host
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if *sni != "" {
+		tr.TLSClientConfig = &tls.Config{ServerName: *sni}
+	}
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	resp, err := client.Do(req)
+	if err != nil {
+		fmt.Println("REQUEST FAILED", err)
+		var tlsErr *tls.CertificateVerificationError
+		if errors.As(err, &tlsErr) || strings.Contains(err.Error(), "tls:") || strings.Contains(err.Error(), "x509:") {
+			os.Exit(35)
+		}
+		os.Exit(7)
+	}
+	defer resp.Body.Close()
+	fmt.Printf("STATUS %d %s\n", resp.StatusCode, resp.Proto)
+	_, _ = io.Copy(os.Stdout, resp.Body)
+	fmt.Println()
+}
