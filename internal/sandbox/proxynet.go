@@ -68,7 +68,7 @@ func (p *ProxyNetwork) Setup(ctx context.Context, name string) (args []string, t
 	}
 	var (
 		netName, proxyName, tmp string
-		stopFollow          func()
+		stopFollow              func()
 	)
 	teardown = func(ctx context.Context) {
 		if proxyName != "" {
