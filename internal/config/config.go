@@ -215,6 +215,10 @@ type IMAP struct {
 	Server string `yaml:"server"`
 	// Port is the IMAPS port. Default 993.
 	Port int `yaml:"port"`
+	// TLS wraps the connection in TLS from the start (IMAPS). Default true.
+	// false is plain TCP, for a local server on the same host only: the
+	// password then crosses the connection in clear.
+	TLS bool `yaml:"tls"`
 	// ConnectRetries is how many connection attempts are made before the
 	// channel reports an error. Default 3.
 	ConnectRetries int `yaml:"connect_retries"`
@@ -432,7 +436,7 @@ func (r *Repo) setDefaults() {
 }
 
 func (e *Email) setDefaults() {
-	e.IMAP = IMAP{Port: 993, ConnectRetries: 3, PollInterval: 60, UseIdle: true, IdleReconnectInterval: 1740}
+	e.IMAP = IMAP{Port: 993, TLS: true, ConnectRetries: 3, PollInterval: 60, UseIdle: true, IdleReconnectInterval: 1740}
 	e.SMTP = SMTP{Port: 587, RequireAuth: true, StartTLS: true}
 }
 
