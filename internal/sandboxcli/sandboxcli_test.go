@@ -1,0 +1,254 @@
+package sandboxcli_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/airut/airut/internal/sandboxcli"
+	"github.com/airut/airut/internal/testkit"
+)
+
+const okAllowlist = "domains:\n  - example.com\n"
+
+// repo makes a committed repository with an .airut/ folder and makes it the
+// working directory; files override the defaults.
+func repo(t *testing.T, base string, files map[string]string) string {
+	t.Helper()
+	all := map[string]string{
+		".airut/container/Dockerfile":   "FROM " + base + "\n",
+		".airut/network-allowlist.yaml": okAllowlist,
+	}
+	for k, v := range files {
+		if v == "" {
+			delete(all, k)
+			continue
+		}
+		all[k] = v
+	}
+	dir := testkit.GitRepo(t, all)
+	t.Chdir(dir)
+	return dir
+}
+
+// setup gives the test its own resource prefix and the proxy binary.
+func setup(t *testing.T) (engine, base string) {
+	t.Helper()
+	engine = testkit.RequireEngine(t)
+	base = testkit.BaseImage(t, engine)
+	bins, err := testkit.BuildBinaries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("AIRUT_PROXY_BINARY", filepath.Join(bins, "airut-proxy"))
+	old := sandboxcli.Prefix
+	sandboxcli.Prefix = "airut-clitest-" + strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-"))
+	if len(sandboxcli.Prefix) > 40 {
+		sandboxcli.Prefix = sandboxcli.Prefix[:40]
+	}
+	prefix := sandboxcli.Prefix
+	t.Cleanup(func() {
+		sandboxcli.Prefix = old
+		assertNothingLeft(t, engine, prefix)
+		_ = exec.Command(engine, "network", "rm", "-f", prefix+"-egress").Run()
+	})
+	return engine, base
+}
+
+func assertNothingLeft(t *testing.T, engine, prefix string) {
+	t.Helper()
+	for _, args := range [][]string{
+		{"ps", "-a", "--filter", "name=^" + prefix + "-", "--format", "{{.Names}}"},
+		{"network", "ls", "--filter", "name=^" + prefix + "-conv", "--format", "{{.Name}}"},
+	} {
+		out, err := exec.Command(engine, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v: %v %s", args, err, out)
+		}
+		if s := strings.TrimSpace(string(out)); s != "" {
+			t.Errorf("left behind: %s", s)
+		}
+	}
+}
+
+func run(args ...string) (int, string, string) {
+	var stdout, stderr bytes.Buffer
+	code := sandboxcli.Run(context.Background(), args, &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+func TestUsageErrors(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"missing dash", []string{"run", "true"}, "missing -- before the command"},
+		{"no command", []string{"run", "--"}, "no command after --"},
+		{"unknown flag", []string{"run", "--bogus", "--", "true"}, "unknown flag: --bogus"},
+		{"bad mount", []string{"run", "--mount", "/nonexistent-airut:/x", "--", "true"}, "--mount"},
+		{"unknown subcommand", []string{"frobnicate"}, "unknown command"},
+	}
+	engine, base := setup(t)
+	_ = engine
+	repo(t, base, nil)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, stderr := run(tc.args...)
+			if code != sandboxcli.ExitUsage {
+				t.Errorf("exit %d; want %d", code, sandboxcli.ExitUsage)
+			}
+			if !strings.Contains(stderr, tc.want) || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+				t.Errorf("stderr %q; want one line containing %q", stderr, tc.want)
+			}
+		})
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	engine, base := setup(t)
+	_ = engine
+	cases := []struct {
+		name  string
+		files map[string]string
+		want  string
+	}{
+		{"missing dockerfile", map[string]string{".airut/container/Dockerfile": "", ".airut/container/x": "y"}, "no .airut/container/Dockerfile"},
+		{"no container dir", map[string]string{".airut/container/Dockerfile": "", "README": "x"}, "no .airut/container/Dockerfile"},
+		{"failing build", map[string]string{".airut/container/Dockerfile": "FROM " + base + "\nRUN exit 3\n"}, "build repository image from .airut/container/Dockerfile"},
+		{"sandbox.yaml unknown key", map[string]string{".airut/sandbox.yaml": "env:\n  A: b\nbogus: 1\n"}, ".airut/sandbox.yaml:3: bogus: unknown key"},
+		{"sandbox.yaml bad type", map[string]string{".airut/sandbox.yaml": "pass_env: HOME\n"}, ".airut/sandbox.yaml:1: pass_env: must be a list"},
+		{"sandbox.yaml unset env", map[string]string{".airut/sandbox.yaml": "env:\n  A: !env AIRUT_TEST_SURELY_UNSET\n"}, "environment variable AIRUT_TEST_SURELY_UNSET is not set"},
+		{"allowlist yaml error", map[string]string{".airut/network-allowlist.yaml": "domains: [\n"}, "network-allowlist.yaml:1"},
+		{"allowlist unknown key", map[string]string{".airut/network-allowlist.yaml": "domains: [a.com]\nhosts: [b.com]\n"}, "network-allowlist.yaml:2: hosts: unknown key"},
+		{"allowlist bad method", map[string]string{".airut/network-allowlist.yaml": "url_prefixes:\n  - host: a.com\n    methods: [FETCH]\n"}, `network-allowlist.yaml:3: url_prefixes[0].methods[0]: unknown HTTP method "FETCH"`},
+		{"allowlist missing", map[string]string{".airut/network-allowlist.yaml": ""}, "network-allowlist.yaml is missing"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			repo(t, base, tc.files)
+			code, stdout, stderr := run("run", "--", "sh", "-c", "echo ran")
+			if code != sandboxcli.ExitInfra {
+				t.Errorf("exit %d; want %d (stderr %q)", code, sandboxcli.ExitInfra, stderr)
+			}
+			if strings.Contains(stdout, "ran") {
+				t.Errorf("the command ran despite the bad input")
+			}
+			if !strings.Contains(stderr, tc.want) || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+				t.Errorf("stderr %q; want one line containing %q", stderr, tc.want)
+			}
+		})
+	}
+}
+
+func TestExitCodesAndOutput(t *testing.T) {
+	_, base := setup(t)
+	repo(t, base, map[string]string{".airut/sandbox.yaml": "env:\n  GREETING: hello\n"})
+	cases := []struct {
+		name     string
+		args     []string
+		code     int
+		stdout   string
+		stderrIn string
+	}{
+		{"success", []string{"--", "sh", "-c", "echo $GREETING from $(pwd); test -f .airut/sandbox.yaml"}, 0, "hello from /workspace\n", ""},
+		{"exit code", []string{"--", "sh", "-c", "echo out; echo err >&2; exit 42"}, 42, "out\n", "err\n"},
+		{"timeout", []string{"--timeout", "2", "--", "sleep", "1000"}, sandboxcli.ExitTimeout, "", "timed out after 2s"},
+		{"reserved code", []string{"--", "sh", "-c", "exit 126"}, 126, "", "command exited with status 126"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := run(append([]string{"run"}, tc.args...)...)
+			if code != tc.code || stdout != tc.stdout || !strings.Contains(stderr, tc.stderrIn) {
+				t.Errorf("got exit %d stdout %q stderr %q; want %d %q and stderr containing %q",
+					code, stdout, stderr, tc.code, tc.stdout, tc.stderrIn)
+			}
+		})
+	}
+}
+
+func TestNetworkLogAndOpenNetworkWarning(t *testing.T) {
+	_, base := setup(t)
+	dir := repo(t, base, nil)
+	logFile := filepath.Join(t.TempDir(), "net.log")
+	code, _, stderr := run("run", "--network-log", logFile, "--network-log-live", "--", "sh", "-c", "nslookup blocked.example.org; true")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	data, _ := os.ReadFile(logFile)
+	if !strings.Contains(string(data), "DNS A blocked.example.org -> ") {
+		t.Errorf("network log %q lacks the DNS line", data)
+	}
+	if !strings.Contains(stderr, "[network] DNS A blocked.example.org") {
+		t.Errorf("live log missing from stderr %q", stderr)
+	}
+
+	testkit.WriteFiles(t, dir, map[string]string{".airut/sandbox.yaml": "network_sandbox: false\n"})
+	testkit.Commit(t, dir, "open network")
+	code, _, stderr = run("run", "--", "true")
+	if code != 0 || !strings.Contains(stderr, "WARNING: network_sandbox is false") {
+		t.Errorf("exit %d stderr %q; want a loud warning about the open network", code, stderr)
+	}
+}
+
+func TestSignalTearsDown(t *testing.T) {
+	engine, base := setup(t)
+	repo(t, base, nil)
+	bin := filepath.Join(t.TempDir(), "airut-sandbox")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/airut-sandbox")
+	build.Dir = testkit.ModuleRoot()
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v %s", err, out)
+	}
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) {
+			cmd := exec.Command(bin, "run", "--", "sh", "-c", "echo started; sleep 1000")
+			stdout, _ := cmd.StdoutPipe()
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			sc := bufio.NewScanner(stdout)
+			if !sc.Scan() || sc.Text() != "started" {
+				_ = cmd.Process.Kill()
+				t.Fatalf("no start line: %q %s", sc.Text(), stderr.String())
+			}
+			_ = cmd.Process.Signal(sig)
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case <-done:
+			case <-time.After(2 * time.Minute):
+				_ = cmd.Process.Kill()
+				t.Fatal("airut-sandbox did not exit after the signal")
+			}
+			if got, want := cmd.ProcessState.ExitCode(), 128+int(sig); got != want {
+				t.Errorf("exit %d; want %d (stderr %q)", got, want, stderr.String())
+			}
+			// Nothing of this process may remain: its containers and networks
+			// carry its pid.
+			out, _ := exec.Command(engine, "ps", "-a", "--format", `{{index .Labels "io.airut.owner"}}`).Output()
+			nets, _ := exec.Command(engine, "network", "ls", "--format", "{{.Name}}").Output()
+			for _, n := range strings.Fields(string(nets)) {
+				lbl, _ := exec.Command(engine, "network", "inspect", "--format", `{{index .Labels "io.airut.owner"}}`, n).Output()
+				out = append(out, ' ')
+				out = append(out, lbl...)
+			}
+			for _, owner := range strings.Fields(string(out)) {
+				if strings.HasPrefix(owner, strconv.Itoa(cmd.Process.Pid)+":") {
+					t.Errorf("container or network of the signalled run left behind (owner %s)", owner)
+				}
+			}
+		})
+	}
+}
