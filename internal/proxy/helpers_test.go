@@ -170,7 +170,6 @@ func (u *upstream) take() []seen {
 // logBuffer collects the network log.
 type logBuffer struct {
 	mu    sync.Mutex
-	buf   bytes.Buffer
 	lines []string
 }
 

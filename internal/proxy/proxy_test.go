@@ -37,11 +37,12 @@ type env struct {
 	plainUp *upstream
 	token   string // the surrogate the container would see
 	secrets *secrets.Map
+	upCA    *testCA
 }
 
 const realToken = "ghp_RealSecretToken0123456789abcdefABCD"
 
-func newEnv(t *testing.T, mod func(*Config)) *env {
+func newEnv(t testing.TB, mod func(*Config)) *env {
 	t.Helper()
 	ca := newTestCA(t)
 	tlsUp := newUpstream(t, ca, "api.example.com", "other.example.com", "repo.example.com", "held.example.com", "x.wild.example", "127.0.0.1")
@@ -70,7 +71,7 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 		mod(&cfg)
 	}
 	token, _ := m.Surrogate("GH_TOKEN")
-	return &env{px: startProxy(t, cfg), tlsUp: tlsUp, plainUp: plainUp, token: token, secrets: m}
+	return &env{px: startProxy(t, cfg), tlsUp: tlsUp, plainUp: plainUp, token: token, secrets: m, upCA: ca}
 }
 
 func ptr(s string) *string { return &s }
