@@ -202,11 +202,19 @@ func (p *Proxy) filter(r *http.Request, st *reqState) error {
 			if errors.Is(err, ErrRefused) || errors.Is(err, ErrBodyTooLarge) || errors.Is(err, ErrBodyUnreadable) {
 				return err
 			}
-			return fmt.Errorf("%w: %w", ErrFiltered, err)
+			return filterError{err}
 		}
 	}
 	return nil
 }
+
+// filterError is a Filter's refusal; it matches ErrFiltered and keeps the
+// filter's own text for the 403 message.
+type filterError struct{ err error }
+
+func (e filterError) Error() string        { return "blocked by filter: " + e.err.Error() }
+func (e filterError) Unwrap() error        { return e.err }
+func (e filterError) Is(target error) bool { return target == ErrFiltered }
 
 func isUpgrade(r *http.Request) bool {
 	return r.Header.Get("Upgrade") != "" && httpHeaderHasToken(r.Header, "Connection", "upgrade")
@@ -233,7 +241,12 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	out.URL.Host = net.JoinHostPort(st.host, st.port)
 	out.URL.User = nil
 	setTarget(out.URL, st.target)
-	out.Host = pr.In.Host
+	// The Host sent is the checked name, not the client's spelling of it
+	// (case, trailing dot, port), so the upstream sees what was allowed.
+	out.Host = st.host
+	if strings.Contains(st.host, ":") {
+		out.Host = "[" + st.host + "]"
+	}
 	out.RequestURI = ""
 	st.result = p.cfg.Replacements.Apply(st.host, out.Header)
 	for _, name := range st.result.Stripped {
@@ -320,6 +333,7 @@ func (p *Proxy) reject(w http.ResponseWriter, st *reqState, err error) {
 		path = st.target
 	}
 	var msg string
+	var fe filterError
 	switch {
 	case errors.Is(err, ErrMethodNotAllowed):
 		msg = fmt.Sprintf("Method %s is not allowed for %s%s by the network allowlist. %s", st.method, host, path, requestAccess)
@@ -329,8 +343,8 @@ func (p *Proxy) reject(w http.ResponseWriter, st *reqState, err error) {
 		msg = fmt.Sprintf("Host %s resolves to an address the sandbox may not reach (loopback, link-local, private or the proxy itself). An operator can pin it with network.resolve.", host)
 	case errors.Is(err, ErrBodyTooLarge), errors.Is(err, ErrBodyUnreadable):
 		msg = fmt.Sprintf("The request body must be inspected and could not be: %v (limit %d bytes).", err, p.cfg.MaxBody)
-	case errors.Is(err, ErrFiltered):
-		msg = fmt.Sprintf("Request blocked by the network sandbox: %v.", errors.Unwrap(err))
+	case errors.As(err, &fe):
+		msg = fmt.Sprintf("Request blocked by the network sandbox: %v.", fe.err)
 	default:
 		msg = fmt.Sprintf("Request refused by the network sandbox: %v. The network allowlist cannot change this.", err)
 	}

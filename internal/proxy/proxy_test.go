@@ -378,6 +378,9 @@ func TestRequests(t *testing.T) {
 			var got string
 			for _, s := range append(e.tlsUp.take(), e.plainUp.take()...) {
 				got += s.RequestURI
+				if s.Host != strings.ToLower(s.Host) || strings.HasSuffix(s.Host, ".") || strings.Contains(s.Host, ":") {
+					t.Errorf("upstream Host = %q; want the normalised name", s.Host)
+				}
 				if s.Header.Get("X-Hop") != "" || s.Header.Get("Keep-Alive") != "" || s.Header.Get("Proxy-Authorization") != "" {
 					t.Errorf("hop-by-hop header reached upstream: %v", s.Header)
 				}
@@ -559,14 +562,15 @@ func TestHeldBody(t *testing.T) {
 		status   int
 		line     string
 		upstream int // body length seen upstream; -1 = not reached
+		message  string
 	}{
-		{"held under cap", "held.example.com", strings.Repeat("a", 1000), false, 200, "ALLOWED POST https://held.example.com/q -> 200", 1000},
-		{"held at cap", "held.example.com", strings.Repeat("a", 1024), false, 200, "ALLOWED POST https://held.example.com/q -> 200", 1024},
-		{"held over cap", "held.example.com", strings.Repeat("a", 1025), false, 403, "BLOCKED POST https://held.example.com/q -> 403", -1},
-		{"held over cap chunked", "held.example.com", strings.Repeat("a", 4096), true, 403, "BLOCKED POST https://held.example.com/q -> 403", -1},
-		{"held under cap chunked", "held.example.com", strings.Repeat("a", 100), true, 200, "ALLOWED POST https://held.example.com/q -> 200", 100},
-		{"filter blocks", "held.example.com", "forbidden", false, 403, "BLOCKED POST https://held.example.com/q -> 403", -1},
-		{"not held streams past cap", "api.example.com", strings.Repeat("a", 4096), false, 200, "ALLOWED POST https://api.example.com/q -> 200", 4096},
+		{"held under cap", "held.example.com", strings.Repeat("a", 1000), false, 200, "ALLOWED POST https://held.example.com/q -> 200", 1000, ""},
+		{"held at cap", "held.example.com", strings.Repeat("a", 1024), false, 200, "ALLOWED POST https://held.example.com/q -> 200", 1024, ""},
+		{"held over cap", "held.example.com", strings.Repeat("a", 1025), false, 403, "BLOCKED POST https://held.example.com/q -> 403", -1, "request body too large: 1025 bytes, limit 1024"},
+		{"held over cap chunked", "held.example.com", strings.Repeat("a", 4096), true, 403, "BLOCKED POST https://held.example.com/q -> 403", -1, "request body too large: more than 1024 bytes"},
+		{"held under cap chunked", "held.example.com", strings.Repeat("a", 100), true, 200, "ALLOWED POST https://held.example.com/q -> 200", 100, ""},
+		{"filter blocks", "held.example.com", "forbidden", false, 403, "BLOCKED POST https://held.example.com/q -> 403", -1, "Request blocked by the network sandbox: operation not allowed."},
+		{"not held streams past cap", "api.example.com", strings.Repeat("a", 4096), false, 200, "ALLOWED POST https://api.example.com/q -> 200", 4096, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -582,6 +586,9 @@ func TestHeldBody(t *testing.T) {
 			if resp.StatusCode != tt.status {
 				t.Errorf("status = %d; want %d (%s)", resp.StatusCode, tt.status, body)
 			}
+			if resp.StatusCode == 403 && !strings.Contains(decodeBlocked(t, body).Message, tt.message) {
+				t.Errorf("message = %q; want it to contain %q", decodeBlocked(t, body).Message, tt.message)
+			}
 			if diff := cmp.Diff([]string{tt.line}, e.px.log.take()); diff != "" {
 				t.Errorf("network log mismatch (-want +got):\n%s", diff)
 			}
@@ -594,5 +601,44 @@ func TestHeldBody(t *testing.T) {
 			}
 		})
 	}
-	_ = filterSaw
+	if string(filterSaw) != "forbidden" {
+		t.Errorf("last body the filter saw = %q; want %q", filterSaw, "forbidden")
+	}
+}
+
+// TestGraphQLRuleWithoutChecker: a graphql-restricted rule must not become
+// an unrestricted one while the GraphQL checker is not configured.
+func TestGraphQLRuleWithoutChecker(t *testing.T) {
+	const al = `
+url_prefixes:
+  - host: api.example.com
+    path: /graphql
+    methods: [POST]
+    graphql:
+      queries: [viewer]
+`
+	for _, tc := range []struct {
+		name   string
+		filter Filter
+		status int
+	}{
+		{"no checker blocks", nil, 403},
+		{"checker consulted", func(r *Request) error {
+			if r.Decision.GraphQL == nil {
+				return errors.New("no graphql rules passed")
+			}
+			return nil
+		}, 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, func(c *Config) {
+				c.Allowlist = mustAllowlist(t, al)
+				c.GraphQL = tc.filter
+			})
+			resp, body := e.px.raw(t, ptr("api.example.com"), "POST /graphql HTTP/1.1\r\nHost: api.example.com\r\nContent-Length: 2\r\n\r\n{}")
+			if resp.StatusCode != tc.status {
+				t.Errorf("status = %d; want %d (%s)", resp.StatusCode, tc.status, body)
+			}
+		})
+	}
 }
