@@ -47,7 +47,7 @@ type netEnv struct {
 	netLog   []string
 }
 
-func newNetEnv(t *testing.T) *netEnv {
+func newNetEnv(t testing.TB) *netEnv {
 	t.Helper()
 	e := newEnv(t)
 	hostIP := testkit.HostIP(t)

@@ -302,7 +302,14 @@ func (r *Runner) run(ctx context.Context, spec *Spec) Result {
 	if err != nil {
 		return infraResult(err)
 	}
+	// `run --rm` removes the container when the engine client returns
+	// normally; every other ending (stop, kill, engine failure, a client
+	// that died) removes it explicitly.
+	removed := false
 	defer func() {
+		if removed {
+			return
+		}
 		c, cancel := cleanupCtx()
 		defer cancel()
 		r.remove(c, name)
@@ -358,6 +365,7 @@ func (r *Runner) run(ctx context.Context, spec *Spec) Result {
 	}
 
 	res.ExitCode = exitCode(werr)
+	removed = stopped == "" && res.ExitCode >= 0 && !(res.ExitCode >= 125 && res.ExitCode <= 127)
 	switch {
 	case stopped == OutcomeTimeout:
 		res.Outcome = OutcomeTimeout

@@ -27,7 +27,7 @@ type env struct {
 	prefix string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	engine := testkit.RequireEngine(t)
 	rt, err := sandbox.NewRuntime(engine, nil)
@@ -46,7 +46,7 @@ func newEnv(t *testing.T) *env {
 
 // assertNoLeftovers fails the test if any container or network of its
 // prefix still exists: teardown must run on every path.
-func (e *env) assertNoLeftovers(t *testing.T) {
+func (e *env) assertNoLeftovers(t testing.TB) {
 	t.Helper()
 	out, err := exec.Command(e.engine, "ps", "-a", "--filter", "name=^"+e.prefix+"-", "--format", "{{.Names}}").CombinedOutput()
 	if err != nil {

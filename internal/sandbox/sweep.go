@@ -11,6 +11,16 @@ import (
 // by a process that no longer runs (a crash, a SIGKILL). Resources of live
 // processes, including other airut instances sharing the host, are kept.
 func (r *Runner) Sweep(ctx context.Context) (removed []string, err error) {
+	removed, err = r.SweepContainers(ctx)
+	if err != nil {
+		return removed, err
+	}
+	nets, err := r.SweepNetworks(ctx)
+	return append(removed, nets...), err
+}
+
+// SweepContainers is the container half of Sweep.
+func (r *Runner) SweepContainers(ctx context.Context) (removed []string, err error) {
 	out, err := r.rt.output(ctx, "ps", "-a", "--filter", "label="+labelKind+"="+r.Prefix,
 		"--format", `{{.Names}} {{index .Labels "`+labelOwner+`"}}`)
 	if err != nil {
@@ -24,15 +34,15 @@ func (r *Runner) Sweep(ctx context.Context) (removed []string, err error) {
 		r.remove(ctx, name)
 		removed = append(removed, name)
 	}
-	nets, err := r.sweepNetworks(ctx)
-	removed = append(removed, nets...)
 	if len(removed) > 0 {
-		r.rt.Logger.Info("swept leftovers of a previous run", "removed", strings.Join(removed, ","))
+		r.rt.Logger.Info("swept containers left by a previous run", "removed", strings.Join(removed, ","))
 	}
-	return removed, err
+	return removed, nil
 }
 
-func (r *Runner) sweepNetworks(ctx context.Context) ([]string, error) {
+// SweepNetworks is the network half of Sweep: task networks whose owner is
+// gone.
+func (r *Runner) SweepNetworks(ctx context.Context) ([]string, error) {
 	if !r.rt.IsPodman() {
 		return nil, nil
 	}

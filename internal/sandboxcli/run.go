@@ -149,13 +149,20 @@ func runCommand(ctx context.Context, o *runOpts, command []string, stdout, stder
 	}
 	runner := sandbox.NewRunner(rt, Prefix)
 	// Leftovers of crashed runs are swept alongside the run rather than
-	// before it: they belong to dead processes and cannot collide.
+	// before it: they belong to dead processes and cannot collide. Task
+	// networks are only looked for when this run uses one.
 	var sweep sync.WaitGroup
 	sweep.Add(1)
 	go func() {
 		defer sweep.Done()
-		if _, err := runner.Sweep(context.WithoutCancel(ctx)); err != nil {
-			logger.Warn("sweep of leftovers failed", "err", err)
+		sweepCtx := context.WithoutCancel(ctx)
+		if _, err := runner.SweepContainers(sweepCtx); err != nil {
+			logger.Warn("sweep of leftover containers failed", "err", err)
+		}
+		if cfg.NetworkSandbox {
+			if _, err := runner.SweepNetworks(sweepCtx); err != nil {
+				logger.Warn("sweep of leftover networks failed", "err", err)
+			}
 		}
 	}()
 	defer sweep.Wait()

@@ -1,0 +1,94 @@
+package sandboxcli_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/airut/airut/internal/testkit"
+)
+
+// BenchmarkStartOverhead measures `airut-sandbox run -- true` against a bare
+// `podman run --rm IMAGE true` of the same image, interleaved in one run so
+// both see the same machine, and reports both and their ratio. The open
+// network is used on both sides (network_sandbox: false) so the ratio is
+// the CLI's own overhead; BenchmarkStartSandboxedNetwork adds the proxy.
+func BenchmarkStartOverhead(b *testing.B) {
+	benchStart(b, "network_sandbox: false\n")
+}
+
+// BenchmarkStartSandboxedNetwork is the same with the network sandbox on:
+// per-task network, proxy container and its readiness wait included.
+func BenchmarkStartSandboxedNetwork(b *testing.B) {
+	benchStart(b, "")
+}
+
+func benchStart(b *testing.B, sandboxYAML string) {
+	engine := testkit.RequireEngine(b)
+	base := testkit.BaseImage(b, engine)
+	bins, err := testkit.BuildBinaries()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Setenv("AIRUT_PROXY_BINARY", filepath.Join(bins, "airut-proxy"))
+	bin := filepath.Join(b.TempDir(), "airut-sandbox")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/airut-sandbox")
+	build.Dir = testkit.ModuleRoot()
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("build: %v %s", err, out)
+	}
+	files := map[string]string{
+		".airut/container/Dockerfile":   "FROM " + base + "\n",
+		".airut/network-allowlist.yaml": "domains: [example.com]\n",
+	}
+	if sandboxYAML != "" {
+		files[".airut/sandbox.yaml"] = sandboxYAML
+	}
+	dir := testkit.GitRepo(b, files)
+	cli := func() {
+		cmd := exec.Command(bin, "run", "--", "true")
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("airut-sandbox: %v %s", err, out)
+		}
+	}
+	cli() // builds the image once
+	out, err := exec.Command(engine, "images", "--filter", "label=io.airut.image=airut-cli", "--format", "{{.Repository}}:{{.Tag}}").Output()
+	if err != nil {
+		b.Fatal(err)
+	}
+	image := ""
+	for _, ref := range strings.Fields(string(out)) {
+		if strings.HasPrefix(ref, "localhost/airut-cli:") {
+			image = ref
+			break
+		}
+	}
+	if image == "" {
+		b.Fatal("overlay image not found")
+	}
+	bare := func() {
+		if out, err := exec.Command(engine, "run", "--rm", image, "true").CombinedOutput(); err != nil {
+			b.Fatalf("bare podman: %v %s", err, out)
+		}
+	}
+	var tCLI, tBare time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		s := time.Now()
+		bare()
+		tBare += time.Since(s)
+		s = time.Now()
+		cli()
+		tCLI += time.Since(s)
+	}
+	b.StopTimer()
+	n := float64(b.N)
+	b.ReportMetric(float64(tBare.Milliseconds())/n, "bare-ms/op")
+	b.ReportMetric(float64(tCLI.Milliseconds())/n, "airut-ms/op")
+	b.ReportMetric(float64(tCLI)/float64(tBare), "ratio")
+}
