@@ -39,6 +39,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.AddCommand(
 		newCheckCmd(&configPath, stdout),
 		newConfigCmd(&configPath, stdout),
+		newRunCmd(&configPath, stderr),
 		newVersionCmd(stdout),
 	)
 	err := root.ExecuteContext(ctx)

@@ -1,0 +1,111 @@
+package gateway
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// journalEntry is what the gateway remembers of one message between its
+// receipt and its acknowledgement at the source (see the package doc).
+type journalEntry struct {
+	SourceID     string    `json:"source_id"`
+	Channel      string    `json:"channel"`
+	Conversation string    `json:"conversation"`
+	Received     time.Time `json:"received"`
+	// Acknowledged: the "working on it" note was sent.
+	Acknowledged bool `json:"acknowledged,omitempty"`
+	// Replied: the final reply was sent; only Done remains.
+	Replied bool `json:"replied,omitempty"`
+}
+
+// journal keeps one file per message under dir, replaced atomically, and
+// removes it once the source has acknowledged the message.
+type journal struct {
+	dir string
+	mu  sync.Mutex
+}
+
+func openJournal(dir string) (*journal, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("message journal: %w", err)
+	}
+	return &journal{dir: dir}, nil
+}
+
+// path names the file of a source id; hex keeps any id (IMAP
+// "validity:uid", Slack "C123/1700000000.0001") a safe file name.
+func (j *journal) path(channel, sourceID string) string {
+	return filepath.Join(j.dir, hex.EncodeToString([]byte(channel+"\x00"+sourceID))+".json")
+}
+
+func (j *journal) get(channel, sourceID string) (*journalEntry, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	data, err := os.ReadFile(j.path(channel, sourceID))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("message journal: %w", err)
+	}
+	var e journalEntry
+	if err := json.Unmarshal(data, &e); err != nil {
+		return nil, fmt.Errorf("message journal %s: %w", j.path(channel, sourceID), err)
+	}
+	return &e, nil
+}
+
+func (j *journal) put(e *journalEntry) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	data, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	p := j.path(e.Channel, e.SourceID)
+	tmp, err := os.CreateTemp(j.dir, ".tmp-*")
+	if err != nil {
+		return fmt.Errorf("message journal: %w", err)
+	}
+	_, werr := tmp.Write(data)
+	if werr == nil {
+		werr = tmp.Sync()
+	}
+	if cerr := tmp.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = os.Rename(tmp.Name(), p)
+	}
+	if werr != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("message journal %s: %w", p, werr)
+	}
+	return nil
+}
+
+// update applies fn to the entry of sourceID, if there is one, and saves it.
+func (j *journal) update(channel, sourceID string, fn func(*journalEntry)) error {
+	e, err := j.get(channel, sourceID)
+	if err != nil || e == nil {
+		return err
+	}
+	fn(e)
+	return j.put(e)
+}
+
+func (j *journal) remove(channel, sourceID string) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if err := os.Remove(j.path(channel, sourceID)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("message journal: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,402 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/airut/airut/internal/agent"
+	"github.com/airut/airut/internal/conversation"
+	"github.com/airut/airut/internal/repoconfig"
+	"github.com/airut/airut/internal/sandbox"
+	"github.com/airut/airut/internal/secrets"
+)
+
+// stderrTailLines is how many stderr lines are kept for error replies.
+const stderrTailLines = 20
+
+// taskResult is what a task amounts to, for its reply and its record.
+type taskResult struct {
+	outcome agent.Outcome
+	// reason explains infrastructure failures and other non-agent outcomes.
+	reason   string
+	res      agent.Result
+	exitCode int
+	stderr   []string
+	// recovered: the conversation's session could not be resumed and the
+	// task ran again with a fresh one.
+	recovered bool
+	timeout   time.Duration
+	model     string
+	started   time.Time
+	dir       *conversation.Dir
+}
+
+// infra builds the result of a failure around the agent.
+func infra(format string, args ...any) taskResult {
+	return taskResult{outcome: agent.OutcomeInfrastructure, reason: fmt.Sprintf(format, args...)}
+}
+
+// execute runs the task: workspace, repo config, image, network, agent.
+func (j *job) execute(items []*item, log *slog.Logger) (tr taskResult) {
+	h, g := j.h, j.h.g
+	ctx := j.ctx
+	started := g.now()
+	defer func() {
+		tr.started = started
+		if ctx.Err() != nil && tr.outcome == agent.OutcomeInfrastructure {
+			// A failure caused by the cancellation is the cancellation.
+			tr.outcome, tr.reason = agent.OutcomeCancelled, "stopped"
+		}
+	}()
+	if ctx.Err() != nil {
+		return taskResult{outcome: agent.OutcomeCancelled, reason: "stopped before it started"}
+	}
+
+	dir, err := h.store.Open(j.conv)
+	if err != nil {
+		return infra("conversation %s: %v", j.conv, err)
+	}
+	lock, err := h.store.Lock(ctx, j.conv)
+	if err != nil {
+		r := infra("conversation lock: %v", err)
+		r.dir = dir
+		return r
+	}
+	defer lock.Unlock()
+	tr = j.prepareAndRun(ctx, dir, items, log)
+	tr.dir = dir
+	return tr
+}
+
+func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []*item, log *slog.Logger) taskResult {
+	h, g := j.h, j.h.g
+	rc := h.rc
+	rec, err := dir.Load()
+	if err != nil {
+		return infra("conversation %s: %v", j.conv, err)
+	}
+
+	if err := h.mirror.Ensure(ctx); err != nil {
+		return infra("fetching the repository failed: %v", err)
+	}
+	if err := ensureWorkspace(ctx, h, dir); err != nil {
+		return infra("cloning the workspace failed: %v", err)
+	}
+	// .airut/ comes from the mirror's default branch, never the workspace:
+	// the agent changes it only by a merged PR.
+	src := repoconfig.GitSource{Dir: h.mirror.Dir}
+	buildCtx, err := repoconfig.ContainerContext(ctx, src, rc.ContainerPath)
+	if err != nil {
+		return infra("repository container config: %v", err)
+	}
+	var allowData []byte
+	if rc.Network.SandboxEnabled {
+		if allowData, _, err = repoconfig.LoadAllowlist(ctx, src); err != nil {
+			return infra("network allowlist: %v", err)
+		}
+	}
+	claudeBin, err := g.claudeBinary(rc)
+	if err != nil {
+		return infra("%v", err)
+	}
+	image, err := g.cache.Ensure(ctx, buildCtx)
+	if err != nil {
+		return infra("building the container image failed: %v", err)
+	}
+
+	masked := map[string]secrets.Masked{}
+	for name, m := range rc.MaskedSecrets {
+		masked[name] = secrets.Masked{Value: m.Value.Reveal(), Scopes: m.Scopes, Headers: m.Headers,
+			AllowForeignCredentials: m.AllowForeignCredentials}
+	}
+	plain := map[string]string{}
+	for name, v := range rc.Secrets {
+		plain[name] = v.Reveal()
+	}
+	if !rc.Network.SandboxEnabled && len(masked) > 0 {
+		return infra("masked_secrets need the network sandbox, which is disabled for this repo")
+	}
+	smap, err := secrets.NewMap(masked, plain)
+	if err != nil {
+		return infra("secrets: %v", err)
+	}
+	env := agent.Env()
+	for k, v := range smap.Env() {
+		env[k] = v
+	}
+
+	var provider sandbox.NetworkProvider
+	mode := sandbox.NetworkSandboxed
+	if rc.Network.SandboxEnabled {
+		p, cleanup, err := j.proxyNetwork(dir, allowData, smap)
+		if err != nil {
+			return infra("network sandbox: %v", err)
+		}
+		defer cleanup()
+		provider = p
+	} else {
+		log.Warn("NETWORK SANDBOX DISABLED for this repo: the agent runs on an OPEN network, with no allowlist")
+		mode = sandbox.NetworkOpen
+	}
+
+	var names []string
+	var msgs []agent.PromptMessage
+	for _, it := range items {
+		for _, a := range it.msg.Attachments {
+			n, err := dir.SaveAttachment(a.Name, a.Data)
+			if err != nil {
+				return infra("saving attachment %q: %v", a.Name, err)
+			}
+			names = append(names, n)
+		}
+		msgs = append(msgs, agent.PromptMessage{SenderName: it.msg.SenderName, SenderAddress: it.msg.SenderAddress,
+			Time: it.msg.Time, Body: it.msg.Body})
+	}
+	in := agent.PromptInput{Channel: items[0].ch.Name(), Attachments: names, Messages: msgs}
+	if len(rec.Tasks) == 0 {
+		in.Subject = items[0].msg.Subject
+	}
+
+	model := rec.Model
+	if model == "" {
+		model = rc.Model
+	}
+	for _, it := range items {
+		if it.msg.Model != "" {
+			model = it.msg.Model
+		}
+	}
+	g.tracker.update(j.id, func(ti *TaskInfo) { ti.Model = model })
+
+	run := func(session, prompt string) taskResult {
+		return j.runAgent(ctx, agentRun{
+			dir: dir, image: image, claudeBin: claudeBin, env: env, mode: mode, provider: provider,
+			opts: agent.Options{Model: model, Effort: rc.Effort, SessionID: session}, prompt: prompt,
+		}, log)
+	}
+	tr := run(rec.SessionID, agent.Prompt(in))
+	if rec.SessionID != "" && tr.outcome.Retryable() {
+		log.Warn("session could not be resumed; retrying once with a fresh session", logOutcome, string(tr.outcome))
+		tr = run("", agent.RecoveryPrompt(in, rec.LastReply()))
+		tr.recovered = true
+	}
+	tr.model = model
+	return tr
+}
+
+// ensureWorkspace clones the workspace on a conversation's first task.
+// A clone is made beside it and renamed into place, so a crash mid-clone
+// leaves no half workspace that later tasks would trust.
+func ensureWorkspace(ctx context.Context, h *repoHandler, dir *conversation.Dir) error {
+	ws := dir.Workspace()
+	if _, err := os.Stat(filepath.Join(ws, ".git")); err == nil {
+		return nil
+	}
+	tmp := ws + ".clone"
+	os.RemoveAll(tmp)
+	if err := h.mirror.Clone(ctx, tmp); err != nil {
+		os.RemoveAll(tmp)
+		return err
+	}
+	if err := os.RemoveAll(ws); err != nil {
+		return err
+	}
+	return os.Rename(tmp, ws)
+}
+
+// proxyNetwork prepares the network sandbox of one task: the replacement
+// map for the proxy and the network log appended to the conversation.
+func (j *job) proxyNetwork(dir *conversation.Dir, allowData []byte, smap *secrets.Map) (*sandbox.ProxyNetwork, func(), error) {
+	g := j.h.g
+	bin, err := g.proxyBinary()
+	if err != nil {
+		return nil, nil, err
+	}
+	proxyImage, err := g.cache.EnsureProxy(j.ctx, bin)
+	if err != nil {
+		return nil, nil, err
+	}
+	tmp, err := os.MkdirTemp("", "airut-task-")
+	if err != nil {
+		return nil, nil, err
+	}
+	repl := filepath.Join(tmp, "replacements.json")
+	if err := smap.WriteReplacementFile(repl); err != nil {
+		os.RemoveAll(tmp)
+		return nil, nil, err
+	}
+	var upstreamCA []byte
+	if p := g.cfg.Network.UpstreamCA; p != "" {
+		if upstreamCA, err = os.ReadFile(p); err != nil {
+			os.RemoveAll(tmp)
+			return nil, nil, fmt.Errorf("network.upstream_ca: %w", err)
+		}
+	}
+	dns := g.cfg.Network.UpstreamDNS
+	if dns != "" {
+		if _, _, err := net.SplitHostPort(dns); err != nil {
+			dns = net.JoinHostPort(dns, "53")
+		}
+	}
+	f, err := os.OpenFile(dir.NetworkLog(), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		os.RemoveAll(tmp)
+		return nil, nil, err
+	}
+	var mu sync.Mutex
+	p := &sandbox.ProxyNetwork{
+		Runner: g.run, ProxyImage: proxyImage, Allowlist: allowData, ReplacementFile: repl,
+		Resolve: g.cfg.Network.Resolve, UpstreamCA: upstreamCA, UpstreamDNS: dns,
+		NetworkLog: func(line string) {
+			mu.Lock()
+			defer mu.Unlock()
+			fmt.Fprintln(f, g.opts.Registry.Redact(line))
+		},
+	}
+	return p, func() {
+		mu.Lock()
+		f.Close()
+		mu.Unlock()
+		os.RemoveAll(tmp)
+	}, nil
+}
+
+type agentRun struct {
+	dir       *conversation.Dir
+	image     string
+	claudeBin string
+	env       map[string]string
+	mode      sandbox.NetworkMode
+	provider  sandbox.NetworkProvider
+	opts      agent.Options
+	prompt    string
+}
+
+// runAgent runs Claude Code once in a fresh container and classifies how
+// it ended. The session id is saved even from a run that did not succeed,
+// so a timed-out task can be resumed.
+func (j *job) runAgent(ctx context.Context, a agentRun, log *slog.Logger) taskResult {
+	h, g := j.h, j.h.g
+	rc := h.rc
+	reader := agent.NewReader(0)
+	reader.OnTodo = func(todos []agent.Todo) {
+		g.tracker.update(j.id, func(ti *TaskInfo) { ti.Todos = append([]agent.Todo(nil), todos...) })
+	}
+	var errMu sync.Mutex
+	var stderr []string
+	limits := sandbox.Limits{
+		Timeout: rc.ResourceLimits.TimeoutDuration(), Memory: rc.ResourceLimits.Memory,
+		PidsLimit: rc.ResourceLimits.PidsLimit,
+	}
+	if rc.ResourceLimits.CPUs > 0 {
+		limits.CPUs = strconv.FormatFloat(rc.ResourceLimits.CPUs, 'f', -1, 64)
+	}
+	spec := sandbox.Spec{
+		Context: j.conv,
+		Image:   a.image,
+		Command: agent.Command(a.opts),
+		Env:     a.env,
+		Mounts: []sandbox.Mount{
+			{Source: a.dir.Workspace(), Target: "/workspace"},
+			{Source: a.dir.Claude(), Target: "/root/.claude"},
+			{Source: a.dir.Inbox(), Target: "/inbox"},
+			{Source: a.dir.Outbox(), Target: "/outbox"},
+			{Source: a.dir.Storage(), Target: "/storage"},
+			{Source: a.claudeBin, Target: agent.BinaryPath, ReadOnly: true},
+		},
+		Workdir:   "/workspace",
+		Limits:    limits,
+		Network:   a.mode,
+		Provider:  a.provider,
+		Stdin:     strings.NewReader(a.prompt),
+		StopGrace: g.opts.StopGrace,
+		Stdout: func(line []byte) {
+			reader.Feed(line)
+			if _, err := agent.ParseEvent(line); err == nil {
+				if err := a.dir.AppendEvent(bytes.TrimSpace(line)); err != nil {
+					log.Warn("event not recorded", logError, err)
+				}
+			}
+		},
+		Stderr: func(line []byte) {
+			errMu.Lock()
+			defer errMu.Unlock()
+			stderr = append(stderr, string(line))
+			if len(stderr) > stderrTailLines {
+				stderr = stderr[len(stderr)-stderrTailLines:]
+			}
+		},
+	}
+	sres := g.run.Run(ctx, spec)
+	if len(sres.LimitsNotEnforced) > 0 {
+		log.Warn("resource limits not enforced on this host", "limits", strings.Join(sres.LimitsNotEnforced, ","))
+	}
+	errMu.Lock()
+	tail := append([]string(nil), stderr...)
+	errMu.Unlock()
+	res := reader.Result()
+	tr := taskResult{res: res, exitCode: sres.ExitCode, stderr: tail, reason: sres.Reason, timeout: limits.Timeout}
+	switch sres.Outcome {
+	case sandbox.OutcomeInfrastructure:
+		tr.outcome = agent.OutcomeInfrastructure
+	case sandbox.OutcomeCancelled:
+		tr.outcome = agent.OutcomeCancelled
+	case sandbox.OutcomeTimeout:
+		tr.outcome = agent.OutcomeTimeout
+	default:
+		tr.outcome = agent.Classify(false, sres.ExitCode, reader, tail, a.opts.SessionID != "")
+	}
+	if res.SessionID != "" || tr.outcome.Retryable() {
+		session := res.SessionID
+		if tr.outcome.Retryable() {
+			session = ""
+		}
+		if _, err := a.dir.Update(func(r *conversation.Record) error {
+			r.SessionID = session
+			return nil
+		}); err != nil {
+			log.Warn("session id not saved", logError, err)
+		}
+	}
+	return tr
+}
+
+// record appends the task (and every message coalesced into it) to
+// conversation.json.
+func (j *job) record(items []*item, tr taskResult, reply string) {
+	if tr.dir == nil {
+		return
+	}
+	g := j.h.g
+	now := g.now()
+	_, err := tr.dir.Update(func(r *conversation.Record) error {
+		if r.Model == "" && tr.model != "" {
+			r.Model = tr.model
+		}
+		u := tr.res.Usage
+		r.Tasks = append(r.Tasks, conversation.Task{
+			ID: j.id, Started: tr.started, Finished: now, Outcome: string(tr.outcome), Model: tr.model,
+			Usage: conversation.Usage{InputTokens: u.InputTokens, OutputTokens: u.OutputTokens,
+				CacheCreationInputTokens: u.CacheCreationInputTokens, CacheReadInputTokens: u.CacheReadInputTokens},
+			Cost: tr.res.CostUSD, NumTurns: tr.res.NumTurns, Sender: items[0].msg.SenderAddress, Reply: reply,
+		})
+		for _, it := range items[1:] {
+			r.Tasks = append(r.Tasks, conversation.Task{ID: it.taskID, Started: tr.started, Finished: now,
+				Outcome: StateCoalesced, Sender: it.msg.SenderAddress, CoalescedInto: j.id})
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, context.Canceled) {
+		j.h.log.Warn("conversation record not updated", logConv, j.conv, logError, err)
+	}
+}
