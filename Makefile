@@ -10,7 +10,8 @@ BIN := bin
 TEST_USER ?= airut-test
 PKGS_RACE := ./internal/sandbox/... ./internal/redact/... ./internal/conversation/... ./internal/channel/... ./internal/agent/... ./internal/proxy/... ./internal/gateway/...
 
-.PHONY: all build test test-deps test-unit test-race test-rootless bench lint run clean
+.PHONY: all build test test-deps test-unit test-rootless bench lint run clean
+AIRUT_CONFIG ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/airut/airut.yaml
 
 all: build
 
@@ -54,8 +55,21 @@ test-rootless:
 	test $${PIPESTATUS[0]} -eq 0; \
 	rm -rf $$dir
 
-bench:
-	$(GO) test -run '^$$' -bench . -benchtime 10x ./internal/sandbox/
+# Sets up and runs the gateway: prerequisites, binaries, a host check, a
+# starter config on first use (then stop: it needs your mailbox and repo).
+run: test-deps build
+	./$(BIN)/airut check --config $(AIRUT_CONFIG)
+	@if [ ! -f $(AIRUT_CONFIG) ]; then \
+	  ./$(BIN)/airut config init --config $(AIRUT_CONFIG); \
+	  echo "edit $(AIRUT_CONFIG), then run make run again"; exit 0; \
+	fi; \
+	exec ./$(BIN)/airut run --config $(AIRUT_CONFIG)
+
+# Container benchmarks interleave the two sides in one run and report ratios.
+bench: test-deps
+	$(GO) test -run '^$$' -bench . -benchtime 10x ./internal/sandbox/ ./internal/sandboxcli/
+	$(GO) test -run '^$$' -bench . ./internal/proxy/ ./internal/allowlist/
+	$(GO) test -run '^$$' -bench . -benchtime 5x ./internal/gateway/
 
 lint:
 	gofmt -l . | (! grep .)
