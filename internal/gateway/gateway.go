@@ -135,8 +135,8 @@ type Gateway struct {
 	repos    map[string]*repoHandler
 	status   map[string]RepoStatus
 	stopping bool
-	stopC    chan struct{} // closed when stopping is set
-	running  sync.WaitGroup // jobs
+	stopC    chan struct{}   // closed when stopping is set
+	running  sync.WaitGroup  // jobs
 	jobs     map[string]*job // by task id, while queued or running
 }
 
