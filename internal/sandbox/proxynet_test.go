@@ -136,6 +136,16 @@ func echoOf(t *testing.T, out string) testkit.Echo {
 func TestNetworkSandbox(t *testing.T) {
 	ne := newNetEnv(t)
 	hostListener := startHostListener(t)
+	// The egress network's gateway is the host's address on the bridge the
+	// proxy uses: the agent must not reach it either.
+	if out, err := exec.Command(ne.engine, "network", "create", ne.provider.EgressNetwork()).CombinedOutput(); err != nil {
+		t.Fatalf("create egress network: %v %s", err, out)
+	}
+	gw, err := exec.Command(ne.engine, "network", "inspect", "--format", "{{range .Subnets}}{{.Gateway}}{{end}}", ne.provider.EgressNetwork()).Output()
+	if err != nil || strings.TrimSpace(string(gw)) == "" {
+		t.Fatalf("egress gateway: %v %q", err, gw)
+	}
+	egressGateway := strings.TrimSpace(string(gw))
 	got, all, res := ne.script(t, [][2]string{
 		{"allowed", "tkhttp https://api.example.test/echo?x=1"},
 		{"h2", "tkhttp https://api.example.test/echo/h2"},
@@ -153,6 +163,8 @@ func TestNetworkSandbox(t *testing.T) {
 		{"dns-a", "nslookup leak4.example.test"},
 		{"tcp-host", "tkhttp tcp " + ne.hostIP + ":" + hostListener},
 		{"tcp-outside", "tkhttp tcp 1.1.1.1:443"},
+		{"tcp-gateway", "tkhttp tcp " + egressGateway + ":" + hostListener},
+		{"ipv6", "cat /proc/sys/net/ipv6/conf/all/disable_ipv6"},
 		{"bearer", `tkhttp -H "Authorization: Bearer $GH_TOKEN" https://api.example.test/echo/bearer`},
 		{"basic", `tkhttp -u "x-access-token:$GH_TOKEN" https://api.example.test/echo/basic`},
 		{"out-of-scope", `tkhttp -H "Authorization: Bearer $GH_TOKEN" https://other.example.test/echo`},
@@ -243,7 +255,10 @@ func TestNetworkSandbox(t *testing.T) {
 		}
 	})
 	t.Run("no-other-route", func(t *testing.T) {
-		for _, name := range []string{"tcp-host", "tcp-outside"} {
+		if strings.TrimSpace(got["ipv6"]) != "1" {
+			t.Errorf("IPv6 not disabled in the agent container: %q", got["ipv6"])
+		}
+		for _, name := range []string{"tcp-host", "tcp-outside", "tcp-gateway"} {
 			if !strings.Contains(got[name], "CONNECT FAILED") {
 				t.Errorf("%s: %q; want the connection to fail", name, got[name])
 			}
