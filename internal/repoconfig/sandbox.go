@@ -2,7 +2,6 @@ package repoconfig
 
 import (
 	"fmt"
-	"maps"
 	"regexp"
 	"slices"
 	"strconv"
@@ -149,7 +148,7 @@ func ParseSandbox(data []byte, file string, env LookupEnv) (*Sandbox, error) {
 					"headers":                   func(n *yaml.Node, key string) { m.Headers = p.strList(n, key) },
 					"allow_foreign_credentials": func(n *yaml.Node, key string) { m.AllowForeignCredentials = p.boolean(n, key) },
 				}, nil)
-				p.required(v, k, map[string]bool{"value": m.Value != "", "scopes": len(m.Scopes) > 0, "headers": len(m.Headers) > 0})
+				p.required(v, k, "value", "scopes", "headers")
 				s.MaskedSecrets[name] = m
 			})
 		},
@@ -170,8 +169,7 @@ func ParseSandbox(data []byte, file string, env LookupEnv) (*Sandbox, error) {
 					"session_token":     func(n *yaml.Node, key string) { c.SessionToken = p.str(n, key, true) },
 					"scopes":            func(n *yaml.Node, key string) { c.Scopes = p.strList(n, key) },
 				}, nil)
-				p.required(v, k, map[string]bool{"type": c.Type != "", "access_key_id": c.AccessKeyID != "",
-					"secret_access_key": c.SecretAccessKey != "", "scopes": len(c.Scopes) > 0})
+				p.required(v, k, "type", "access_key_id", "secret_access_key", "scopes")
 				s.SigningCredentials[name] = c
 			})
 		},
@@ -230,11 +228,18 @@ func (p *parser) mapping(n *yaml.Node, key string, fields map[string]func(*yaml.
 	}
 }
 
-func (p *parser) required(n *yaml.Node, key string, present map[string]bool) {
+// required reports keys missing from a mapping; present but empty values
+// are reported where they are parsed.
+func (p *parser) required(n *yaml.Node, key string, keys ...string) {
 	if n.Kind != yaml.MappingNode {
 		return
 	}
-	for _, k := range slices.Sorted(maps.Keys(present)) {
+	present := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		present[n.Content[i].Value] = true
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
 		if !present[k] {
 			p.errorf(n, key+"."+k, "required")
 		}
@@ -257,6 +262,9 @@ func (p *parser) str(n *yaml.Node, key string, secret bool) string {
 	}
 	if strings.HasPrefix(n.Tag, "!") && !strings.HasPrefix(n.Tag, "!!") {
 		p.errorf(n, key, "unknown tag %s (only !env is supported here)", n.Tag)
+	}
+	if secret && n.Value == "" {
+		p.errorf(n, key, "must not be empty")
 	}
 	return n.Value
 }
