@@ -143,3 +143,34 @@ func TestEmailRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// TestSessionLost: when the conversation's session cannot be resumed, the
+// task is retried once at once in a fresh session, and the reply says the
+// earlier context was lost.
+func TestSessionLost(t *testing.T) {
+	h := newHarness(t)
+	h.start(harnessOpts{})
+	h.send(outMail{Subject: "remember", MessageID: "<r1@example.com>", Body: "@@reply first answer"})
+	_ = h.waitMail(1)
+	reply := h.waitMail(2)
+	conv := h.taskOf("remember").Conversation
+	if err := os.RemoveAll(filepath.Join(h.convDir(conv), "claude", "fakeclaude-sessions")); err != nil {
+		t.Fatal(err)
+	}
+	h.send(outMail{Subject: "Re: " + reply.Subject, InReplyTo: reply.MessageID, Body: "@@reply second answer"})
+	r2 := h.waitMail(3)
+	if !strings.Contains(r2.Text, "could not be resumed") || !strings.Contains(r2.Text, "second answer") {
+		t.Errorf("reply after a lost session: got %q; want the answer and a note that the context was lost", r2.Text)
+	}
+	sess := h.sessions(conv)
+	if len(sess) != 1 || len(sess[0].Runs) != 1 || sess[0].Runs[0].Resumed {
+		t.Fatalf("sessions after the retry: got %+v; want one fresh session", sess)
+	}
+	if p := sess[0].Runs[0].Prompt; !strings.Contains(p, "could not be resumed") || !strings.Contains(p, "first answer") {
+		t.Errorf("recovery prompt: got %q; want the notice and the last reply quoted", p)
+	}
+	tasks := h.gw.Tasks()
+	if got := tasks[len(tasks)-1].Outcome; got != agent.OutcomeSuccess {
+		t.Errorf("outcome: got %s; want success after the retry", got)
+	}
+}
