@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/airut/airut/internal/agent"
+	"github.com/airut/airut/internal/gateway"
 )
 
 // TestFailureReplies: every outcome produces a reply that explains it.
@@ -92,4 +93,26 @@ func TestFailureReplies(t *testing.T) {
 		})
 	}
 	h.waitInboxEmpty()
+}
+
+// TestShutdownLeavesMessage: a task still running when shutdown_timeout
+// ends is cancelled without a reply, and its message stays in the inbox
+// to be processed after the restart.
+func TestShutdownLeavesMessage(t *testing.T) {
+	h := newHarness(t)
+	h.start(harnessOpts{shutdown: 1})
+	h.send(outMail{Subject: "long", Body: blockScript("never")})
+	task := h.taskOf("long")
+	h.waitStarted(task.Conversation)
+	_ = h.waitMail(1) // ack
+	h.stop()
+	if n := len(h.imap.Inbox(t)); n != 1 {
+		t.Errorf("inbox after shutdown: got %d messages; want the unanswered one kept", n)
+	}
+	if n := len(h.smtp.Messages()); n != 1 {
+		t.Errorf("mails: got %d; want only the acknowledgement", n)
+	}
+	if ti, _ := h.gw.Task(task.ID); ti.State != gateway.StateAbandoned {
+		t.Errorf("task state: got %s; want %s", ti.State, gateway.StateAbandoned)
+	}
 }

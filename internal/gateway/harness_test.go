@@ -56,6 +56,7 @@ type harness struct {
 type harnessOpts struct {
 	maxConcurrent int
 	timeout       int // resource_limits.timeout, seconds; 0 = 300
+	shutdown      int // execution.shutdown_timeout, seconds; 0 = 20
 }
 
 // syncBuffer collects log output from many goroutines.
@@ -87,7 +88,7 @@ func testPrefix(t testing.TB) string {
 var configTemplate = template.Must(template.New("airut.yaml").Parse(`config_version: 5
 execution:
   max_concurrent: {{.Max}}
-  shutdown_timeout: 20
+  shutdown_timeout: {{.Shutdown}}
   claude_binary: {{.Claude}}
   image_prune: false
 repos:
@@ -129,10 +130,13 @@ func (h *harness) configYAML(o harnessOpts, repos []tmplRepo) []byte {
 	if o.timeout == 0 {
 		o.timeout = 300
 	}
+	if o.shutdown == 0 {
+		o.shutdown = 20
+	}
 	var b bytes.Buffer
 	err := configTemplate.Execute(&b, map[string]any{
 		"Max": o.maxConcurrent, "Claude": filepath.Join(h.bins, "fakeclaude"), "Origin": h.origin,
-		"Timeout": o.timeout, "IMAPPort": h.imap.Port, "SMTPPort": h.smtp.Port, "Repos": repos,
+		"Timeout": o.timeout, "Shutdown": o.shutdown, "IMAPPort": h.imap.Port, "SMTPPort": h.smtp.Port, "Repos": repos,
 	})
 	if err != nil {
 		h.t.Fatal(err)

@@ -118,14 +118,8 @@ func (j *job) run() {
 		defer func() { <-g.sem }()
 	}
 
-	// From here on no message joins this job: later ones form a new
-	// follow-up, which runs after it.
-	h.mu.Lock()
-	if q := h.convs[j.conv]; q != nil && q.active == j {
-		items = append([]*item(nil), j.items...)
-	}
-	h.mu.Unlock()
-
+	// The item list is final: a job is started only once it is its
+	// conversation's active job, and later messages form a new follow-up.
 	start := g.now()
 	g.tracker.update(j.id, func(ti *TaskInfo) { ti.State, ti.Started = StateRunning, start })
 	log.Info("task started", "messages", len(items))
