@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"debug/elf"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"os/user"
+	"strconv"
 	"strings"
 	"time"
 
@@ -170,6 +172,12 @@ func trialRun(ctx context.Context, rt *sandbox.Runtime, host sandbox.HostInfo) [
 	if err != nil {
 		return []finding{{what: "cannot find own executable for the trial container: " + err.Error()}}
 	}
+	if !isStatic(self) {
+		// An empty image has no dynamic loader: the trial would fail for a
+		// reason that has nothing to do with the host.
+		return []finding{{what: "trial container skipped: " + self + " is dynamically linked",
+			hint: "build airut with CGO_ENABLED=0 (make build) so the check can start a container from it"}}
+	}
 	bin, err := os.ReadFile(self)
 	if err != nil {
 		return []finding{{what: "cannot read own executable: " + err.Error()}}
@@ -182,7 +190,8 @@ func trialRun(ctx context.Context, rt *sandbox.Runtime, host sandbox.HostInfo) [
 
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	tag := "localhost/airut-check:latest"
+	// A tag per run, so two checks at once cannot remove each other's image.
+	tag := "localhost/airut-check:" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	imp := exec.CommandContext(ctx, rt.Command, "import", "-", tag)
 	imp.Stdin = &buf
 	if msg, err := imp.CombinedOutput(); err != nil {
@@ -197,14 +206,32 @@ func trialRun(ctx context.Context, rt *sandbox.Runtime, host sandbox.HostInfo) [
 	if res.Outcome == sandbox.OutcomeSuccess {
 		return []finding{{ok: true, what: fmt.Sprintf("a trivial container starts (OCI runtime %s)", host.OCIRuntime)}}
 	}
-	msg := strings.Join(stderr, " ")
+	msg := strings.Join(stderr, "\n")
 	hint := sandbox.StartHint(msg + " " + res.Reason)
 	if hint == "" {
-		hint = "see the engine's message above; `podman run --rm` of any image should work for this user"
+		hint = "see the engine's message above; `" + rt.Command + " run --rm` of any image should work for this user"
 	}
-	return []finding{{fatal: true, what: "a trivial container does not start: " + res.Reason + "\n" + indent(msg), hint: hint}}
+	if msg == "" {
+		msg = res.Reason
+	}
+	return []finding{{fatal: true, what: "a trivial container does not start:\n" + indent(msg), hint: hint}}
 }
 
 func indent(s string) string {
 	return "       " + strings.ReplaceAll(strings.TrimSpace(s), "\n", "\n       ")
+}
+
+// isStatic reports whether an ELF executable needs no dynamic loader.
+func isStatic(path string) bool {
+	f, err := elf.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return false
+		}
+	}
+	return true
 }

@@ -116,6 +116,8 @@ func TestBadCommandLines(t *testing.T) {
 		{"version takes no arguments", []string{"version", "extra"}, `unknown command "extra"`},
 		{"check takes no arguments", []string{"check", "extra"}, `unknown command "extra"`},
 		{"validate takes no arguments", []string{"config", "validate", "extra"}, `unknown command "extra"`},
+		{"unknown config subcommand", []string{"config", "frobnicate"}, `unknown command "frobnicate"`},
+		{"config without subcommand", []string{"config"}, "missing subcommand"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -16,7 +16,16 @@ import (
 )
 
 func newConfigCmd(configPath *string, stdout io.Writer) *cobra.Command {
-	cmd := &cobra.Command{Use: "config", Short: "Write or check the server config"}
+	cmd := &cobra.Command{
+		Use:   "config",
+		Short: "Write or check the server config",
+		Args:  cobra.NoArgs,
+		// Without RunE cobra prints help and exits 0 on a mistyped
+		// subcommand; an operator's script should see it fail.
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return &ExitError{Code: 2, Msg: "config: missing subcommand (init or validate)"}
+		},
+	}
 	var force bool
 	initCmd := &cobra.Command{
 		Use:   "init",
@@ -34,7 +43,11 @@ func newConfigCmd(configPath *string, stdout io.Writer) *cobra.Command {
 				return err
 			}
 			if err := os.WriteFile(path, config.StarterConfig(), 0o600); err != nil {
-				return err
+				return fmt.Errorf("write %s: %w", path, err)
+			}
+			// WriteFile keeps the mode of a file it overwrites.
+			if err := os.Chmod(path, 0o600); err != nil {
+				return fmt.Errorf("chmod %s: %w", path, err)
 			}
 			fmt.Fprintf(stdout, "wrote %s\nedit it, put secrets in %s beside it, then run: airut config validate\n",
 				path, filepath.Join(filepath.Dir(path), config.DotEnvName))

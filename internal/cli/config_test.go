@@ -121,7 +121,7 @@ func TestConfigInitExisting(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			isolate(t)
 			path := filepath.Join(t.TempDir(), "airut.yaml")
-			writeFile(t, path, old, 0o600)
+			writeFile(t, path, old, 0o644)
 			args := []string{"config", "init", "--config", path}
 			if tt.force {
 				args = append(args, "--force")
@@ -136,6 +136,9 @@ func TestConfigInitExisting(t *testing.T) {
 			}
 			if string(got) != tt.wantFile {
 				t.Errorf("file after airut %v: got %.60q…; want %.60q…", args, got, tt.wantFile)
+			}
+			if info, err := os.Stat(path); err == nil && tt.force && info.Mode().Perm() != 0o600 {
+				t.Errorf("mode after --force: got %o; want 600 (the file will hold secrets)", info.Mode().Perm())
 			}
 			if tt.wantStderr != "" && !strings.Contains(r.stderr, path+" "+tt.wantStderr) {
 				t.Errorf("stderr: got %q; want it to contain %q", r.stderr, path+" "+tt.wantStderr)

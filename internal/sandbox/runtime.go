@@ -162,7 +162,7 @@ func StartHint(msg string) string {
 	case strings.Contains(m, "setrlimit") || strings.Contains(m, "error setting rlimit"),
 		strings.Contains(m, "cgroups in hybrid mode"):
 		return "this host needs runc and explicit ulimits: export CONTAINERS_CONF=<airut>/contrib/containers.conf " +
-			"(or set container_runtime: runc and container_ulimits in airut.yaml); run `airut check`"
+			"(or set container_runtime: runc and container_ulimits in airut.yaml)"
 	case strings.Contains(m, "/dev/net/tun"):
 		return "rootless networking needs /dev/net/tun: sudo chmod 666 /dev/net/tun"
 	case strings.Contains(m, "newuidmap") || strings.Contains(m, "subuid") || strings.Contains(m, "uid map"):
