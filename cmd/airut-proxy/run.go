@@ -9,13 +9,13 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/airut/airut/internal/allowlist"
+	"github.com/airut/airut/internal/atomicfile"
 	"github.com/airut/airut/internal/proxy"
 	"github.com/airut/airut/internal/secrets"
 )
@@ -186,7 +186,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	// The CA file is the readiness signal: the sandbox starts the agent
 	// only once it exists, so it is written after every listener is bound,
 	// and atomically so a reader never sees half of it.
-	if err := writeFileAtomic(f.caCertOut, p.CACertPEM(), 0o644); err != nil {
+	if err := atomicfile.Write(f.caCertOut, p.CACertPEM(), 0o644); err != nil {
 		_ = p.Shutdown(context.Background())
 		return fmt.Errorf("write CA certificate: %w", err)
 	}
@@ -209,28 +209,4 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	logger.Info("proxy stopped")
 	return nil
-}
-
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

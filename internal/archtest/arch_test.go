@@ -19,22 +19,23 @@ const module = "github.com/airut/airut/"
 // (main packages and test support).
 var allowed = map[string][]string{
 	"internal/allowlist":  {},
+	"internal/atomicfile": {},
 	"internal/redact":     {},
 	"internal/config":     {"internal/redact"},
 	"internal/repoconfig": {"internal/allowlist"},
 	// secrets matches scopes and header names with the allowlist's
 	// Python-fnmatch host rules: one matcher for both, by design.
-	"internal/secrets":       {"internal/allowlist"},
+	"internal/secrets":       {"internal/allowlist", "internal/atomicfile"},
 	"internal/proxy":         {"internal/allowlist", "internal/secrets"},
 	"internal/sandbox":       {"internal/allowlist", "internal/secrets"},
 	"internal/agent":         {},
-	"internal/conversation":  {},
+	"internal/conversation":  {"internal/atomicfile"},
 	"internal/gitmirror":     {},
 	"internal/channel":       {},
 	"internal/markdown":      {},
 	"internal/channel/email": {"internal/channel", "internal/markdown"},
 	"internal/channel/slack": {"internal/channel", "internal/markdown"},
-	"internal/gateway": {"internal/config", "internal/redact", "internal/repoconfig", "internal/allowlist",
+	"internal/gateway": {"internal/atomicfile", "internal/config", "internal/redact", "internal/repoconfig", "internal/allowlist",
 		"internal/secrets", "internal/sandbox", "internal/agent", "internal/conversation", "internal/gitmirror",
 		"internal/channel", "internal/channel/email", "internal/channel/slack", "internal/markdown"},
 	"internal/sandboxcli": {"internal/repoconfig", "internal/sandbox", "internal/secrets", "internal/allowlist"},

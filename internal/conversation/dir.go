@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/airut/airut/internal/atomicfile"
 )
 
 // Dir is one conversation's directory.
@@ -76,7 +78,7 @@ func (d *Dir) write(r *Record) error {
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", d.MetaPath(), err)
 	}
-	return writeFileAtomic(d.MetaPath(), append(data, '\n'), 0o644)
+	return atomicfile.Write(d.MetaPath(), append(data, '\n'), 0o644)
 }
 
 // AppendEvent adds one stream-json line to events.jsonl. A trailing line

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/airut/airut/internal/atomicfile"
 )
 
 // journalEntry is what the gateway remembers of one message between its
@@ -70,23 +72,8 @@ func (j *journal) put(e *journalEntry) error {
 		return err
 	}
 	p := j.path(e.Channel, e.SourceID)
-	tmp, err := os.CreateTemp(j.dir, ".tmp-*")
-	if err != nil {
+	if err := atomicfile.Write(p, data, 0o600); err != nil {
 		return fmt.Errorf("message journal: %w", err)
-	}
-	_, werr := tmp.Write(data)
-	if werr == nil {
-		werr = tmp.Sync()
-	}
-	if cerr := tmp.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr == nil {
-		werr = os.Rename(tmp.Name(), p)
-	}
-	if werr != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("message journal %s: %w", p, werr)
 	}
 	return nil
 }
