@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"os/user"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -82,6 +84,9 @@ func runChecks(ctx context.Context, engine, configPath string) []finding {
 		default:
 			add(finding{ok: true, what: fmt.Sprintf("config %s: valid, %d repo(s)", path, len(cfg.Repos))})
 		}
+	}
+	if cfg != nil {
+		out = append(out, mailChecks(ctx, cfg)...)
 	}
 	if engine == "" {
 		engine = "podman"
@@ -234,4 +239,40 @@ func isStatic(path string) bool {
 		}
 	}
 	return true
+}
+
+// mailChecks dials every repo's IMAP and SMTP server. An unreachable server
+// does not stop the sandbox, so it is a warning; the gateway keeps retrying.
+func mailChecks(ctx context.Context, cfg *config.Config) []finding {
+	var out []finding
+	ids := make([]string, 0, len(cfg.Repos))
+	for id := range cfg.Repos {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		e := cfg.Repos[id].Email
+		if e == nil {
+			continue
+		}
+		for _, srv := range []struct {
+			kind, host string
+			port       int
+		}{
+			{"IMAP", e.IMAP.Server, e.IMAP.Port}, {"SMTP", e.SMTP.Server, e.SMTP.Port},
+		} {
+			addr := net.JoinHostPort(srv.host, strconv.Itoa(srv.port))
+			what := fmt.Sprintf("repo %s: %s server %s", id, srv.kind, addr)
+			d := net.Dialer{Timeout: 5 * time.Second}
+			c, err := d.DialContext(ctx, "tcp", addr)
+			if err != nil {
+				out = append(out, finding{what: what + ": unreachable (" + err.Error() + ")",
+					hint: "check the server name and port in airut.yaml, DNS, and outbound firewall rules"})
+				continue
+			}
+			c.Close()
+			out = append(out, finding{ok: true, what: what + ": reachable"})
+		}
+	}
+	return out
 }

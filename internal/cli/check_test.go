@@ -2,6 +2,8 @@ package cli_test
 
 import (
 	"debug/elf"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -337,4 +339,38 @@ func fmtFixes(fixes map[string]string) string {
 		b.WriteByte('\n')
 	}
 	return b.String()
+}
+
+func TestCheckMailServers(t *testing.T) {
+	isolate(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedPort := closed.Addr().(*net.TCPAddr).Port
+	closed.Close()
+	openPort := l.Addr().(*net.TCPAddr).Port
+	yaml := fmt.Sprintf(`config_version: 5
+repos:
+  mail:
+    repo_url: https://example.org/m.git
+    email:
+      account: {username: u, from: u@example.org, password: pw-1234}
+      imap: {server: 127.0.0.1, port: %d}
+      smtp: {server: 127.0.0.1, port: %d}
+      auth: {authorized_senders: [boss@example.org], trusted_authserv_id: mx.example.org}
+`, openPort, closedPort)
+	path := filepath.Join(t.TempDir(), "airut.yaml")
+	writeFile(t, path, yaml, 0o600)
+	r := airut(t, "check", "--config", path, "--container-command", "/nonexistent/bin/podman")
+	wantIMAP := fmt.Sprintf("[ok  ] repo mail: IMAP server 127.0.0.1:%d: reachable", openPort)
+	wantSMTP := fmt.Sprintf("[WARN] repo mail: SMTP server 127.0.0.1:%d: unreachable", closedPort)
+	if !strings.Contains(r.stdout, wantIMAP) || !strings.Contains(r.stdout, wantSMTP) {
+		t.Errorf("check output:\n%s\nwant lines %q and %q", r.stdout, wantIMAP, wantSMTP)
+	}
 }
