@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/airut/airut/internal/fileerr"
 	"gopkg.in/yaml.v3"
 )
 
@@ -109,21 +110,7 @@ type problem struct {
 	msg  string
 }
 
-func (e *problem) Error() string {
-	var b strings.Builder
-	b.WriteString(e.file)
-	if e.line > 0 {
-		b.WriteString(":")
-		b.WriteString(strconv.Itoa(e.line))
-	}
-	b.WriteString(": ")
-	if e.key != "" {
-		b.WriteString(e.key)
-		b.WriteString(": ")
-	}
-	b.WriteString(e.msg)
-	return b.String()
-}
+func (e *problem) Error() string { return fileerr.Format(e.file, e.line, e.key, e.msg) }
 
 func (e *problem) Unwrap() error { return ErrInvalid }
 

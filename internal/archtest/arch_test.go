@@ -18,11 +18,12 @@ const module = "github.com/airut/airut/"
 // take its place in the architecture deliberately. "*" allows anything
 // (main packages and test support).
 var allowed = map[string][]string{
-	"internal/allowlist":  {},
+	"internal/allowlist":  {"internal/fileerr"},
+	"internal/fileerr":    {},
 	"internal/atomicfile": {},
 	"internal/redact":     {},
-	"internal/config":     {"internal/redact"},
-	"internal/repoconfig": {"internal/allowlist"},
+	"internal/config":     {"internal/fileerr", "internal/redact"},
+	"internal/repoconfig": {"internal/allowlist", "internal/fileerr"},
 	// secrets matches scopes and header names with the allowlist's
 	// Python-fnmatch host rules: one matcher for both, by design.
 	"internal/secrets":       {"internal/allowlist", "internal/atomicfile"},

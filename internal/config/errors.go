@@ -3,8 +3,9 @@ package config
 import (
 	"cmp"
 	"slices"
-	"strconv"
 	"strings"
+
+	"github.com/airut/airut/internal/fileerr"
 )
 
 // FieldError is one problem in the config file, located by file, line and
@@ -18,21 +19,7 @@ type FieldError struct {
 	repo string // repo id the error belongs to, "" for global errors
 }
 
-func (e *FieldError) Error() string {
-	var b strings.Builder
-	b.WriteString(e.File)
-	if e.Line > 0 {
-		b.WriteString(":")
-		b.WriteString(strconv.Itoa(e.Line))
-	}
-	b.WriteString(": ")
-	if e.Path != "" {
-		b.WriteString(e.Path)
-		b.WriteString(": ")
-	}
-	b.WriteString(e.Msg)
-	return b.String()
-}
+func (e *FieldError) Error() string { return fileerr.Format(e.File, e.Line, e.Path, e.Msg) }
 
 // Errors is every problem found in one load, in file order. Validation
 // collects them all so an operator can fix a file in one pass.

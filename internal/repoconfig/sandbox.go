@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/airut/airut/internal/fileerr"
 	"gopkg.in/yaml.v3"
 )
 
@@ -64,18 +65,7 @@ type Error struct {
 	Msg  string
 }
 
-func (e *Error) Error() string {
-	var b strings.Builder
-	b.WriteString(e.File)
-	if e.Line > 0 {
-		fmt.Fprintf(&b, ":%d", e.Line)
-	}
-	if e.Key != "" {
-		b.WriteString(": " + e.Key)
-	}
-	b.WriteString(": " + e.Msg)
-	return b.String()
-}
+func (e *Error) Error() string { return fileerr.Format(e.File, e.Line, e.Key, e.Msg) }
 
 // Errors is every error found in one file.
 type Errors []*Error
