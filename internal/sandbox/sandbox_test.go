@@ -427,3 +427,31 @@ func ownerOfSelf(t *testing.T) string {
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 	return strconv.Itoa(os.Getpid()) + ":" + f[19]
 }
+
+func TestRunMarkers(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir())
+	r := sandbox.NewRunner(nil, "airut-markertest")
+	if r.NeedsSweep() {
+		t.Fatal("NeedsSweep with no markers at all")
+	}
+	done := r.MarkRunning()
+	if r.NeedsSweep() {
+		t.Fatal("NeedsSweep while only this live process has a marker")
+	}
+	// A marker of a process that is gone is a crashed run.
+	dir := filepath.Join(os.TempDir(), "airut-runs-"+strconv.Itoa(os.Getuid()), "airut-markertest")
+	if err := os.WriteFile(filepath.Join(dir, "999999999-1"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if !r.NeedsSweep() {
+		t.Fatal("NeedsSweep false with a dead process's marker")
+	}
+	r.ClearDeadMarkers()
+	if r.NeedsSweep() {
+		t.Fatal("NeedsSweep after clearing dead markers")
+	}
+	done()
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("markers left after a clean exit: %v", entries)
+	}
+}

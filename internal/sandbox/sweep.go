@@ -3,7 +3,11 @@ package sandbox
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
 )
 
@@ -68,4 +72,55 @@ func (r *Runner) SweepNetworks(ctx context.Context) ([]string, error) {
 		}
 	}
 	return removed, nil
+}
+
+// Run markers let a short-lived process (airut-sandbox) skip the sweep, which
+// costs engine calls on every start, unless a previous process really died
+// with resources up: each process leaves a marker named by its owner token
+// while it runs and removes it at exit, so a marker whose owner is gone is
+// a crashed run.
+func (r *Runner) markerDir() string {
+	return filepath.Join(os.TempDir(), fmt.Sprintf("airut-runs-%d", os.Getuid()), r.Prefix)
+}
+
+// MarkRunning records this process as running; call the returned function
+// at a clean exit.
+func (r *Runner) MarkRunning() (done func()) {
+	dir := r.markerDir()
+	p := filepath.Join(dir, strings.ReplaceAll(ownerToken(), ":", "-"))
+	if os.MkdirAll(dir, 0o700) != nil || os.WriteFile(p, nil, 0o600) != nil {
+		return func() {}
+	}
+	return func() { os.Remove(p) }
+}
+
+// NeedsSweep reports whether a process of this prefix died without removing
+// its marker. When markers cannot be read it answers true: sweeping is the
+// safe side.
+func (r *Runner) NeedsSweep() bool {
+	entries, err := os.ReadDir(r.markerDir())
+	if errors.Is(err, fs.ErrNotExist) {
+		return false
+	}
+	if err != nil {
+		return true
+	}
+	for _, e := range entries {
+		if !ownerAlive(strings.Replace(e.Name(), "-", ":", 1)) {
+			return true
+		}
+	}
+	return false
+}
+
+// ClearDeadMarkers removes the markers of processes that are gone, after a
+// sweep has cleaned up what they left.
+func (r *Runner) ClearDeadMarkers() {
+	dir := r.markerDir()
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if !ownerAlive(strings.Replace(e.Name(), "-", ":", 1)) {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
 }

@@ -148,23 +148,30 @@ func runCommand(ctx context.Context, o *runOpts, command []string, stdout, stder
 		rt.Verbose = stderr
 	}
 	runner := sandbox.NewRunner(rt, Prefix)
-	// Leftovers of crashed runs are swept alongside the run rather than
-	// before it: they belong to dead processes and cannot collide. Task
-	// networks are only looked for when this run uses one.
+	// Leftovers exist only if an earlier run died (its marker is still
+	// there); they are swept alongside this run rather than before it, since
+	// they belong to dead processes and cannot collide. Task networks are
+	// only looked for when this run uses one.
+	defer runner.MarkRunning()()
 	var sweep sync.WaitGroup
-	sweep.Add(1)
-	go func() {
-		defer sweep.Done()
-		sweepCtx := context.WithoutCancel(ctx)
-		if _, err := runner.SweepContainers(sweepCtx); err != nil {
-			logger.Warn("sweep of leftover containers failed", "err", err)
-		}
-		if cfg.NetworkSandbox {
-			if _, err := runner.SweepNetworks(sweepCtx); err != nil {
-				logger.Warn("sweep of leftover networks failed", "err", err)
+	if runner.NeedsSweep() {
+		sweep.Add(1)
+		go func() {
+			defer sweep.Done()
+			sweepCtx := context.WithoutCancel(ctx)
+			_, err := runner.SweepContainers(sweepCtx)
+			if err == nil && cfg.NetworkSandbox {
+				_, err = runner.SweepNetworks(sweepCtx)
 			}
-		}
-	}()
+			if err != nil {
+				logger.Warn("sweep of leftovers failed", "err", err)
+				return
+			}
+			if cfg.NetworkSandbox {
+				runner.ClearDeadMarkers()
+			}
+		}()
+	}
 	defer sweep.Wait()
 	cache := sandbox.NewImageCache(rt, Prefix)
 	netCleanup, err := configureNetwork(ctx, o, cfg, src, &spec, cache, runner, stderr)

@@ -252,3 +252,66 @@ func TestSignalTearsDown(t *testing.T) {
 		})
 	}
 }
+
+func TestMountsVerboseAndPins(t *testing.T) {
+	_, base := setup(t)
+	repo(t, base, map[string]string{".airut/network-allowlist.yaml": "domains: [api.example.test]\n"})
+	data := t.TempDir()
+	if err := os.WriteFile(filepath.Join(data, "in.txt"), []byte("from host"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ca := testkit.NewTestCA(t)
+	echo := testkit.NewEchoServer(t, ca, testkit.HostIP(t), "api.example.test")
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, ca.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := run("run", "--verbose", "--mount", data+":/data:ro",
+		"--resolve", "api.example.test="+echo.Addr, "--upstream-ca", caFile, "--",
+		"sh", "-c", "cat /data/in.txt; echo; touch /data/x 2>/dev/null && echo writable; tkhttp https://api.example.test/echo | head -1")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if want := "from host\nSTATUS 200 HTTP/2.0\n"; stdout != want && stdout != "from host\nSTATUS 200 HTTP/1.1\n" {
+		t.Errorf("stdout %q; want the mounted file read, the mount read-only, and the pinned upstream reached", stdout)
+	}
+	if !strings.Contains(stderr, "+ podman run --rm --name ") || !strings.Contains(stderr, "destination=/data,ro") {
+		t.Errorf("--verbose did not show the engine commands: %q", stderr)
+	}
+	if len(echo.Requests()) != 1 {
+		t.Errorf("upstream saw %d requests; want 1", len(echo.Requests()))
+	}
+}
+
+func TestImageHashSaveLoad(t *testing.T) {
+	engine, base := setup(t)
+	repo(t, base, map[string]string{".airut/container/Dockerfile": "FROM " + base + "\nLABEL t=" + testkit.RandomHex(4) + "\n"})
+	code, hash, stderr := run("image", "hash")
+	hash = strings.TrimSpace(hash)
+	if code != 0 || len(hash) != 64 {
+		t.Fatalf("image hash: exit %d, %q %s", code, hash, stderr)
+	}
+	if code2, again, _ := run("image", "hash"); code2 != 0 || strings.TrimSpace(again) != hash {
+		t.Errorf("hash not stable: %q then %q", hash, again)
+	}
+	dir := t.TempDir()
+	code, out, stderr := run("image", "save", dir)
+	if code != 0 || !strings.Contains(out, "saved localhost/"+sandboxcli.Prefix+":") {
+		t.Fatalf("image save: exit %d %q %s", code, out, stderr)
+	}
+	tag := strings.Fields(out)[1]
+	if err := exec.Command(engine, "rmi", tag).Run(); err != nil {
+		t.Fatalf("rmi %s: %v", tag, err)
+	}
+	code, out, stderr = run("image", "load", dir)
+	if code != 0 || !strings.Contains(out, "loaded ") {
+		t.Fatalf("image load: exit %d %q %s", code, out, stderr)
+	}
+	if err := exec.Command(engine, "image", "exists", tag).Run(); err != nil {
+		t.Errorf("%s not present after load", tag)
+	}
+	_ = exec.Command(engine, "rmi", tag).Run()
+	if code, _, stderr := run("image", "load", t.TempDir()); code != sandboxcli.ExitInfra || !strings.Contains(stderr, "no *.tar archive") {
+		t.Errorf("load of an empty dir: exit %d %q", code, stderr)
+	}
+}
