@@ -52,6 +52,9 @@ type ImageCache struct {
 
 	mu       sync.Mutex
 	inflight map[string]*imageFlight
+	// proxyTags are proxy images known to exist: they never age, so one
+	// engine call per process is enough.
+	proxyTags map[string]bool
 }
 
 type imageFlight struct {
@@ -62,7 +65,7 @@ type imageFlight struct {
 
 // NewImageCache returns a cache whose images are named after prefix.
 func NewImageCache(rt *Runtime, prefix string) *ImageCache {
-	return &ImageCache{rt: rt, Prefix: prefix, Now: time.Now, inflight: map[string]*imageFlight{}}
+	return &ImageCache{rt: rt, Prefix: prefix, Now: time.Now, inflight: map[string]*imageFlight{}, proxyTags: map[string]bool{}}
 }
 
 // Builds counts the image builds this cache has run (repo and overlay each
@@ -129,8 +132,13 @@ func (c *ImageCache) Ensure(ctx context.Context, buildCtx fs.FS) (string, error)
 	if err != nil {
 		return "", err
 	}
+	return c.flight(ctx, hash, func() (string, error) { return c.ensure(ctx, hash, buildCtx) })
+}
+
+// flight runs fn once for all concurrent callers with the same key.
+func (c *ImageCache) flight(ctx context.Context, key string, fn func() (string, error)) (string, error) {
 	c.mu.Lock()
-	if f, ok := c.inflight[hash]; ok {
+	if f, ok := c.inflight[key]; ok {
 		c.mu.Unlock()
 		select {
 		case <-f.done:
@@ -140,13 +148,13 @@ func (c *ImageCache) Ensure(ctx context.Context, buildCtx fs.FS) (string, error)
 		}
 	}
 	f := &imageFlight{done: make(chan struct{})}
-	c.inflight[hash] = f
+	c.inflight[key] = f
 	c.mu.Unlock()
 
-	f.tag, f.err = c.ensure(ctx, hash, buildCtx)
+	f.tag, f.err = fn()
 	close(f.done)
 	c.mu.Lock()
-	delete(c.inflight, hash)
+	delete(c.inflight, key)
 	c.mu.Unlock()
 	return f.tag, f.err
 }
@@ -292,6 +300,9 @@ func (c *ImageCache) Prune(ctx context.Context, keep ...string) (removed []strin
 		}
 		if _, err := c.rt.output(ctx, "rmi", ref); err == nil {
 			removed = append(removed, ref)
+			c.mu.Lock()
+			delete(c.proxyTags, ref)
+			c.mu.Unlock()
 		}
 	}
 	return removed, nil

@@ -319,33 +319,23 @@ func (c *ImageCache) EnsureProxy(ctx context.Context, binary string) (string, er
 	}
 	tag := fmt.Sprintf("localhost/%s-proxy:%s", c.Prefix, hash[:24])
 	c.mu.Lock()
-	f, ok := c.inflight["proxy:"+hash]
-	if !ok {
-		f = &imageFlight{done: make(chan struct{})}
-		c.inflight["proxy:"+hash] = f
-	}
+	known := c.proxyTags[tag]
 	c.mu.Unlock()
-	if ok {
-		<-f.done
-		return f.tag, f.err
-	}
-	defer func() {
-		close(f.done)
-		c.mu.Lock()
-		delete(c.inflight, "proxy:"+hash)
-		c.mu.Unlock()
-	}()
-	// The proxy image has no base to refresh, so it never ages out.
-	if _, err := c.rt.output(ctx, "image", "exists", tag); err == nil {
-		f.tag = tag
+	if known {
 		return tag, nil
 	}
-	if err := c.buildFS(ctx, tag, bctx, "proxy image"); err != nil {
-		f.err = err
-		return "", err
-	}
-	f.tag = tag
-	return tag, nil
+	return c.flight(ctx, "proxy:"+hash, func() (string, error) {
+		// The proxy image has no base to refresh, so it never ages out.
+		if _, err := c.rt.output(ctx, "image", "exists", tag); err != nil {
+			if err := c.buildFS(ctx, tag, bctx, "proxy image"); err != nil {
+				return "", err
+			}
+		}
+		c.mu.Lock()
+		c.proxyTags[tag] = true
+		c.mu.Unlock()
+		return tag, nil
+	})
 }
 
 // FindProxyBinary locates airut-proxy: $AIRUT_PROXY_BINARY, then beside the
