@@ -55,6 +55,9 @@ type ImageCache struct {
 	// proxyTags are proxy images known to exist: they never age, so one
 	// engine call per process is enough.
 	proxyTags map[string]bool
+	// used records when this process last handed out each tag, so Prune
+	// keeps the images that tasks still use.
+	used map[string]time.Time
 }
 
 type imageFlight struct {
@@ -65,7 +68,8 @@ type imageFlight struct {
 
 // NewImageCache returns a cache whose images are named after prefix.
 func NewImageCache(rt *Runtime, prefix string) *ImageCache {
-	return &ImageCache{rt: rt, Prefix: prefix, Now: time.Now, inflight: map[string]*imageFlight{}, proxyTags: map[string]bool{}}
+	return &ImageCache{rt: rt, Prefix: prefix, Now: time.Now, inflight: map[string]*imageFlight{},
+		proxyTags: map[string]bool{}, used: map[string]time.Time{}}
 }
 
 // Builds counts the image builds this cache has run (repo and overlay each
@@ -135,6 +139,15 @@ func (c *ImageCache) Ensure(ctx context.Context, buildCtx fs.FS) (string, error)
 	return c.flight(ctx, hash, func() (string, error) { return c.ensure(ctx, hash, buildCtx) })
 }
 
+// markUsed notes that tags were handed out now, for Prune.
+func (c *ImageCache) markUsed(tags ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, t := range tags {
+		c.used[t] = c.Now()
+	}
+}
+
 // flight runs fn once for all concurrent callers with the same key.
 func (c *ImageCache) flight(ctx context.Context, key string, fn func() (string, error)) (string, error) {
 	c.mu.Lock()
@@ -169,6 +182,7 @@ func (c *ImageCache) ensure(ctx context.Context, hash string, buildCtx fs.FS) (s
 		return "", err
 	}
 	if fresh {
+		c.markUsed(overlayTag, repoTag)
 		return overlayTag, nil
 	}
 	repoFresh, err := c.fresh(ctx, repoTag)
@@ -183,6 +197,7 @@ func (c *ImageCache) ensure(ctx context.Context, hash string, buildCtx fs.FS) (s
 	if err := c.buildOverlay(ctx, overlayTag, repoTag); err != nil {
 		return "", err
 	}
+	c.markUsed(overlayTag, repoTag)
 	return overlayTag, nil
 }
 
@@ -281,9 +296,10 @@ func (c *ImageCache) build(ctx context.Context, tag, dir, what string) error {
 	return nil
 }
 
-// Prune removes images this cache's prefix built that no container uses
-// and that are not in keep. Errors for images still in use are expected
-// and ignored.
+// Prune removes images this cache's prefix built that no container uses,
+// that are not in keep, and that this process has not handed out within
+// MaxAge (those are still some task's current image). Errors for images
+// still in use are expected and ignored.
 func (c *ImageCache) Prune(ctx context.Context, keep ...string) (removed []string, err error) {
 	out, err := c.rt.output(ctx, "images", "--filter", "label="+labelImage+"="+c.Prefix,
 		"--format", "{{.Repository}}:{{.Tag}}")
@@ -294,15 +310,26 @@ func (c *ImageCache) Prune(ctx context.Context, keep ...string) (removed []strin
 	for _, k := range keep {
 		skip[k] = true
 	}
+	maxAge := c.MaxAge
+	if maxAge <= 0 {
+		maxAge = DefaultMaxImageAge
+	}
+	c.mu.Lock()
+	for tag, at := range c.used {
+		if c.Now().Sub(at) < maxAge {
+			skip[tag] = true
+		}
+	}
+	for tag := range c.proxyTags {
+		skip[tag] = true
+	}
+	c.mu.Unlock()
 	for _, ref := range strings.Fields(string(out)) {
 		if skip[ref] || strings.HasSuffix(ref, ":<none>") {
 			continue
 		}
 		if _, err := c.rt.output(ctx, "rmi", ref); err == nil {
 			removed = append(removed, ref)
-			c.mu.Lock()
-			delete(c.proxyTags, ref)
-			c.mu.Unlock()
 		}
 	}
 	return removed, nil

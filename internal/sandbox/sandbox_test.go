@@ -294,7 +294,6 @@ func TestImageCache(t *testing.T) {
 	// run left the same image behind.
 	nonce := time.Now().Format(time.RFC3339Nano)
 	bctx := buildContext(e.base, map[string]string{"Dockerfile+": "LABEL nonce=\"" + nonce + "\"\nCOPY hello.txt /hello.txt\n", "hello.txt": "hi\n"})
-	t.Cleanup(func() { _, _ = e.cache.Prune(context.Background()) })
 
 	// Several tasks wanting the same image at once build it once.
 	var wg sync.WaitGroup
@@ -346,6 +345,19 @@ func TestImageCache(t *testing.T) {
 	}
 	if tag2 == tags[0] || e.cache.Builds() != 6 {
 		t.Fatalf("changed context: tag %s (old %s), builds %d; want a new tag and 6 builds", tag2, tags[0], e.cache.Builds())
+	}
+
+	// Prune keeps what tasks still use (leftovers of earlier runs of this
+	// test may go), and removes it once unused for longer than the max age.
+	removed, err := e.cache.Prune(ctx)
+	if err != nil || contains(removed, tags[0]) || contains(removed, tag2) {
+		t.Fatalf("prune right after use removed %q (%v); want %s and %s kept", removed, err, tags[0], tag2)
+	}
+	// tags[0] was last handed out at +48h (the max-age rebuild above).
+	e.cache.Now = func() time.Time { return time.Now().Add(96 * time.Hour) }
+	removed, err = e.cache.Prune(ctx)
+	if err != nil || !contains(removed, tags[0]) || !contains(removed, tag2) {
+		t.Fatalf("prune after max age removed %q (%v); want %s and %s", removed, err, tags[0], tag2)
 	}
 }
 
