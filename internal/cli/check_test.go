@@ -259,6 +259,7 @@ func TestCheckWithEngine(t *testing.T) {
 			name:           "nonexistent OCI runtime",
 			containersConf: repoConf,
 			yaml:           "container_runtime: /nonexistent/runtime\n",
+			needStatic:     true,
 			wantCode:       1,
 			want: []wantFinding{
 				{re: `\[ok  \] git: found`},
