@@ -31,6 +31,8 @@ type IMAPConfig struct {
 	Server   string
 	Port     int // default 993 (143 for starttls and none)
 	Username string
+	// Password is required unless Config.OAuth2 is set, and must then be
+	// empty.
 	Password string
 	// TLS defaults to TLSImplicit.
 	TLS TLSMode
@@ -51,8 +53,11 @@ type SMTPConfig struct {
 	Server   string
 	Port     int // default 587 (465 for tls, 25 for none)
 	Username string
+	// Password is required with RequireAuth unless Config.OAuth2 is set,
+	// and must then be empty.
 	Password string
-	// RequireAuth authenticates with AUTH PLAIN before sending.
+	// RequireAuth authenticates before sending: AUTH PLAIN, or AUTH
+	// XOAUTH2 when Config.OAuth2 is set.
 	RequireAuth bool
 	// TLS defaults to TLSStartTLS (required).
 	TLS       TLSMode
@@ -64,6 +69,10 @@ type SMTPConfig struct {
 type Config struct {
 	IMAP IMAPConfig
 	SMTP SMTPConfig
+	// OAuth2, when set, logs in to IMAP (AUTHENTICATE XOAUTH2) and SMTP
+	// (AUTH XOAUTH2) with a Microsoft 365 access token instead of the
+	// passwords. Default nil (password login).
+	OAuth2 *OAuth2Config
 	// From is the channel's own address, "Airut <airut@example.com>" or a
 	// bare address; replies come from it and its domain ends Message-IDs.
 	From string
@@ -91,12 +100,18 @@ type Config struct {
 	SendRetryDelay time.Duration
 }
 
-// LogValue keeps the passwords out of any log line that prints a Config.
+// LogValue keeps the passwords and OAuth2 secrets out of any log line that
+// prints a Config.
 func (c Config) LogValue() slog.Value {
+	login := "password"
+	if c.OAuth2 != nil {
+		login = "xoauth2"
+	}
 	return slog.GroupValue(
 		slog.String("imap", fmt.Sprintf("%s:%d", c.IMAP.Server, c.IMAP.Port)),
 		slog.String("smtp", fmt.Sprintf("%s:%d", c.SMTP.Server, c.SMTP.Port)),
 		slog.String("from", c.From),
+		slog.String("login", login),
 	)
 }
 
@@ -144,6 +159,11 @@ func (c *Config) setDefaults() {
 	if c.SendRetryDelay <= 0 {
 		c.SendRetryDelay = 2 * time.Second
 	}
+	if c.OAuth2 != nil {
+		o := *c.OAuth2 // the caller's struct is left as it was
+		o.setDefaults()
+		c.OAuth2 = &o
+	}
 }
 
 // validate collects every problem, named by its airut.yaml key.
@@ -170,6 +190,23 @@ func (c *Config) validate() error {
 	}
 	if c.SMTP.RequireAuth {
 		req(c.SMTP.Username, "smtp.username")
+	}
+	if c.OAuth2 == nil {
+		if c.IMAP.Password == "" {
+			errs = append(errs, errors.New("imap.password: required unless microsoft_oauth2 is set"))
+		}
+		if c.SMTP.RequireAuth && c.SMTP.Password == "" {
+			errs = append(errs, errors.New("smtp.password: required with require_auth unless microsoft_oauth2 is set"))
+		}
+	} else {
+		// Both at once would leave it unclear which login is meant.
+		if c.IMAP.Password != "" {
+			errs = append(errs, errors.New("imap.password: must be empty when microsoft_oauth2 is set"))
+		}
+		if c.SMTP.Password != "" {
+			errs = append(errs, errors.New("smtp.password: must be empty when microsoft_oauth2 is set"))
+		}
+		errs = append(errs, c.OAuth2.validate()...)
 	}
 	if len(c.AuthorizedSenders) == 0 {
 		errs = append(errs, errors.New("auth.authorized_senders: at least one sender required"))

@@ -75,6 +75,8 @@ type Channel struct {
 	inflight map[msgKey]struct{}
 
 	ops imapOps
+	// tokens is set when the channel logs in with OAuth2.
+	tokens *tokenSource
 }
 
 var _ channel.Channel = (*Channel)(nil)
@@ -109,6 +111,9 @@ func New(cfg Config, exists ConversationLookup, logger *slog.Logger) (*Channel, 
 		inflight:   make(map[msgKey]struct{}),
 	}
 	c.ops.c = c
+	if cfg.OAuth2 != nil {
+		c.tokens = newTokenSource(*cfg.OAuth2, c.log)
+	}
 	return c, nil
 }
 

@@ -60,9 +60,9 @@ func (c *Channel) dialIMAP(ctx context.Context, handler *imapclient.UnilateralDa
 	}
 	stop := context.AfterFunc(ctx, func() { cl.Close() })
 	defer stop()
-	if err := cl.Login(c.cfg.IMAP.Username, c.cfg.IMAP.Password).Wait(); err != nil {
+	if err := c.imapLogin(ctx, cl); err != nil {
 		cl.Close()
-		return nil, nil, fmt.Errorf("imap login as %s: %w", c.cfg.IMAP.Username, err)
+		return nil, nil, err
 	}
 	sel, err := cl.Select(inbox, nil).Wait()
 	if err != nil {
@@ -70,6 +70,27 @@ func (c *Channel) dialIMAP(ctx context.Context, handler *imapclient.UnilateralDa
 		return nil, nil, fmt.Errorf("imap select %s: %w", inbox, err)
 	}
 	return cl, sel, nil
+}
+
+// imapLogin logs in with the password, or with AUTHENTICATE XOAUTH2 when
+// the channel has an OAuth2 token source.
+func (c *Channel) imapLogin(ctx context.Context, cl *imapclient.Client) error {
+	user := c.cfg.IMAP.Username
+	if c.tokens == nil {
+		if err := cl.Login(user, c.cfg.IMAP.Password).Wait(); err != nil {
+			return fmt.Errorf("imap login as %s: %w", user, err)
+		}
+		return nil
+	}
+	tok, err := c.tokens.Token(ctx)
+	if err != nil {
+		return fmt.Errorf("imap login as %s: %w", user, err)
+	}
+	if err := cl.Authenticate(xoauth2Client{user: user, token: tok}); err != nil {
+		c.tokens.invalidate(tok)
+		return fmt.Errorf("imap login as %s with xoauth2: %w", user, err)
+	}
+	return nil
 }
 
 // Run implements channel.Channel. It returns nil when ctx ends; connection

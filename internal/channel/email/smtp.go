@@ -130,9 +130,8 @@ func (c *Channel) sendOnce(ctx context.Context, from string, rcpts []string, dat
 		if ok, _ := cl.Extension("AUTH"); !ok {
 			return errors.New("smtp server offers no AUTH but require_auth is set")
 		}
-		auth := sasl.NewPlainClient("", c.cfg.SMTP.Username, c.cfg.SMTP.Password)
-		if err := cl.Auth(auth); err != nil {
-			return fmt.Errorf("smtp auth as %s: %w", c.cfg.SMTP.Username, err)
+		if err := c.smtpAuth(ctx, cl); err != nil {
+			return err
 		}
 	}
 	if err := cl.SendMail(from, rcpts, bytes.NewReader(data)); err != nil {
@@ -141,5 +140,26 @@ func (c *Channel) sendOnce(ctx context.Context, from string, rcpts []string, dat
 	// The message is accepted once DATA succeeds; a failed QUIT must not
 	// make the caller send it again.
 	_ = cl.Quit()
+	return nil
+}
+
+// smtpAuth logs in with AUTH PLAIN, or AUTH XOAUTH2 when the channel has an
+// OAuth2 token source.
+func (c *Channel) smtpAuth(ctx context.Context, cl *smtp.Client) error {
+	user := c.cfg.SMTP.Username
+	if c.tokens == nil {
+		if err := cl.Auth(sasl.NewPlainClient("", user, c.cfg.SMTP.Password)); err != nil {
+			return fmt.Errorf("smtp auth as %s: %w", user, err)
+		}
+		return nil
+	}
+	tok, err := c.tokens.Token(ctx)
+	if err != nil {
+		return fmt.Errorf("smtp auth as %s: %w", user, err)
+	}
+	if err := cl.Auth(xoauth2Client{user: user, token: tok}); err != nil {
+		c.tokens.invalidate(tok)
+		return fmt.Errorf("smtp auth as %s with xoauth2: %w", user, err)
+	}
 	return nil
 }

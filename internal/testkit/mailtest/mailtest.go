@@ -2,6 +2,10 @@
 // in-memory IMAP server (go-imap's imapmemserver) and an SMTP server
 // (go-smtp) that keeps what it receives.
 //
+// Both accept password login and, when a test gives them tokens, SASL
+// XOAUTH2 (Microsoft 365 and Gmail OAuth2 login) with exactly those bearer
+// tokens.
+//
 // Both listen on ephemeral loopback ports over plain TCP. Tests talk the
 // real protocols to them; TLS is left out because it would test crypto/tls
 // rather than the mail code, and the email channel's TLS modes are plain
@@ -16,6 +20,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -41,6 +46,7 @@ type IMAPServer struct {
 
 	mu       sync.Mutex
 	appended chan struct{} // closed and replaced by every Append
+	auth     authLog
 }
 
 // session makes IDLE report messages appended before or during it. The
@@ -71,11 +77,166 @@ func (ss *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error 
 	}
 }
 
+// Login is one successful login, in the order they happened.
+type Login struct {
+	// Mechanism is "LOGIN" (the IMAP command), "PLAIN" or "XOAUTH2".
+	Mechanism string
+	Username  string
+}
+
+// authLog is the tokens a server accepts and the logins it saw.
+type authLog struct {
+	mu     sync.Mutex
+	tokens map[string]bool
+	logins []Login
+}
+
+func (a *authLog) setTokens(tokens []string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.tokens = make(map[string]bool, len(tokens))
+	for _, t := range tokens {
+		a.tokens[t] = true
+	}
+}
+
+func (a *authLog) hasTokens() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.tokens) > 0
+}
+
+func (a *authLog) tokenOK(tok string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.tokens[tok]
+}
+
+func (a *authLog) record(mech, user string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.logins = append(a.logins, Login{Mechanism: mech, Username: user})
+}
+
+func (a *authLog) list() []Login {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]Login(nil), a.logins...)
+}
+
+// xoauth2Error is the challenge Microsoft 365 and Gmail send when they
+// refuse a token; the client answers it with an empty response and then
+// gets the failure.
+const xoauth2Error = `{"status":"401","schemes":"bearer","scope":"https://outlook.office365.com/.default"}`
+
+// xoauth2Server is the server side of SASL XOAUTH2. check returns the
+// protocol's own failure error.
+type xoauth2Server struct {
+	check  func(user, token string) error
+	failed error
+}
+
+func (x *xoauth2Server) Next(resp []byte) ([]byte, bool, error) {
+	if x.failed != nil {
+		return nil, false, x.failed
+	}
+	if resp == nil {
+		// No initial response: a nil challenge asks for it.
+		return nil, false, nil
+	}
+	user, token, err := parseXOAUTH2(resp)
+	if err == nil {
+		err = x.check(user, token)
+	}
+	if err != nil {
+		x.failed = err
+		return []byte(xoauth2Error), false, nil
+	}
+	return nil, true, nil
+}
+
+// parseXOAUTH2 reads "user=U\x01auth=Bearer T\x01\x01".
+func parseXOAUTH2(resp []byte) (user, token string, err error) {
+	s, ok := strings.CutSuffix(string(resp), "\x01\x01")
+	if !ok {
+		return "", "", errors.New("xoauth2: response does not end in ^A^A")
+	}
+	for _, kv := range strings.Split(s, "\x01") {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "user":
+			user = v
+		case "auth":
+			token, ok = strings.CutPrefix(v, "Bearer ")
+			if !ok {
+				return "", "", errors.New("xoauth2: auth is not a Bearer token")
+			}
+		}
+	}
+	if user == "" || token == "" {
+		return "", "", errors.New("xoauth2: user or token missing")
+	}
+	return user, token, nil
+}
+
+var _ imapserver.SessionSASL = (*session)(nil)
+
+func (ss *session) Login(username, password string) error {
+	if err := ss.SessionIMAP4rev2.Login(username, password); err != nil {
+		return err
+	}
+	ss.s.auth.record("LOGIN", username)
+	return nil
+}
+
+func (ss *session) AuthenticateMechanisms() []string {
+	if ss.s.auth.hasTokens() {
+		return []string{sasl.Plain, "XOAUTH2"}
+	}
+	return []string{sasl.Plain}
+}
+
+func (ss *session) Authenticate(mech string) (sasl.Server, error) {
+	switch mech {
+	case sasl.Plain:
+		return sasl.NewPlainServer(func(identity, username, password string) error {
+			if identity != "" && identity != username {
+				return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeAuthorizationFailed, Text: "SASL identity not supported"}
+			}
+			if err := ss.SessionIMAP4rev2.Login(username, password); err != nil {
+				return err
+			}
+			ss.s.auth.record(sasl.Plain, username)
+			return nil
+		}), nil
+	case "XOAUTH2":
+		if ss.s.auth.hasTokens() {
+			return &xoauth2Server{check: func(user, token string) error {
+				fail := &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeAuthenticationFailed, Text: "AUTHENTICATE failed."}
+				if user != ss.s.Username || !ss.s.auth.tokenOK(token) {
+					return fail
+				}
+				// The in-memory backend knows only passwords; logging in
+				// with it selects the user for the session.
+				if err := ss.SessionIMAP4rev2.Login(ss.s.Username, ss.s.Password); err != nil {
+					return fail
+				}
+				ss.s.auth.record("XOAUTH2", user)
+				return nil
+			}}, nil
+		}
+	}
+	return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Text: "SASL mechanism not supported"}
+}
+
 // IMAPOptions adjust NewIMAPServer.
 type IMAPOptions struct {
 	// NoIdle advertises only IMAP4rev1 (no IDLE, no UIDPLUS), like an old
 	// server; the default advertises IMAP4rev2, which includes both.
 	NoIdle bool
+	// OAuth2Tokens turns on AUTHENTICATE XOAUTH2 for the user with these
+	// bearer tokens; password login keeps working.
+	OAuth2Tokens []string
 }
 
 // NewIMAPServer starts a server on 127.0.0.1 and stops it at test cleanup.
@@ -94,6 +255,7 @@ func NewIMAPServer(t testing.TB, opts IMAPOptions) *IMAPServer {
 		user:     user,
 		appended: make(chan struct{}),
 	}
+	s.auth.setTokens(opts.OAuth2Tokens)
 
 	caps := imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}}
 	if opts.NoIdle {
@@ -123,6 +285,13 @@ func NewIMAPServer(t testing.TB, opts IMAPOptions) *IMAPServer {
 	t.Cleanup(func() { _ = srv.Close() })
 	return s
 }
+
+// AcceptTokens replaces the XOAUTH2 tokens the server accepts, as a token
+// revocation would; none turns XOAUTH2 off.
+func (s *IMAPServer) AcceptTokens(tokens ...string) { s.auth.setTokens(tokens) }
+
+// Logins lists the successful logins so far, including Inbox's.
+func (s *IMAPServer) Logins() []Login { return s.auth.list() }
 
 // Addr is host:port.
 func (s *IMAPServer) Addr() string { return net.JoinHostPort(s.Host, strconv.Itoa(s.Port)) }
@@ -248,10 +417,12 @@ func (c *trackedConn) Close() error {
 type SMTPServer struct {
 	Host string
 	Port int
-	// Username and Password, when set, are required (AUTH PLAIN).
+	// Username, when set, must log in: with Password (AUTH PLAIN) or with
+	// one of the OAuth2 tokens (AUTH XOAUTH2).
 	Username string
 	Password string
 
+	auth     authLog
 	mu       sync.Mutex
 	msgs     []SMTPMessage
 	changed  chan struct{}
@@ -267,9 +438,11 @@ type SMTPMessage struct {
 
 // SMTPOptions adjust NewSMTPServer.
 type SMTPOptions struct {
-	// Username and Password turn on AUTH PLAIN and require it.
-	Username string
-	Password string
+	// Username requires a login as that user; Password turns on AUTH
+	// PLAIN and OAuth2Tokens AUTH XOAUTH2 with these bearer tokens.
+	Username     string
+	Password     string
+	OAuth2Tokens []string
 }
 
 // NewSMTPServer starts a server on 127.0.0.1 and stops it at test cleanup.
@@ -281,6 +454,7 @@ func NewSMTPServer(t testing.TB, opts SMTPOptions) *SMTPServer {
 		Password: opts.Password,
 		changed:  make(chan struct{}),
 	}
+	s.auth.setTokens(opts.OAuth2Tokens)
 	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
 		return &smtpSession{s: s}, nil
 	}))
@@ -298,6 +472,13 @@ func NewSMTPServer(t testing.TB, opts SMTPOptions) *SMTPServer {
 	s.Port = ln.Addr().(*net.TCPAddr).Port
 	return s
 }
+
+// AcceptTokens replaces the XOAUTH2 tokens the server accepts, as a token
+// revocation would.
+func (s *SMTPServer) AcceptTokens(tokens ...string) { s.auth.setTokens(tokens) }
+
+// Logins lists the successful AUTH exchanges so far.
+func (s *SMTPServer) Logins() []Login { return s.auth.list() }
 
 // FailNext makes the next n DATA commands fail with a temporary error
 // (451), to exercise retries.
@@ -360,20 +541,38 @@ func (ss *smtpSession) AuthMechanisms() []string {
 	if ss.s.Username == "" {
 		return nil
 	}
-	return []string{sasl.Plain}
+	var mechs []string
+	if ss.s.Password != "" {
+		mechs = append(mechs, sasl.Plain)
+	}
+	if ss.s.auth.hasTokens() {
+		mechs = append(mechs, "XOAUTH2")
+	}
+	return mechs
 }
 
 func (ss *smtpSession) Auth(mech string) (sasl.Server, error) {
-	if mech != sasl.Plain {
-		return nil, smtp.ErrAuthUnknownMechanism
+	switch {
+	case mech == sasl.Plain && ss.s.Password != "":
+		return sasl.NewPlainServer(func(identity, username, password string) error {
+			if username != ss.s.Username || password != ss.s.Password {
+				return smtp.ErrAuthFailed
+			}
+			ss.authed = true
+			ss.s.auth.record(sasl.Plain, username)
+			return nil
+		}), nil
+	case mech == "XOAUTH2" && ss.s.auth.hasTokens():
+		return &xoauth2Server{check: func(user, token string) error {
+			if user != ss.s.Username || !ss.s.auth.tokenOK(token) {
+				return smtp.ErrAuthFailed
+			}
+			ss.authed = true
+			ss.s.auth.record("XOAUTH2", user)
+			return nil
+		}}, nil
 	}
-	return sasl.NewPlainServer(func(identity, username, password string) error {
-		if username != ss.s.Username || password != ss.s.Password {
-			return smtp.ErrAuthFailed
-		}
-		ss.authed = true
-		return nil
-	}), nil
+	return nil, smtp.ErrAuthUnknownMechanism
 }
 
 func (ss *smtpSession) Mail(from string, _ *smtp.MailOptions) error {
