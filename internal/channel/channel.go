@@ -67,3 +67,15 @@ type Channel interface {
 	// reported, so a crash before it leaves the message to be redone.
 	Done(ctx context.Context, msg *Message) error
 }
+
+// Prober is implemented by channels that can check, on their own, that
+// they reach their service and that its credentials are accepted. It is
+// optional: Channel stays as it is, and the gateway probes only channels
+// that implement it.
+type Prober interface {
+	// Probe connects and logs in once (email: IMAP login, SMTP
+	// connection and authentication) and returns why that failed, or nil
+	// when the channel could receive and reply now. It must honour ctx and
+	// must not disturb a Run in progress.
+	Probe(ctx context.Context) error
+}

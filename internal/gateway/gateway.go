@@ -46,6 +46,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -61,6 +62,16 @@ const DefaultPrefix = "airut"
 
 // gcInterval is how often old conversations and unused images are removed.
 const gcInterval = time.Hour
+
+// Retry timing of failed replies and of channels that cannot connect:
+// the wait doubles from the first to the cap.
+const (
+	replyRetryFirst = 10 * time.Second
+	replyRetryCap   = 10 * time.Minute
+	probeTimeout    = time.Minute
+	reprobeFirst    = 30 * time.Second
+	reprobeCap      = 10 * time.Minute
+)
 
 // Log keys.
 const (
@@ -138,6 +149,11 @@ type Gateway struct {
 	stopC    chan struct{}   // closed when stopping is set
 	running  sync.WaitGroup  // jobs
 	jobs     map[string]*job // by task id, while queued or running
+
+	// Retry timing; tests shorten it.
+	replyRetryMin, replyRetryMax time.Duration
+	probeTimeout                 time.Duration
+	reprobeMin, reprobeMax       time.Duration
 }
 
 // New checks the options and prepares a gateway; nothing starts before Run.
@@ -190,6 +206,9 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		status:  map[string]RepoStatus{},
 		jobs:    map[string]*job{},
 		stopC:   make(chan struct{}),
+
+		replyRetryMin: replyRetryFirst, replyRetryMax: replyRetryCap,
+		probeTimeout: probeTimeout, reprobeMin: reprobeFirst, reprobeMax: reprobeCap,
 	}
 	g.cache.Now = opts.Clock
 	return g, nil
@@ -237,8 +256,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 			g.mu.Lock()
 			g.repos[id] = h
 			g.mu.Unlock()
-			g.setStatus(RepoStatus{ID: id, State: RepoRunning})
-			g.log.Info("repo started", logRepo, id, "channels", len(h.channels))
+			g.probeRepo(ctx, h, &recv)
 			h.receive(ctx, &recv)
 		}()
 	}
@@ -305,6 +323,80 @@ func (g *Gateway) startRepo(ctx, workCtx context.Context, id string, rc *config.
 	return h, nil
 }
 
+// probeRepo checks that the repo's channels can connect and sets its
+// status. A repo whose channel cannot connect is shown as failed; its
+// channels run regardless (they retry on their own), and the probe is
+// repeated with backoff until it passes and the repo shows as running.
+func (g *Gateway) probeRepo(ctx context.Context, h *repoHandler, wg *sync.WaitGroup) {
+	err := h.probe(ctx)
+	if err == nil {
+		g.setStatus(RepoStatus{ID: h.id, State: RepoRunning})
+		g.log.Info("repo started", logRepo, h.id, "channels", len(h.channels))
+		return
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	g.setStatus(RepoStatus{ID: h.id, State: RepoFailed, Reason: err.Error()})
+	g.log.Error("repo started, but a channel cannot connect; retrying in the background", logRepo, h.id, logError, err)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for attempt := 1; ; attempt++ {
+			t := time.NewTimer(backoff(g.reprobeMin, g.reprobeMax, attempt))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			err := h.probe(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+			if err == nil {
+				g.setStatus(RepoStatus{ID: h.id, State: RepoRunning})
+				g.log.Info("repo channels connected; repo running", logRepo, h.id)
+				return
+			}
+			g.setStatus(RepoStatus{ID: h.id, State: RepoFailed, Reason: err.Error()})
+			g.log.Warn("repo channel still cannot connect", logRepo, h.id, "attempt", attempt, logError, err)
+		}
+	}()
+}
+
+// probe runs the probe of every channel that has one.
+func (h *repoHandler) probe(ctx context.Context) error {
+	var errs []string
+	for _, ch := range h.channels {
+		p, ok := ch.(channel.Prober)
+		if !ok {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, h.g.probeTimeout)
+		err := p.Probe(pctx)
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("channel %s: %s", ch.Name(), oneLine(err.Error())))
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	// One line: it is the repo's status reason on the dashboard.
+	return errors.New(strings.Join(errs, "; "))
+}
+
+// backoff is the wait before the attempt after the given failed one:
+// doubling from first, capped at limit.
+func backoff(first, limit time.Duration, attempt int) time.Duration {
+	d := first
+	for i := 1; i < attempt && d < limit; i++ {
+		d *= 2
+	}
+	return min(d, limit)
+}
+
 func (g *Gateway) setStatus(s RepoStatus) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -344,52 +436,6 @@ func (g *Gateway) Cancel(taskID string) error {
 	}
 	j.cancel(errUserCancel)
 	return nil
-}
-
-// gcLoop removes old conversations (and unused images) at start and then
-// every gcInterval until ctx ends.
-func (g *Gateway) gcLoop(ctx context.Context) {
-	t := time.NewTicker(gcInterval)
-	defer t.Stop()
-	for {
-		g.collectGarbage(ctx)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-func (g *Gateway) collectGarbage(ctx context.Context) {
-	days := g.cfg.Execution.ConversationMaxAgeDays
-	g.mu.Lock()
-	repos := make([]*repoHandler, 0, len(g.repos))
-	for _, h := range g.repos {
-		repos = append(repos, h)
-	}
-	busy := len(g.jobs) > 0
-	g.mu.Unlock()
-	if days > 0 {
-		for _, h := range repos {
-			removed, err := h.store.RemoveOlderThan(time.Duration(days)*24*time.Hour, g.now())
-			if err != nil {
-				g.log.Warn("conversation gc failed", logRepo, h.id, logError, err)
-			}
-			if len(removed) > 0 {
-				g.log.Info("removed old conversations", logRepo, h.id, "count", len(removed))
-			}
-		}
-	}
-	// An image built for a task that has not started its container yet
-	// looks unused; pruning only while idle keeps it.
-	if g.cfg.Execution.ImagePrune && !busy {
-		if removed, err := g.cache.Prune(ctx); err != nil {
-			g.log.Warn("image prune failed", logError, err)
-		} else if len(removed) > 0 {
-			g.log.Info("pruned unused images", "count", len(removed))
-		}
-	}
 }
 
 // EmailChannels is the default ChannelFactory: the email channel of

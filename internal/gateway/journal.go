@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/airut/airut/internal/atomicfile"
+	"github.com/airut/airut/internal/channel"
 )
 
 // journalEntry is what the gateway remembers of one message between its
@@ -25,6 +26,34 @@ type journalEntry struct {
 	Acknowledged bool `json:"acknowledged,omitempty"`
 	// Replied: the final reply was sent; only Done remains.
 	Replied bool `json:"replied,omitempty"`
+	// Reply is the task's reply while it has not been sent: the task is
+	// over, and after a restart only this reply is sent again.
+	Reply *pendingReply `json:"reply,omitempty"`
+}
+
+// pendingReply is a composed reply that the channel has not accepted yet.
+// Every message the reply answers (more than one when messages were
+// coalesced) carries the same copy, so whichever of them the source hands
+// over first after a restart can send it.
+type pendingReply struct {
+	Task    string `json:"task"`
+	Outcome string `json:"outcome"`
+	Channel string `json:"channel"`
+	// To is the message the reply goes to, without body and attachments:
+	// what the channel needs to thread the reply.
+	To       channel.Message `json:"to"`
+	Markdown string          `json:"markdown"`
+	// Outbox names the files in the conversation's outbox to attach; they
+	// are cleared only once the reply is sent.
+	Outbox []string `json:"outbox,omitempty"`
+	// Messages are every message the reply answers.
+	Messages []messageRef `json:"messages"`
+}
+
+// messageRef names one message at its source.
+type messageRef struct {
+	Channel  string `json:"channel"`
+	SourceID string `json:"source_id"`
 }
 
 // journal keeps one file per message under dir, replaced atomically, and

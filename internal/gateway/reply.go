@@ -32,7 +32,7 @@ func replyText(tr taskResult) string {
 			reply = agent.NoOutputReply
 		}
 		b.WriteString(reply)
-		if f := agent.Footer(tr.res, false); f != "" {
+		if f := agent.Footer(tr.res, tr.subscription); f != "" {
 			b.WriteString("\n\n---\n")
 			b.WriteString(f)
 		}
@@ -102,14 +102,20 @@ func quoteTail(b *strings.Builder, tr taskResult) {
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
-// outboxAttachments reads the regular files in the outbox root; names are
-// what to clear once the reply is sent.
-func outboxAttachments(dir *conversation.Dir, log *slog.Logger) ([]channel.Attachment, []string) {
+// outboxNames lists the regular files in the outbox root: what the reply
+// attaches and, once it is sent, clears.
+func outboxNames(dir *conversation.Dir, log *slog.Logger) []string {
 	names, err := dir.OutboxFiles()
 	if err != nil {
 		log.Warn("outbox unreadable", logError, err)
-		return nil, nil
+		return nil
 	}
+	return names
+}
+
+// readOutbox reads the named outbox files; sent names those read, which
+// are the ones to clear once the reply is out.
+func readOutbox(dir *conversation.Dir, names []string, log *slog.Logger) ([]channel.Attachment, []string) {
 	var atts []channel.Attachment
 	var sent []string
 	for _, n := range names {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/airut/airut/internal/agent"
 	"github.com/airut/airut/internal/channel"
 	"github.com/airut/airut/internal/config"
 	"github.com/airut/airut/internal/conversation"
@@ -35,19 +36,30 @@ type repoHandler struct {
 	log      *slog.Logger
 	workCtx  context.Context
 
+	// gcMu keeps garbage collection from removing a conversation between
+	// a message being mapped to it and its job being queued: onMessage
+	// holds it for reading, the collector for writing.
+	gcMu sync.RWMutex
+
 	mu sync.Mutex
 	// inflight holds the messages handed to a job and not yet done at
 	// their source: the dedupe set.
 	inflight map[string]bool
 	convs    map[string]*convQueue
+	// deliveries are the jobs sending replies journaled before a restart,
+	// by task id, kept after they are done so that a late message of the
+	// same reply is only acknowledged.
+	deliveries map[string]*job
 }
 
 // convQueue serialises one conversation: at most one job active (queued
-// for a worker or running) and at most one pending follow-up, into which
-// every later message is coalesced.
+// for a worker, running or sending its reply) and at most one pending
+// follow-up, into which every later message is coalesced. Replies
+// journaled before a restart are sent before the follow-up runs.
 type convQueue struct {
-	active *job
-	next   *job
+	active     *job
+	deliveries []*job
+	next       *job
 }
 
 // item is one inbound message inside a job.
@@ -70,16 +82,17 @@ func newRepoHandler(g *Gateway, workCtx context.Context, id string, rc *config.R
 		return nil, err
 	}
 	return &repoHandler{
-		g:        g,
-		id:       id,
-		rc:       rc,
-		mirror:   &gitmirror.Mirror{Dir: filepath.Join(root, "git-mirror"), URL: rc.RepoURL},
-		store:    store,
-		journal:  j,
-		log:      g.log.With(logRepo, id),
-		workCtx:  workCtx,
-		inflight: map[string]bool{},
-		convs:    map[string]*convQueue{},
+		g:          g,
+		id:         id,
+		rc:         rc,
+		mirror:     &gitmirror.Mirror{Dir: filepath.Join(root, "git-mirror"), URL: rc.RepoURL},
+		store:      store,
+		journal:    j,
+		log:        g.log.With(logRepo, id),
+		workCtx:    workCtx,
+		inflight:   map[string]bool{},
+		convs:      map[string]*convQueue{},
+		deliveries: map[string]*job{},
 	}, nil
 }
 
@@ -135,6 +148,15 @@ func (h *repoHandler) onMessage(ch channel.Channel, msg *channel.Message) {
 		go h.finishSource(ch, msg, log)
 		return
 	}
+	if entry != nil && entry.Reply != nil {
+		h.queueDelivery(ch, msg, entry, log)
+		return
+	}
+
+	// From the existence check to the queue, the collector must not remove
+	// the conversation; once queued, it skips it.
+	h.gcMu.RLock()
+	defer h.gcMu.RUnlock()
 
 	conv, acked := "", false
 	switch {
@@ -199,13 +221,63 @@ func (h *repoHandler) onMessage(ch channel.Channel, msg *channel.Message) {
 	h.mu.Unlock()
 }
 
-// jobFinished starts the conversation's follow-up, if any.
+// queueDelivery queues the sending of a reply that was composed before a
+// restart but not sent; the task does not run again.
+func (h *repoHandler) queueDelivery(ch channel.Channel, msg *channel.Message, entry *journalEntry, log *slog.Logger) {
+	p, conv := entry.Reply, entry.Conversation
+	log = log.With(logConv, conv, logTask, p.Task)
+	it := &item{taskID: p.Task, ch: ch, msg: msg}
+	h.gcMu.RLock()
+	defer h.gcMu.RUnlock()
+	h.mu.Lock()
+	if d := h.deliveries[p.Task]; d != nil {
+		if d.delivered {
+			// The journal read above predates the send.
+			h.mu.Unlock()
+			log.Info("reply already sent; acknowledging the message at the source only")
+			go h.finishSource(ch, msg, log)
+			return
+		}
+		d.items = append(d.items, it)
+		h.mu.Unlock()
+		log.Info("message waits for the reply that answers it")
+		return
+	}
+	j := h.newDeliveryJob(conv, it, p)
+	h.deliveries[p.Task] = j
+	h.g.tracker.add(TaskInfo{
+		ID: p.Task, Repo: h.id, Conversation: conv, Channel: ch.Name(), State: StateReplying,
+		Sender: msg.SenderAddress, Subject: msg.Subject, Queued: h.g.now(), Messages: len(p.Messages),
+		Outcome: agent.Outcome(p.Outcome),
+	})
+	q := h.convs[conv]
+	if q == nil {
+		q = &convQueue{}
+		h.convs[conv] = q
+	}
+	if q.active == nil {
+		q.active = j
+		h.mu.Unlock()
+		log.Info("message was answered before a restart but the reply was not sent; sending it")
+		h.g.startJob(j)
+		return
+	}
+	q.deliveries = append(q.deliveries, j)
+	h.mu.Unlock()
+	log.Info("message was answered before a restart; its reply waits for the conversation's running task")
+}
+
+// jobFinished starts the conversation's next job, if any.
 func (h *repoHandler) jobFinished(j *job) {
 	h.mu.Lock()
 	q := h.convs[j.conv]
 	var next *job
 	if q != nil && q.active == j {
-		q.active, q.next = q.next, nil
+		if len(q.deliveries) > 0 {
+			q.active, q.deliveries = q.deliveries[0], q.deliveries[1:]
+		} else {
+			q.active, q.next = q.next, nil
+		}
 		next = q.active
 		if next == nil {
 			delete(h.convs, j.conv)
@@ -213,9 +285,28 @@ func (h *repoHandler) jobFinished(j *job) {
 	}
 	h.mu.Unlock()
 	if next != nil {
-		h.g.tracker.update(next.id, func(ti *TaskInfo) { ti.State = StateQueued })
+		if next.reply == nil {
+			h.g.tracker.update(next.id, func(ti *TaskInfo) { ti.State = StateQueued })
+		}
 		h.g.startJob(next)
 	}
+}
+
+// channel returns the repo's channel called name, or nil.
+func (h *repoHandler) channel(name string) channel.Channel {
+	for _, ch := range h.channels {
+		if ch.Name() == name {
+			return ch
+		}
+	}
+	return nil
+}
+
+// busy reports whether conv has a job queued, running or replying.
+func (h *repoHandler) busy(conv string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.convs[conv] != nil
 }
 
 // finishSource acknowledges a message at its source and forgets it.

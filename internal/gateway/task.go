@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -36,9 +37,12 @@ type taskResult struct {
 	// task ran again with a fresh one.
 	recovered bool
 	timeout   time.Duration
-	model     string
-	started   time.Time
-	dir       *conversation.Dir
+	// subscription: Claude Code ran on a subscription login, where the
+	// cost it reports is notional.
+	subscription bool
+	model        string
+	started      time.Time
+	dir          *conversation.Dir
 }
 
 // infra builds the result of a failure around the agent.
@@ -294,6 +298,7 @@ func (j *job) runAgent(ctx context.Context, a agentRun, log *slog.Logger) taskRe
 	}
 	var errMu sync.Mutex
 	var stderr []string
+	var login loginKind
 	limits := sandbox.Limits{
 		Timeout: rc.ResourceLimits.TimeoutDuration(), Memory: rc.ResourceLimits.Memory,
 		PidsLimit: rc.ResourceLimits.PidsLimit,
@@ -322,6 +327,7 @@ func (j *job) runAgent(ctx context.Context, a agentRun, log *slog.Logger) taskRe
 		StopGrace: g.opts.StopGrace,
 		Stdout: func(line []byte) {
 			reader.Feed(line)
+			login.feed(line)
 			if _, err := agent.ParseEvent(line); err == nil {
 				if err := a.dir.AppendEvent(bytes.TrimSpace(line)); err != nil {
 					log.Warn("event not recorded", logError, err)
@@ -345,7 +351,8 @@ func (j *job) runAgent(ctx context.Context, a agentRun, log *slog.Logger) taskRe
 	tail := append([]string(nil), stderr...)
 	errMu.Unlock()
 	res := reader.Result()
-	tr := taskResult{res: res, exitCode: sres.ExitCode, stderr: tail, reason: sres.Reason, timeout: limits.Timeout}
+	tr := taskResult{res: res, exitCode: sres.ExitCode, stderr: tail, reason: sres.Reason, timeout: limits.Timeout,
+		subscription: login.subscription()}
 	switch sres.Outcome {
 	case sandbox.OutcomeInfrastructure:
 		tr.outcome = agent.OutcomeInfrastructure
@@ -369,6 +376,42 @@ func (j *job) runAgent(ctx context.Context, a agentRun, log *slog.Logger) taskRe
 		}
 	}
 	return tr
+}
+
+// loginKind notes how Claude Code authenticated, from the apiKeySource of
+// its system/init event: "none" when it uses an OAuth (subscription)
+// login, or where the API key came from ("ANTHROPIC_API_KEY",
+// "apiKeyHelper", …).
+type loginKind struct {
+	mu     sync.Mutex
+	source string
+}
+
+// feed looks at one stdout line; only a system/init event says anything.
+func (l *loginKind) feed(line []byte) {
+	if !bytes.Contains(line, []byte(`"apiKeySource"`)) {
+		return // cheap: most lines are not the init event
+	}
+	var ev struct {
+		Type         string  `json:"type"`
+		Subtype      string  `json:"subtype"`
+		APIKeySource *string `json:"apiKeySource"`
+	}
+	if json.Unmarshal(bytes.TrimSpace(line), &ev) != nil || ev.Type != "system" || ev.Subtype != "init" || ev.APIKeySource == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.source = *ev.APIKeySource
+}
+
+// subscription reports a subscription login. A run that never said how it
+// logged in counts as an API key: showing a notional cost is the lesser
+// harm than hiding a real one.
+func (l *loginKind) subscription() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.source == "none"
 }
 
 // record appends the task (and every message coalesced into it) to

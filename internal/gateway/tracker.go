@@ -18,7 +18,10 @@ const (
 	StateRunning = "running"
 	// StateCoalesced: merged into another task, named by CoalescedInto.
 	StateCoalesced = "coalesced"
-	// StateDone: finished; Outcome says how.
+	// StateReplying: finished, but its reply has not been sent yet; the
+	// send is retried (ReplyError says why the last attempt failed).
+	StateReplying = "replying"
+	// StateDone: finished and replied to; Outcome says how.
 	StateDone = "done"
 	// StateAbandoned: stopped by a shutdown before it replied; its message
 	// stays at the source and runs again after the restart.
@@ -45,8 +48,11 @@ type TaskInfo struct {
 	Outcome agent.Outcome
 	// Reason explains a non-success outcome in one line.
 	Reason string
-	Usage  agent.Usage
-	Cost   float64
+	// ReplyError is why the last attempt to send the reply failed, while
+	// the reply is retried.
+	ReplyError string
+	Usage      agent.Usage
+	Cost       float64
 	// CoalescedInto is the task that ran this task's message.
 	CoalescedInto string
 	// Messages is how many messages the task answers (more than one when
