@@ -7,6 +7,10 @@
 // no backscatter. Accepted mail stays in the inbox until the gateway calls
 // Done after its reply was sent, so a crash loses nothing: after a restart
 // the message is simply handed over again.
+//
+// Login is by password or, for Microsoft 365, by SASL XOAUTH2 with an
+// access token from the client-credentials flow (OAuth2Config), cached
+// until shortly before it expires.
 package email
 
 import (

@@ -135,8 +135,13 @@ type tokenSource struct {
 
 func newTokenSource(cfg OAuth2Config, log *slog.Logger) *tokenSource {
 	return &tokenSource{
-		cfg:      cfg,
-		client:   &http.Client{Timeout: oauth2Timeout},
+		cfg: cfg,
+		client: &http.Client{
+			Timeout: oauth2Timeout,
+			// A 307 or 308 would re-send the client secret to wherever
+			// it points; the endpoint is fixed, so a redirect is an error.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
 		log:      log,
 		now:      time.Now,
 		fetching: make(chan struct{}, 1),

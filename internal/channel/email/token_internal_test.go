@@ -240,6 +240,27 @@ func TestTokenSourceStringExpiresIn(t *testing.T) {
 	}
 }
 
+func TestTokenSourceDoesNotFollowRedirects(t *testing.T) {
+	var elsewhere sync.Map
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		elsewhere.Store("secret", r.PostForm.Get("client_secret"))
+		_, _ = w.Write([]byte(`{"token_type":"Bearer","access_token":"stolen","expires_in":3599}`))
+	}))
+	t.Cleanup(other.Close)
+	redirect := httptest.NewServer(http.RedirectHandler(other.URL, http.StatusTemporaryRedirect))
+	t.Cleanup(redirect.Close)
+
+	ts, _ := newTestTokenSource(t, redirect.URL)
+	_, err := ts.Token(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "307") {
+		t.Errorf("got error %v; want one with status 307", err)
+	}
+	if v, ok := elsewhere.Load("secret"); ok {
+		t.Errorf("the redirect target received client_secret %q; want no request", v)
+	}
+}
+
 func TestTokenSourceUnreachable(t *testing.T) {
 	srv := httptest.NewServer(http.NotFoundHandler())
 	url := srv.URL + "/tenant/oauth2/v2.0/token"

@@ -4,7 +4,8 @@
 //
 // Both accept password login and, when a test gives them tokens, SASL
 // XOAUTH2 (Microsoft 365 and Gmail OAuth2 login) with exactly those bearer
-// tokens.
+// tokens. TokenServer is the OAuth2 token endpoint that hands such tokens
+// out.
 //
 // Both listen on ephemeral loopback ports over plain TCP. Tests talk the
 // real protocols to them; TLS is left out because it would test crypto/tls
