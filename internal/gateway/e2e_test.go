@@ -51,6 +51,9 @@ func TestEmailRoundTrip(t *testing.T) {
 	if !strings.Contains(reply.Text, "Done: fixed the README.") {
 		t.Errorf("reply text: got %q; want the agent's reply", reply.Text)
 	}
+	if strings.Contains(reply.Text, "Cost:") {
+		t.Errorf("reply text: got %q; want no cost footer (fakeclaude reports a subscription login)", reply.Text)
+	}
 	if !strings.Contains(reply.HTML, "<strong>fixed</strong>") {
 		t.Errorf("reply HTML: got %q; want rendered Markdown", reply.HTML)
 	}
