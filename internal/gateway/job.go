@@ -153,6 +153,9 @@ func (j *job) run() {
 	g.tracker.update(j.id, func(ti *TaskInfo) { ti.State, ti.Started = StateRunning, start })
 	log.Info("task started", "messages", len(items))
 	tr := j.execute(items, log)
+	// The task is over when the sandbox is: sending the reply is not part
+	// of it, and may take long when the channel fails.
+	tr.finished = g.now()
 	release()
 	if errors.Is(context.Cause(j.ctx), errShutdown) && tr.outcome == agent.OutcomeCancelled {
 		log.Info("task stopped by the shutdown; its messages stay at the source")
@@ -175,7 +178,7 @@ func (j *job) finish(items []*item, tr taskResult, log *slog.Logger) {
 	}
 	j.record(items, tr, text)
 	g.tracker.update(j.id, func(ti *TaskInfo) {
-		ti.State, ti.Finished, ti.Outcome, ti.Reason = StateReplying, g.now(), tr.outcome, tr.reason
+		ti.State, ti.Finished, ti.Outcome, ti.Reason = StateReplying, tr.finished, tr.outcome, tr.reason
 		ti.Model, ti.Usage, ti.Cost = tr.model, tr.res.Usage, tr.res.CostUSD
 	})
 	log = log.With(logOutcome, string(tr.outcome))

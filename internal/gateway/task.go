@@ -42,6 +42,7 @@ type taskResult struct {
 	subscription bool
 	model        string
 	started      time.Time
+	finished     time.Time
 	dir          *conversation.Dir
 }
 
@@ -421,7 +422,10 @@ func (j *job) record(items []*item, tr taskResult, reply string) {
 		return
 	}
 	g := j.h.g
-	now := g.now()
+	now := tr.finished
+	if now.IsZero() {
+		now = g.now()
+	}
 	_, err := tr.dir.Update(func(r *conversation.Record) error {
 		if r.Model == "" && tr.model != "" {
 			r.Model = tr.model
