@@ -24,9 +24,16 @@
 // restart, the journal decides:
 //
 //   - replied: the reply went out but Done did not; only Done is repeated.
+//   - reply pending: the task finished but the channel did not take its
+//     reply; the journaled reply (text and outbox file names) is sent,
+//     the task is not run again.
 //   - accepted but not replied: the task is run again in the same
 //     conversation (same workspace), without a second acknowledgement.
 //   - unknown: a new message.
+//
+// A reply the channel refuses is retried with capped backoff while the
+// process runs, holding its conversation (not a worker slot); the outbox is
+// cleared only once it is sent.
 //
 // A crash between sending a reply and writing "replied" can still repeat
 // that one reply; that window is one atomic rename wide.
