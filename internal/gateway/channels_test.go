@@ -1,0 +1,53 @@
+package gateway
+
+import (
+	"fmt"
+	"log/slog"
+	"testing"
+
+	"github.com/airut/airut/internal/config"
+	"github.com/airut/airut/internal/redact"
+)
+
+// The default factory maps airut.yaml's email section onto the email
+// channel; with microsoft_oauth2 the channel logs in with XOAUTH2, and the
+// password (which email.New refuses beside OAuth2) is not passed on.
+func TestEmailChannelsConfigMapping(t *testing.T) {
+	base := `config_version: 5
+repos:
+  app:
+    repo_url: https://example.org/app.git
+    email:
+      account: {username: airut@example.org, from: airut@example.org%s}
+      imap: {server: imap.example.org}
+      smtp: {server: smtp.example.org}
+      auth: {authorized_senders: [boss@example.org], trusted_authserv_id: ""}
+%s`
+	oauth := `      microsoft_oauth2:
+        tenant_id: 11111111-2222-3333-4444-555555555555
+        client_id: client-1
+        client_secret: s3cret-client
+`
+	tests := []struct {
+		name     string
+		password string
+		oauth    string
+	}{
+		{"password", ", password: pw-12345", ""},
+		{"oauth2", "", oauth},
+		{"oauth2 beside a password", ", password: pw-12345", oauth},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			yaml := []byte(fmt.Sprintf(base, tc.password, tc.oauth))
+			cfg, err := config.Parse("airut.yaml", yaml, config.MapEnv(nil), redact.NewRegistry())
+			if err != nil || cfg.Err() != nil {
+				t.Fatalf("config: %v %v", err, cfg.Err())
+			}
+			chans, err := EmailChannels("")("app", cfg.Repos["app"], func(string) bool { return false }, slog.New(slog.DiscardHandler))
+			if err != nil || len(chans) != 1 || chans[0].Name() != "email" {
+				t.Fatalf("got %d channels, %v; want one email channel", len(chans), err)
+			}
+		})
+	}
+}
