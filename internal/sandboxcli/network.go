@@ -18,22 +18,21 @@ import (
 // configureNetwork picks the network for the run: the network sandbox by
 // default; network_sandbox: false is the only way to an open network, and it
 // is announced on every run. Everything the proxy needs is validated here,
-// before any container starts.
+// before any image is built or container started.
 func configureNetwork(ctx context.Context, o *runOpts, cfg *repoconfig.Sandbox, src repoconfig.Source,
-	spec *sandbox.Spec, cache *sandbox.ImageCache, runner *sandbox.Runner, stderr io.Writer) (func(), error) {
+	spec *sandbox.Spec, runner *sandbox.Runner, stderr io.Writer) (proxy *sandbox.ProxyNetwork, cleanup func(), err error) {
 	noop := func() {}
 	if !cfg.NetworkSandbox {
 		fmt.Fprintln(stderr, "airut-sandbox: WARNING: network_sandbox is false in sandbox.yaml: "+
 			"the command runs on an OPEN network, with no allowlist and no credential masking")
 		if len(cfg.MaskedSecrets) > 0 {
-			return noop, fmt.Errorf("sandbox.yaml: masked_secrets need the network sandbox (network_sandbox: false)")
+			return nil, noop, fmt.Errorf("sandbox.yaml: masked_secrets need the network sandbox (network_sandbox: false)")
 		}
 		spec.Network = sandbox.NetworkOpen
-		return noop, nil
+		return nil, noop, nil
 	}
 
 	var allowData []byte
-	var err error
 	if o.allowlist != "" {
 		if allowData, err = os.ReadFile(o.allowlist); err == nil {
 			_, err = allowlist.Parse(allowData, o.allowlist)
@@ -42,7 +41,7 @@ func configureNetwork(ctx context.Context, o *runOpts, cfg *repoconfig.Sandbox, 
 		allowData, _, err = repoconfig.LoadAllowlist(ctx, src)
 	}
 	if err != nil {
-		return noop, err
+		return nil, noop, err
 	}
 	resolve := map[string]string{}
 	for h, a := range cfg.Resolve {
@@ -51,7 +50,7 @@ func configureNetwork(ctx context.Context, o *runOpts, cfg *repoconfig.Sandbox, 
 	for _, r := range o.resolve {
 		h, a, ok := strings.Cut(r, "=")
 		if !ok || h == "" || a == "" {
-			return noop, fmt.Errorf("--resolve %q: want HOST=ADDR", r)
+			return nil, noop, fmt.Errorf("--resolve %q: want HOST=ADDR", r)
 		}
 		resolve[strings.ToLower(h)] = a
 	}
@@ -62,7 +61,7 @@ func configureNetwork(ctx context.Context, o *runOpts, cfg *repoconfig.Sandbox, 
 	var upstreamCA []byte
 	if caFile != "" {
 		if upstreamCA, err = os.ReadFile(caFile); err != nil {
-			return noop, fmt.Errorf("upstream CA: %w", err)
+			return nil, noop, fmt.Errorf("upstream CA: %w", err)
 		}
 	}
 
@@ -73,7 +72,7 @@ func configureNetwork(ctx context.Context, o *runOpts, cfg *repoconfig.Sandbox, 
 	}
 	smap, err := secrets.NewMap(masked, nil)
 	if err != nil {
-		return noop, fmt.Errorf("masked_secrets: %w", err)
+		return nil, noop, fmt.Errorf("masked_secrets: %w", err)
 	}
 	if spec.Env == nil {
 		spec.Env = map[string]string{}
@@ -83,36 +82,34 @@ func configureNetwork(ctx context.Context, o *runOpts, cfg *repoconfig.Sandbox, 
 	}
 	tmp, err := os.MkdirTemp("", "airut-sandbox-")
 	if err != nil {
-		return noop, err
+		return nil, noop, err
 	}
-	cleanup := func() { os.RemoveAll(tmp) }
+	removeTmp := func() { os.RemoveAll(tmp) }
 	replacements := filepath.Join(tmp, "replacements.json")
 	if err := smap.WriteReplacementFile(replacements); err != nil {
-		cleanup()
-		return noop, err
+		removeTmp()
+		return nil, noop, err
 	}
 
 	bin, err := sandbox.FindProxyBinary()
 	if err != nil {
-		cleanup()
-		return noop, err
-	}
-	proxyImage, err := cache.EnsureProxy(ctx, bin)
-	if err != nil {
-		cleanup()
-		return noop, err
+		removeTmp()
+		return nil, noop, err
 	}
 	sink, closeSink, err := networkLogSink(o, stderr)
 	if err != nil {
-		cleanup()
-		return noop, err
+		removeTmp()
+		return nil, noop, err
 	}
 	spec.Network = sandbox.NetworkSandboxed
-	spec.Provider = &sandbox.ProxyNetwork{
-		Runner: runner, ProxyImage: proxyImage, Allowlist: allowData, ReplacementFile: replacements,
+	// ProxyImage is filled in by the caller, which builds it alongside the
+	// task image.
+	proxy = &sandbox.ProxyNetwork{
+		Runner: runner, ProxyBinary: bin, Allowlist: allowData, ReplacementFile: replacements,
 		Resolve: resolve, UpstreamCA: upstreamCA, NetworkLog: sink,
 	}
-	return func() { closeSink(); cleanup() }, nil
+	spec.Provider = proxy
+	return proxy, func() { closeSink(); removeTmp() }, nil
 }
 
 // networkLogSink writes proxy log lines to --network-log (appending) and,

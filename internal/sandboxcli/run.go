@@ -174,13 +174,28 @@ func runCommand(ctx context.Context, o *runOpts, command []string, stdout, stder
 	}
 	defer sweep.Wait()
 	cache := sandbox.NewImageCache(rt, Prefix)
-	netCleanup, err := configureNetwork(ctx, o, cfg, src, &spec, cache, runner, stderr)
+	proxy, netCleanup, err := configureNetwork(ctx, o, cfg, src, &spec, runner, stderr)
 	if err != nil {
 		return fail(ExitUsage, "%v", oneLine(err))
 	}
 	defer netCleanup()
 	cache.MaxAge = time.Duration(o.maxImageAge * float64(time.Hour))
+	// The proxy image is checked alongside the task image: each costs an
+	// engine call even when cached.
+	var proxyErr error
+	var images sync.WaitGroup
+	if proxy != nil {
+		images.Add(1)
+		go func() {
+			defer images.Done()
+			proxy.ProxyImage, proxyErr = cache.EnsureProxy(ctx, proxy.ProxyBinary)
+		}()
+	}
 	spec.Image, err = cache.Ensure(ctx, bctx)
+	images.Wait()
+	if err == nil {
+		err = proxyErr
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return cancelled(ctx)
