@@ -12,6 +12,7 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/emersion/go-sasl"
 
 	"github.com/airut/airut/internal/channel"
 )
@@ -76,19 +77,28 @@ func (c *Channel) dialIMAP(ctx context.Context, handler *imapclient.UnilateralDa
 // the channel has an OAuth2 token source.
 func (c *Channel) imapLogin(ctx context.Context, cl *imapclient.Client) error {
 	user := c.cfg.IMAP.Username
+	return c.login(ctx, "imap login", user,
+		func() error { return cl.Login(user, c.cfg.IMAP.Password).Wait() },
+		cl.Authenticate)
+}
+
+// login runs a password login, or XOAUTH2 with the shared token, which is
+// dropped when the server refuses it so the next login fetches a fresh one.
+// Errors name the step and the user, never the password or token.
+func (c *Channel) login(ctx context.Context, step, user string, password func() error, authenticate func(sasl.Client) error) error {
 	if c.tokens == nil {
-		if err := cl.Login(user, c.cfg.IMAP.Password).Wait(); err != nil {
-			return fmt.Errorf("imap login as %s: %w", user, err)
+		if err := password(); err != nil {
+			return fmt.Errorf("%s as %s: %w", step, user, err)
 		}
 		return nil
 	}
 	tok, err := c.tokens.Token(ctx)
 	if err != nil {
-		return fmt.Errorf("imap login as %s: %w", user, err)
+		return fmt.Errorf("%s as %s: %w", step, user, err)
 	}
-	if err := cl.Authenticate(xoauth2Client{user: user, token: tok}); err != nil {
+	if err := authenticate(xoauth2Client{user: user, token: tok}); err != nil {
 		c.tokens.invalidate(tok)
-		return fmt.Errorf("imap login as %s with xoauth2: %w", user, err)
+		return fmt.Errorf("%s as %s with xoauth2: %w", step, user, err)
 	}
 	return nil
 }

@@ -147,19 +147,7 @@ func (c *Channel) sendOnce(ctx context.Context, from string, rcpts []string, dat
 // OAuth2 token source.
 func (c *Channel) smtpAuth(ctx context.Context, cl *smtp.Client) error {
 	user := c.cfg.SMTP.Username
-	if c.tokens == nil {
-		if err := cl.Auth(sasl.NewPlainClient("", user, c.cfg.SMTP.Password)); err != nil {
-			return fmt.Errorf("smtp auth as %s: %w", user, err)
-		}
-		return nil
-	}
-	tok, err := c.tokens.Token(ctx)
-	if err != nil {
-		return fmt.Errorf("smtp auth as %s: %w", user, err)
-	}
-	if err := cl.Auth(xoauth2Client{user: user, token: tok}); err != nil {
-		c.tokens.invalidate(tok)
-		return fmt.Errorf("smtp auth as %s with xoauth2: %w", user, err)
-	}
-	return nil
+	return c.login(ctx, "smtp auth", user,
+		func() error { return cl.Auth(sasl.NewPlainClient("", user, c.cfg.SMTP.Password)) },
+		cl.Auth)
 }
