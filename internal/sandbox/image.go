@@ -52,9 +52,10 @@ type ImageCache struct {
 
 	mu       sync.Mutex
 	inflight map[string]*imageFlight
-	// proxyTags are proxy images known to exist: they never age, so one
-	// engine call per process is enough.
-	proxyTags map[string]bool
+	// proxyTags maps a proxy binary (path, size, mtime) to its image, known
+	// to exist: proxy images never age, so each binary is read, hashed and
+	// checked with the engine once per process, not on every task.
+	proxyTags map[string]string
 	// used records when this process last handed out each tag, so Prune
 	// keeps the images that tasks still use.
 	used map[string]time.Time
@@ -69,7 +70,7 @@ type imageFlight struct {
 // NewImageCache returns a cache whose images are named after prefix.
 func NewImageCache(rt *Runtime, prefix string) *ImageCache {
 	return &ImageCache{rt: rt, Prefix: prefix, Now: time.Now, inflight: map[string]*imageFlight{},
-		proxyTags: map[string]bool{}, used: map[string]time.Time{}}
+		proxyTags: map[string]string{}, used: map[string]time.Time{}}
 }
 
 // Builds counts the image builds this cache has run (repo and overlay each
@@ -320,7 +321,7 @@ func (c *ImageCache) Prune(ctx context.Context, keep ...string) (removed []strin
 			skip[tag] = true
 		}
 	}
-	for tag := range c.proxyTags {
+	for _, tag := range c.proxyTags {
 		skip[tag] = true
 	}
 	c.mu.Unlock()

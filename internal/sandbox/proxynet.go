@@ -317,6 +317,17 @@ func followFile(path string, fn func(string)) (stop func()) {
 // EnsureProxy builds (once per binary content) the FROM scratch image that
 // holds the static airut-proxy binary.
 func (c *ImageCache) EnsureProxy(ctx context.Context, binary string) (string, error) {
+	info, err := os.Stat(binary)
+	if err != nil {
+		return "", fmt.Errorf("proxy binary: %w: %w", err, ErrInfrastructure)
+	}
+	fileKey := fmt.Sprintf("%s\x00%d\x00%d", binary, info.Size(), info.ModTime().UnixNano())
+	c.mu.Lock()
+	tag, known := c.proxyTags[fileKey]
+	c.mu.Unlock()
+	if known {
+		return tag, nil
+	}
 	data, err := os.ReadFile(binary)
 	if err != nil {
 		return "", fmt.Errorf("proxy binary: %w: %w", err, ErrInfrastructure)
@@ -329,13 +340,7 @@ func (c *ImageCache) EnsureProxy(ctx context.Context, binary string) (string, er
 	if err != nil {
 		return "", err
 	}
-	tag := fmt.Sprintf("localhost/%s-proxy:%s", c.Prefix, hash[:24])
-	c.mu.Lock()
-	known := c.proxyTags[tag]
-	c.mu.Unlock()
-	if known {
-		return tag, nil
-	}
+	tag = fmt.Sprintf("localhost/%s-proxy:%s", c.Prefix, hash[:24])
 	return c.flight(ctx, "proxy:"+hash, func() (string, error) {
 		// The proxy image has no base to refresh, so it never ages out.
 		if _, err := c.rt.output(ctx, "image", "exists", tag); err != nil {
@@ -344,7 +349,7 @@ func (c *ImageCache) EnsureProxy(ctx context.Context, binary string) (string, er
 			}
 		}
 		c.mu.Lock()
-		c.proxyTags[tag] = true
+		c.proxyTags[fileKey] = tag
 		c.mu.Unlock()
 		return tag, nil
 	})
