@@ -216,6 +216,3 @@ func RequireEngine(t testing.TB) string {
 	}
 	return engine
 }
-
-// Rootless reports whether the tests run as a non-root user.
-func Rootless() bool { return os.Geteuid() != 0 }
