@@ -421,28 +421,33 @@ type Deliver struct {
 // Recipients is a list of addresses that may be written as a single string.
 type Recipients []string
 
-func (c *Config) setDefaults() {
+// SetDefaults sets the defaults documented on each field.
+func (c *Config) SetDefaults() {
 	c.Version = CurrentVersion
 	c.Execution = Execution{MaxConcurrent: 3, ShutdownTimeout: 60, ConversationMaxAgeDays: 7, ImagePrune: true}
 	c.Dashboard = Dashboard{Enabled: true, Host: "127.0.0.1", Port: 5200}
 	c.ContainerCommand = "podman"
 }
 
-func (r *Repo) setDefaults() {
+// SetDefaults sets the defaults documented on each field.
+func (r *Repo) SetDefaults() {
 	r.Model = "opus"
 	r.ClaudeVersion = "latest"
 	r.ContainerPath = ".airut/container"
 	r.Network.SandboxEnabled = true
 }
 
-func (e *Email) setDefaults() {
+// SetDefaults sets the defaults documented on each field.
+func (e *Email) SetDefaults() {
 	e.IMAP = IMAP{Port: 993, TLS: true, ConnectRetries: 3, PollInterval: 60, UseIdle: true, IdleReconnectInterval: 1740}
 	e.SMTP = SMTP{Port: 587, RequireAuth: true, StartTLS: true}
 }
 
-func (g *GitHubAppCredential) setDefaults() { g.BaseURL = DefaultGitHubAPI }
+// SetDefaults sets the defaults documented on each field.
+func (g *GitHubAppCredential) SetDefaults() { g.BaseURL = DefaultGitHubAPI }
 
-func (s *Schedule) setDefaults() {
+// SetDefaults sets the defaults documented on each field.
+func (s *Schedule) SetDefaults() {
 	s.Enable = true
 	s.OutputLimit = 102400
 	s.Deliver.Channel = "email"
@@ -473,5 +478,5 @@ func (c *Config) Err() error {
 	if len(all) == 0 {
 		return nil
 	}
-	return all.sorted()
+	return all.Sorted()
 }
