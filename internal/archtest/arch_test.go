@@ -20,9 +20,10 @@ const module = "github.com/airut/airut/"
 var allowed = map[string][]string{
 	"internal/allowlist":  {"internal/fileerr"},
 	"internal/fileerr":    {},
+	"internal/yamlwalk":   {},
 	"internal/atomicfile": {},
 	"internal/redact":     {},
-	"internal/config":     {"internal/fileerr", "internal/redact"},
+	"internal/config":     {"internal/yamlwalk", "internal/redact"},
 	"internal/repoconfig": {"internal/allowlist", "internal/fileerr"},
 	// secrets matches scopes and header names with the allowlist's
 	// Python-fnmatch host rules: one matcher for both, by design.
