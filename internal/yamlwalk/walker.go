@@ -138,6 +138,10 @@ func maxVisits(root *yaml.Node) int {
 // Errors returns every error found so far, in file order.
 func (w *Walker) Errors() Errors { return w.errs.Sorted() }
 
+// ErrorCount is how many errors were found so far: a schema can tell
+// whether a part it just read was clean.
+func (w *Walker) ErrorCount() int { return len(w.errs) }
+
 // Secrets returns the non-empty values decoded into secret types
 // (Options.Secret), in the order read.
 func (w *Walker) Secrets() []string { return w.secrets }
