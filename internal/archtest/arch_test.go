@@ -24,7 +24,7 @@ var allowed = map[string][]string{
 	"internal/atomicfile": {},
 	"internal/redact":     {},
 	"internal/config":     {"internal/yamlwalk", "internal/redact"},
-	"internal/repoconfig": {"internal/allowlist", "internal/fileerr"},
+	"internal/repoconfig": {"internal/allowlist", "internal/yamlwalk"},
 	// secrets matches scopes and header names with the allowlist's
 	// Python-fnmatch host rules: one matcher for both, by design.
 	"internal/secrets":       {"internal/allowlist", "internal/atomicfile"},

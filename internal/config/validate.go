@@ -27,14 +27,6 @@ type validator struct{ w *yamlwalk.Walker }
 // root is the document's path, where every rule's path starts.
 var root yamlwalk.Path
 
-// at returns p extended by keys.
-func at(p yamlwalk.Path, keys ...string) yamlwalk.Path {
-	for _, k := range keys {
-		p = p.Key(k)
-	}
-	return p
-}
-
 // required reports path as missing when empty is true, naming the
 // environment variable it was meant to come from.
 func (d *validator) required(path yamlwalk.Path, empty bool) {
@@ -70,24 +62,24 @@ func (d *validator) unsetEnv(path yamlwalk.Path) bool {
 }
 
 func (d *validator) validate(c *Config) {
-	d.check(at(root, "config_version"), c.Version < 1, "must be a positive integer")
-	d.check(at(root, "config_version"), c.Version > CurrentVersion, "version %d is newer than this Airut supports (%d)", c.Version, CurrentVersion)
-	d.check(at(root, "execution", "max_concurrent"), c.Execution.MaxConcurrent < 1, "must be at least 1")
-	d.check(at(root, "execution", "shutdown_timeout"), c.Execution.ShutdownTimeout < 1, "must be at least 1 (seconds)")
-	d.check(at(root, "execution", "conversation_max_age_days"), c.Execution.ConversationMaxAgeDays < 1, "must be at least 1")
-	d.check(at(root, "dashboard", "port"), c.Dashboard.Port < 1 || c.Dashboard.Port > 65535, "must be a port number (1-65535)")
-	d.check(at(root, "dashboard", "host"), c.Dashboard.Enabled && c.Dashboard.Host == "", "required when the dashboard is enabled")
-	d.required(at(root, "container_command"), c.ContainerCommand == "")
+	d.check(root.Key("config_version"), c.Version < 1, "must be a positive integer")
+	d.check(root.Key("config_version"), c.Version > CurrentVersion, "version %d is newer than this Airut supports (%d)", c.Version, CurrentVersion)
+	d.check(root.Key("execution", "max_concurrent"), c.Execution.MaxConcurrent < 1, "must be at least 1")
+	d.check(root.Key("execution", "shutdown_timeout"), c.Execution.ShutdownTimeout < 1, "must be at least 1 (seconds)")
+	d.check(root.Key("execution", "conversation_max_age_days"), c.Execution.ConversationMaxAgeDays < 1, "must be at least 1")
+	d.check(root.Key("dashboard", "port"), c.Dashboard.Port < 1 || c.Dashboard.Port > 65535, "must be a port number (1-65535)")
+	d.check(root.Key("dashboard", "host"), c.Dashboard.Enabled && c.Dashboard.Host == "", "required when the dashboard is enabled")
+	d.required(root.Key("container_command"), c.ContainerCommand == "")
 	for i, u := range c.ContainerUlimits {
-		d.check(at(root, "container_ulimits").Index(i), !ulimitRE.MatchString(u), "must look like nofile=1024:1024, not %q", u)
+		d.check(root.Key("container_ulimits").Index(i), !ulimitRE.MatchString(u), "must look like nofile=1024:1024, not %q", u)
 	}
 	if dns := c.Network.UpstreamDNS; dns != "" {
 		_, errAddr := netip.ParseAddr(dns)
 		_, errPort := netip.ParseAddrPort(dns)
-		d.check(at(root, "network", "upstream_dns"), errAddr != nil && errPort != nil, "must be an IP address, optionally with :port, not %q", dns)
+		d.check(root.Key("network", "upstream_dns"), errAddr != nil && errPort != nil, "must be an IP address, optionally with :port, not %q", dns)
 	}
 	for host, addr := range c.Network.Resolve {
-		p := at(root, "network", "resolve", host)
+		p := root.Key("network", "resolve", host)
 		_, err := netip.ParseAddr(addr)
 		d.check(p, err != nil, "must be an IP address, not %q", addr)
 	}
@@ -97,18 +89,18 @@ func (d *validator) validate(c *Config) {
 		ids = append(ids, id)
 	}
 	// File order, so cross-repo errors land on the later repo.
-	slices.SortFunc(ids, func(a, b string) int { return d.w.Line(at(root, "repos", a)) - d.w.Line(at(root, "repos", b)) })
+	slices.SortFunc(ids, func(a, b string) int { return d.w.Line(root.Key("repos", a)) - d.w.Line(root.Key("repos", b)) })
 	inboxes := map[string]string{}
 	for _, id := range ids {
 		r := c.Repos[id]
 		if r.ClaudeBinary == "" {
 			r.ClaudeBinary = c.Execution.ClaudeBinary
 		}
-		d.validateRepo(at(root, "repos", id), id, r)
+		d.validateRepo(root.Key("repos", id), id, r)
 		if r.Email != nil && r.Email.IMAP.Server != "" {
 			key := strings.ToLower(r.Email.IMAP.Server) + "/" + strings.ToLower(r.Email.Account.Username)
 			if other, dup := inboxes[key]; dup {
-				d.errorf(at(root, "repos", id, "email"), "shares its IMAP inbox with repo %q: each repo needs its own inbox", other)
+				d.errorf(root.Key("repos", id, "email"), "shares its IMAP inbox with repo %q: each repo needs its own inbox", other)
 			} else {
 				inboxes[key] = id
 			}
@@ -118,115 +110,115 @@ func (d *validator) validate(c *Config) {
 
 func (d *validator) validateRepo(p yamlwalk.Path, id string, r *Repo) {
 	d.check(p, !repoIDRE.MatchString(id), "repo id must be letters, digits, '.', '_' or '-', starting with a letter or digit")
-	d.required(at(p, "repo_url"), r.RepoURL == "")
+	d.required(p.Key("repo_url"), r.RepoURL == "")
 	if r.Model == "" {
 		r.Model = "opus" // the reference treats an empty model as the default
 	}
-	d.check(at(p, "claude_version"), !claudeVersionRE.MatchString(r.ClaudeVersion), "must be a version (1.2.3), latest or stable, not %q", r.ClaudeVersion)
+	d.check(p.Key("claude_version"), !claudeVersionRE.MatchString(r.ClaudeVersion), "must be a version (1.2.3), latest or stable, not %q", r.ClaudeVersion)
 	cp := r.ContainerPath
-	d.check(at(p, "container_path"), cp == "" || path.IsAbs(cp) || slices.Contains(strings.Split(cp, "/"), ".."),
+	d.check(p.Key("container_path"), cp == "" || path.IsAbs(cp) || slices.Contains(strings.Split(cp, "/"), ".."),
 		"must be a relative path inside the repo without '..', not %q", cp)
 
-	rl, rp := r.ResourceLimits, at(p, "resource_limits")
-	d.check(at(rp, "timeout"), rl.Timeout < 0 || (rl.Timeout > 0 && rl.Timeout < 10), "must be at least 10 (seconds)")
-	d.check(at(rp, "memory"), rl.Memory != "" && (!memoryRE.MatchString(rl.Memory) || strings.Trim(rl.Memory[:len(rl.Memory)-1], "0") == ""),
+	rl, rp := r.ResourceLimits, p.Key("resource_limits")
+	d.check(rp.Key("timeout"), rl.Timeout < 0 || (rl.Timeout > 0 && rl.Timeout < 10), "must be at least 10 (seconds)")
+	d.check(rp.Key("memory"), rl.Memory != "" && (!memoryRE.MatchString(rl.Memory) || strings.Trim(rl.Memory[:len(rl.Memory)-1], "0") == ""),
 		"must be a size above zero like 512m or 8g, not %q", rl.Memory)
-	d.check(at(rp, "cpus"), rl.CPUs < 0 || (rl.CPUs > 0 && rl.CPUs < 0.01), "must be at least 0.01")
-	d.check(at(rp, "pids_limit"), rl.PidsLimit < 0, "must be at least 1")
+	d.check(rp.Key("cpus"), rl.CPUs < 0 || (rl.CPUs > 0 && rl.CPUs < 0.01), "must be at least 0.01")
+	d.check(rp.Key("pids_limit"), rl.PidsLimit < 0, "must be at least 1")
 
 	if r.Email == nil && r.Slack == nil {
 		d.errorf(p, "no channel configured (add email: or slack:)")
 	}
 	if r.Email != nil {
-		d.validateEmail(at(p, "email"), r.Email)
+		d.validateEmail(p.Key("email"), r.Email)
 	}
 	if r.Slack != nil {
-		d.validateSlack(at(p, "slack"), r.Slack)
+		d.validateSlack(p.Key("slack"), r.Slack)
 	}
 	d.validateCredentials(p, r)
 	for name, s := range r.Schedules {
-		d.validateSchedule(at(p, "schedules", name), r, &s)
+		d.validateSchedule(p.Key("schedules", name), r, &s)
 		r.Schedules[name] = s
 	}
 }
 
 func (d *validator) validateEmail(p yamlwalk.Path, e *Email) {
-	d.required(at(p, "account", "username"), e.Account.Username == "")
-	d.required(at(p, "account", "from"), e.Account.From == "")
+	d.required(p.Key("account", "username"), e.Account.Username == "")
+	d.required(p.Key("account", "from"), e.Account.From == "")
 	if e.Account.From != "" {
 		_, err := mail.ParseAddress(e.Account.From)
-		d.check(at(p, "account", "from"), err != nil, "must be an address like \"Airut <airut@example.com>\": %v", err)
+		d.check(p.Key("account", "from"), err != nil, "must be an address like \"Airut <airut@example.com>\": %v", err)
 	}
 	if e.MicrosoftOAuth2 == nil {
-		d.required(at(p, "account", "password"), e.Account.Password == "")
+		d.required(p.Key("account", "password"), e.Account.Password == "")
 	} else {
-		o, op := e.MicrosoftOAuth2, at(p, "microsoft_oauth2")
-		d.required(at(op, "tenant_id"), o.TenantID == "")
-		d.required(at(op, "client_id"), o.ClientID == "")
-		d.required(at(op, "client_secret"), o.ClientSecret == "")
+		o, op := e.MicrosoftOAuth2, p.Key("microsoft_oauth2")
+		d.required(op.Key("tenant_id"), o.TenantID == "")
+		d.required(op.Key("client_id"), o.ClientID == "")
+		d.required(op.Key("client_secret"), o.ClientSecret == "")
 	}
-	d.required(at(p, "imap", "server"), e.IMAP.Server == "")
-	d.check(at(p, "imap", "port"), e.IMAP.Port < 1 || e.IMAP.Port > 65535, "must be a port number (1-65535)")
-	d.check(at(p, "imap", "connect_retries"), e.IMAP.ConnectRetries < 1, "must be at least 1")
-	d.check(at(p, "imap", "poll_interval"), e.IMAP.PollInterval < 0.1, "must be at least 0.1 (seconds)")
-	d.check(at(p, "imap", "idle_reconnect_interval"), e.IMAP.IdleReconnectInterval < 60, "must be at least 60 (seconds)")
-	d.required(at(p, "smtp", "server"), e.SMTP.Server == "")
-	d.check(at(p, "smtp", "port"), e.SMTP.Port < 1 || e.SMTP.Port > 65535, "must be a port number (1-65535)")
+	d.required(p.Key("imap", "server"), e.IMAP.Server == "")
+	d.check(p.Key("imap", "port"), e.IMAP.Port < 1 || e.IMAP.Port > 65535, "must be a port number (1-65535)")
+	d.check(p.Key("imap", "connect_retries"), e.IMAP.ConnectRetries < 1, "must be at least 1")
+	d.check(p.Key("imap", "poll_interval"), e.IMAP.PollInterval < 0.1, "must be at least 0.1 (seconds)")
+	d.check(p.Key("imap", "idle_reconnect_interval"), e.IMAP.IdleReconnectInterval < 60, "must be at least 60 (seconds)")
+	d.required(p.Key("smtp", "server"), e.SMTP.Server == "")
+	d.check(p.Key("smtp", "port"), e.SMTP.Port < 1 || e.SMTP.Port > 65535, "must be a port number (1-65535)")
 
-	ap := at(p, "auth")
-	d.required(at(ap, "authorized_senders"), len(e.Auth.AuthorizedSenders) == 0)
+	ap := p.Key("auth")
+	d.required(ap.Key("authorized_senders"), len(e.Auth.AuthorizedSenders) == 0)
 	for i, s := range e.Auth.AuthorizedSenders {
 		local, domain, ok := strings.Cut(s, "@")
 		bad := !ok || local == "" || domain == "" || strings.ContainsAny(s, " \t<>,") || strings.Contains(domain, "@") ||
 			(strings.Contains(local, "*") && local != "*")
-		d.check(at(ap, "authorized_senders").Index(i), bad, "must be an address or *@domain, not %q", s)
+		d.check(ap.Key("authorized_senders").Index(i), bad, "must be an address or *@domain, not %q", s)
 	}
 	// Present but empty is allowed (Microsoft 365); absent or an unset
 	// variable is not, so a typo cannot turn the check off.
-	present := d.w.Has(at(ap, "trusted_authserv_id"))
-	d.required(at(ap, "trusted_authserv_id"), !present || d.unsetEnv(at(ap, "trusted_authserv_id")))
+	present := d.w.Has(ap.Key("trusted_authserv_id"))
+	d.required(ap.Key("trusted_authserv_id"), !present || d.unsetEnv(ap.Key("trusted_authserv_id")))
 }
 
 func (d *validator) validateSlack(p yamlwalk.Path, s *Slack) {
-	d.required(at(p, "bot_token"), s.BotToken == "")
-	d.check(at(p, "bot_token"), s.BotToken != "" && !strings.HasPrefix(s.BotToken.Reveal(), "xoxb-"), "must be a bot token (xoxb-…)")
-	d.required(at(p, "app_token"), s.AppToken == "")
-	d.check(at(p, "app_token"), s.AppToken != "" && !strings.HasPrefix(s.AppToken.Reveal(), "xapp-"), "must be an app-level token (xapp-…)")
-	d.required(at(p, "authorized"), len(s.Authorized) == 0)
+	d.required(p.Key("bot_token"), s.BotToken == "")
+	d.check(p.Key("bot_token"), s.BotToken != "" && !strings.HasPrefix(s.BotToken.Reveal(), "xoxb-"), "must be a bot token (xoxb-…)")
+	d.required(p.Key("app_token"), s.AppToken == "")
+	d.check(p.Key("app_token"), s.AppToken != "" && !strings.HasPrefix(s.AppToken.Reveal(), "xapp-"), "must be an app-level token (xapp-…)")
+	d.required(p.Key("authorized"), len(s.Authorized) == 0)
 	for i, rule := range s.Authorized {
-		rp := at(p, "authorized").Index(i)
-		g := d.w.Has(at(rp, "user_group"))
-		u := d.w.Has(at(rp, "user_id"))
+		rp := p.Key("authorized").Index(i)
+		g := d.w.Has(rp.Key("user_group"))
+		u := d.w.Has(rp.Key("user_id"))
 		switch {
 		case g:
-			d.required(at(rp, "user_group"), rule.UserGroup == "")
+			d.required(rp.Key("user_group"), rule.UserGroup == "")
 		case u:
-			d.required(at(rp, "user_id"), rule.UserID == "")
+			d.required(rp.Key("user_id"), rule.UserID == "")
 		}
 	}
 }
 
 func (d *validator) validateCredentials(p yamlwalk.Path, r *Repo) {
 	for name := range r.Secrets {
-		d.check(at(p, "secrets", name), !envNameRE.MatchString(name), "must be an environment variable name")
+		d.check(p.Key("secrets", name), !envNameRE.MatchString(name), "must be an environment variable name")
 	}
 	for name, m := range r.MaskedSecrets {
-		mp := at(p, "masked_secrets", name)
-		if m.Value == "" && d.unsetEnv(at(mp, "value")) {
+		mp := p.Key("masked_secrets", name)
+		if m.Value == "" && d.unsetEnv(mp.Key("value")) {
 			delete(r.MaskedSecrets, name) // like the reference: an unset credential is left out
 			continue
 		}
 		d.check(mp, !envNameRE.MatchString(name), "must be an environment variable name")
-		d.required(at(mp, "value"), m.Value == "")
-		d.nonEmptyList(at(mp, "scopes"), m.Scopes)
-		d.nonEmptyList(at(mp, "headers"), m.Headers)
+		d.required(mp.Key("value"), m.Value == "")
+		d.nonEmptyList(mp.Key("scopes"), m.Scopes)
+		d.nonEmptyList(mp.Key("headers"), m.Headers)
 	}
 	for name, s := range r.SigningCredentials {
-		sp := at(p, "signing_credentials", name)
-		if !d.w.Has(at(sp, "type")) {
-			d.required(at(sp, "type"), true)
+		sp := p.Key("signing_credentials", name)
+		if !d.w.Has(sp.Key("type")) {
+			d.required(sp.Key("type"), true)
 		} else {
-			d.check(at(sp, "type"), s.Type != SigningTypeAWSSigV4, "must be %q, not %q", SigningTypeAWSSigV4, s.Type)
+			d.check(sp.Key("type"), s.Type != SigningTypeAWSSigV4, "must be %q, not %q", SigningTypeAWSSigV4, s.Type)
 		}
 		for _, f := range []struct {
 			key, def string
@@ -236,39 +228,39 @@ func (d *validator) validateCredentials(p yamlwalk.Path, r *Repo) {
 			{"secret_access_key", "AWS_SECRET_ACCESS_KEY", &s.SecretAccessKey},
 			{"session_token", "AWS_SESSION_TOKEN", s.SessionToken},
 		} {
-			fp := at(sp, f.key)
+			fp := sp.Key(f.key)
 			if f.field == nil {
 				continue
 			}
-			if f.key == "session_token" && f.field.Value == "" && d.unsetEnv(at(fp, "value")) {
+			if f.key == "session_token" && f.field.Value == "" && d.unsetEnv(fp.Key("value")) {
 				s.SessionToken = nil
 				continue
 			}
 			if f.field.Name == "" {
 				f.field.Name = f.def
 			}
-			d.check(at(fp, "name"), !envNameRE.MatchString(f.field.Name), "must be an environment variable name, not %q", f.field.Name)
-			d.required(at(fp, "value"), f.field.Value == "")
+			d.check(fp.Key("name"), !envNameRE.MatchString(f.field.Name), "must be an environment variable name, not %q", f.field.Name)
+			d.required(fp.Key("value"), f.field.Value == "")
 		}
-		d.nonEmptyList(at(sp, "scopes"), s.Scopes)
+		d.nonEmptyList(sp.Key("scopes"), s.Scopes)
 		r.SigningCredentials[name] = s
 	}
 	for name, g := range r.GitHubAppCredentials {
-		gp := at(p, "github_app_credentials", name)
+		gp := p.Key("github_app_credentials", name)
 		d.check(gp, !envNameRE.MatchString(name), "must be an environment variable name")
-		d.required(at(gp, "app_id"), g.AppID == "")
-		d.required(at(gp, "private_key"), g.PrivateKey == "")
-		d.check(at(gp, "private_key"), g.PrivateKey != "" && !strings.Contains(g.PrivateKey.Reveal(), "PRIVATE KEY-----"), "must be a PEM private key")
-		if !d.w.Has(at(gp, "installation_id")) || d.unsetEnv(at(gp, "installation_id")) {
-			d.required(at(gp, "installation_id"), true)
+		d.required(gp.Key("app_id"), g.AppID == "")
+		d.required(gp.Key("private_key"), g.PrivateKey == "")
+		d.check(gp.Key("private_key"), g.PrivateKey != "" && !strings.Contains(g.PrivateKey.Reveal(), "PRIVATE KEY-----"), "must be a PEM private key")
+		if !d.w.Has(gp.Key("installation_id")) || d.unsetEnv(gp.Key("installation_id")) {
+			d.required(gp.Key("installation_id"), true)
 		} else {
-			d.check(at(gp, "installation_id"), g.InstallationID < 1, "must be a positive integer")
+			d.check(gp.Key("installation_id"), g.InstallationID < 1, "must be a positive integer")
 		}
-		d.nonEmptyList(at(gp, "scopes"), g.Scopes)
-		d.check(at(gp, "base_url"), !strings.HasPrefix(g.BaseURL, "https://"), "must be an https:// URL, not %q", g.BaseURL)
+		d.nonEmptyList(gp.Key("scopes"), g.Scopes)
+		d.check(gp.Key("base_url"), !strings.HasPrefix(g.BaseURL, "https://"), "must be an https:// URL, not %q", g.BaseURL)
 	}
 	if !r.Network.SandboxEnabled && (len(r.MaskedSecrets) > 0 || len(r.SigningCredentials) > 0 || len(r.GitHubAppCredentials) > 0) {
-		d.errorf(at(p, "network", "sandbox_enabled"),
+		d.errorf(p.Key("network", "sandbox_enabled"),
 			"masked_secrets, signing_credentials and github_app_credentials need the network sandbox")
 	}
 }
@@ -281,34 +273,34 @@ func (d *validator) nonEmptyList(p yamlwalk.Path, list []string) {
 }
 
 func (d *validator) validateSchedule(p yamlwalk.Path, r *Repo, s *Schedule) {
-	d.required(at(p, "cron"), s.Cron == "")
+	d.required(p.Key("cron"), s.Cron == "")
 	if s.Cron != "" {
 		fields := strings.Fields(s.Cron)
 		bad := len(fields) != 5
 		for _, f := range fields {
 			bad = bad || !cronFieldRE.MatchString(f)
 		}
-		d.check(at(p, "cron"), bad, "must be a 5-field cron expression (minute hour day month weekday), not %q", s.Cron)
+		d.check(p.Key("cron"), bad, "must be a 5-field cron expression (minute hour day month weekday), not %q", s.Cron)
 	}
 	if s.Timezone != "" {
 		_, err := time.LoadLocation(s.Timezone)
-		d.check(at(p, "timezone"), err != nil, "unknown time zone %q", s.Timezone)
+		d.check(p.Key("timezone"), err != nil, "unknown time zone %q", s.Timezone)
 	}
 	switch {
 	case s.Prompt == "" && s.TriggerCommand == "":
 		d.errorf(p, "set one of prompt or trigger_command")
 	case s.Prompt != "" && s.TriggerCommand != "":
-		d.w.Report(d.w.Line(at(p, "trigger_command")), p, "prompt and trigger_command are mutually exclusive")
+		d.w.Report(d.w.Line(p.Key("trigger_command")), p, "prompt and trigger_command are mutually exclusive")
 	}
-	d.check(at(p, "trigger_timeout"), s.TriggerTimeout < 0, "must not be negative")
-	d.check(at(p, "output_limit"), s.OutputLimit < 1, "must be at least 1 (bytes)")
-	d.required(at(p, "deliver", "to"), len(s.Deliver.To) == 0)
+	d.check(p.Key("trigger_timeout"), s.TriggerTimeout < 0, "must not be negative")
+	d.check(p.Key("output_limit"), s.OutputLimit < 1, "must be at least 1 (bytes)")
+	d.required(p.Key("deliver", "to"), len(s.Deliver.To) == 0)
 	switch s.Deliver.Channel {
 	case "email":
-		d.check(at(p, "deliver", "channel"), r.Email == nil, "the repo has no email channel to deliver on")
+		d.check(p.Key("deliver", "channel"), r.Email == nil, "the repo has no email channel to deliver on")
 	case "slack":
-		d.check(at(p, "deliver", "channel"), r.Slack == nil, "the repo has no slack channel to deliver on")
+		d.check(p.Key("deliver", "channel"), r.Slack == nil, "the repo has no slack channel to deliver on")
 	default:
-		d.errorf(at(p, "deliver", "channel"), "must be email or slack, not %q", s.Deliver.Channel)
+		d.errorf(p.Key("deliver", "channel"), "must be email or slack, not %q", s.Deliver.Channel)
 	}
 }

@@ -18,16 +18,22 @@ type Step struct {
 // document's root. The zero Path is the root.
 type Path []Step
 
-// Key returns p extended by a mapping key. p itself is not changed.
-func (p Path) Key(key string) Path { return p.with(Step{Key: key, Index: -1}) }
+// Key returns p extended by mapping keys, one step each. p itself is not
+// changed.
+func (p Path) Key(keys ...string) Path {
+	q := make(Path, len(p), len(p)+len(keys))
+	copy(q, p)
+	for _, k := range keys {
+		q = append(q, Step{Key: k, Index: -1})
+	}
+	return q
+}
 
 // Index returns p extended by a list index. p itself is not changed.
-func (p Path) Index(i int) Path { return p.with(Step{Index: i}) }
-
-func (p Path) with(s Step) Path {
+func (p Path) Index(i int) Path {
 	q := make(Path, len(p), len(p)+1)
 	copy(q, p)
-	return append(q, s)
+	return append(q, Step{Index: i})
 }
 
 // String renders p the way errors show it: keys joined by dots, indices in
