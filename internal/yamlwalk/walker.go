@@ -115,6 +115,11 @@ func (w *Walker) Root(root *yaml.Node) Node {
 	return n
 }
 
+// maxDepth bounds how deep a walk may go. No schema comes close; an alias
+// to an enclosing node would otherwise go on until the budget is spent,
+// on ever longer paths.
+const maxDepth = 100
+
 // maxVisits bounds how many nodes a walk may visit: every node of the file
 // a few times over, plus room for ordinary anchors. Aliases can make a
 // small file describe an exponential (or, through a self-reference,
@@ -231,14 +236,20 @@ func (w *Walker) tagEnabled(tag string) bool {
 // child returns the node for a mapping value or list item, recording its
 // lines. It returns false once the walk has visited too many nodes.
 func (w *Walker) child(path Path, key, val *yaml.Node) (Node, bool) {
+	if w.exhausted {
+		return Node{}, false
+	}
 	w.visits++
-	if w.visits > w.budget {
-		if !w.exhausted {
-			w.exhausted = true
-			// No path: a file this large must fail as a whole, not leave
-			// the sections after this one silently empty.
-			w.Report(val.Line, nil, "aliases expand to more than %d nodes; write the file out or use fewer aliases", w.budget)
-		}
+	// No path on these errors: such a file fails as a whole, rather than
+	// leave the sections after this one silently empty.
+	switch {
+	case w.visits > w.budget:
+		w.exhausted = true
+		w.Report(val.Line, nil, "aliases expand to more than %d nodes; write the file out or use fewer aliases", w.budget)
+		return Node{}, false
+	case len(path) > maxDepth:
+		w.exhausted = true
+		w.Report(val.Line, nil, "nested more than %d levels deep (a self-referencing alias?)", maxDepth)
 		return Node{}, false
 	}
 	l := lines{val.Line, val.Line}
