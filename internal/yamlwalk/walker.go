@@ -169,6 +169,9 @@ func (w *Walker) File() string { return w.file }
 // Report records a problem found after the walk (a validation rule) at
 // line and path. Unlike Node.Errorf it does not mark path as failed.
 func (w *Walker) Report(line int, path Path, format string, args ...any) {
+	if w.exhausted {
+		return // what follows a cut-short walk is noise
+	}
 	w.errs = append(w.errs, &Error{File: w.file, Line: line, Path: path, Message: fmt.Sprintf(format, args...)})
 }
 
@@ -244,12 +247,12 @@ func (w *Walker) child(path Path, key, val *yaml.Node) (Node, bool) {
 	// leave the sections after this one silently empty.
 	switch {
 	case w.visits > w.budget:
-		w.exhausted = true
 		w.Report(val.Line, nil, "aliases expand to more than %d nodes; write the file out or use fewer aliases", w.budget)
+		w.exhausted = true
 		return Node{}, false
 	case len(path) > maxDepth:
-		w.exhausted = true
 		w.Report(val.Line, nil, "nested more than %d levels deep (a self-referencing alias?)", maxDepth)
+		w.exhausted = true
 		return Node{}, false
 	}
 	l := lines{val.Line, val.Line}
