@@ -299,7 +299,7 @@ labels: {a: !env HOST}
 		{root.Key("name"), 1},
 		{root.Key("inner"), 4},
 		{root.Key("inner", "port"), 5},
-		{root.Key("inner", "host"), 5},             // missing: where inner's content starts
+		{root.Key("inner", "host"), 5},              // missing: where inner's content starts
 		{root.Key("items").Index(1).Key("host"), 8}, // a list item's key
 		{root.Key("items").Index(2), 7},             // missing item: where the list starts
 		{root.Key("by_name", "x", "host"), 11},
