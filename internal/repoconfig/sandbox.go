@@ -123,9 +123,12 @@ var (
 func checkSandbox(w *yamlwalk.Walker, f *sandboxFile) {
 	var root yamlwalk.Path
 	report := func(p yamlwalk.Path, format string, args ...any) { w.Report(w.Line(p), p, format, args...) }
+	// checked reports whether p was read without an error: only then do
+	// its value's own rules apply.
+	checked := func(p yamlwalk.Path) bool { return w.Has(p) && !w.Failed(p) }
 	// secret reports an empty credential, naming the variable it came from.
 	secret := func(p yamlwalk.Path, value string) {
-		if value != "" || !w.Has(p) || w.Failed(p) {
+		if value != "" || !checked(p) {
 			return
 		}
 		if s, ok := w.Source(p); ok {
@@ -149,7 +152,7 @@ func checkSandbox(w *yamlwalk.Walker, f *sandboxFile) {
 	}
 	for name, c := range f.SigningCredentials {
 		p := root.Key("signing_credentials", name)
-		if w.Has(p.Key("type")) && c.Type != "aws-sigv4" {
+		if checked(p.Key("type")) && c.Type != "aws-sigv4" {
 			report(p.Key("type"), "must be aws-sigv4, got %q", c.Type)
 		}
 		secret(p.Key("access_key_id"), c.AccessKeyID)
@@ -157,10 +160,10 @@ func checkSandbox(w *yamlwalk.Walker, f *sandboxFile) {
 		secret(p.Key("session_token"), c.SessionToken)
 	}
 	rl, p := f.ResourceLimits, root.Key("resource_limits")
-	if w.Has(p.Key("memory")) && !memoryRe.MatchString(rl.Memory) {
+	if checked(p.Key("memory")) && !memoryRe.MatchString(rl.Memory) {
 		report(p.Key("memory"), "must be a size like 512m or 8g, got %q", rl.Memory)
 	}
-	if w.Has(p.Key("cpus")) {
+	if checked(p.Key("cpus")) {
 		if c, err := strconv.ParseFloat(rl.CPUs, 64); err != nil || c <= 0 {
 			report(p.Key("cpus"), "must be a positive number, got %q", rl.CPUs)
 		}
