@@ -19,7 +19,6 @@ const module = "github.com/airut/airut/"
 // (main packages and test support).
 var allowed = map[string][]string{
 	"internal/allowlist":  {"internal/yamlwalk"},
-	"internal/fileerr":    {},
 	"internal/yamlwalk":   {},
 	"internal/atomicfile": {},
 	"internal/redact":     {},
