@@ -192,16 +192,12 @@ func (n Node) decodeMap(v reflect.Value) bool {
 	}
 	et := v.Type().Elem()
 	n.Map("a mapping", func(key string, c Node) {
-		elem := newValue(et)
-		set := c.decode(elem.Elem())
-		if et.Kind() == reflect.Pointer && elem.Elem().IsNil() {
-			if c.IsNull() {
-				c.Errorf("must be %s, got null", typeName(et))
-			}
+		if c.nullSection(et) {
 			return
 		}
-		if !set && et.Kind() != reflect.Struct {
-			return // a scalar whose !env is unset: the entry is left out
+		elem := newValue(et)
+		if !c.decode(elem.Elem()) && et.Kind() != reflect.Struct {
+			return // a scalar whose !env is unset, or a pointer left nil: the entry is left out
 		}
 		v.SetMapIndex(reflect.ValueOf(key).Convert(v.Type().Key()), elem.Elem())
 	})
@@ -216,6 +212,9 @@ func (n Node) decodeSlice(v reflect.Value) bool {
 	et := v.Type().Elem()
 	out := reflect.MakeSlice(v.Type(), 0, len(items))
 	for _, item := range items {
+		if item.nullSection(et) {
+			continue
+		}
 		elem := newValue(et)
 		if !item.decode(elem.Elem()) && et.Kind() == reflect.String {
 			if s, ok := n.w.Source(item.path); ok && s.Unset {
@@ -225,6 +224,23 @@ func (n Node) decodeSlice(v reflect.Value) bool {
 		out = reflect.Append(out, elem.Elem())
 	}
 	v.Set(out)
+	return true
+}
+
+// nullSection reports, as an error, a null map entry or list item where
+// a struct belongs: an entry with nothing in it is a mistake (every such
+// section has a required key), not a request for the defaults.
+func (n Node) nullSection(t reflect.Type) bool {
+	if !n.IsNull() {
+		return false
+	}
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return false
+	}
+	n.Errorf("must be %s, got null", typeName(t))
 	return true
 }
 

@@ -114,6 +114,8 @@ func TestDecodeErrors(t *testing.T) {
 		{"overflow", "small: 300", allTags, []string{`f.yaml:1: small: must be a non-negative integer, got "300"`}},
 		{"bad float", "ratio: lots", allTags, []string{`f.yaml:1: ratio: must be a number, got "lots"`}},
 		{"null pointer map entry", "by_name:\n  a:\n", allTags, []string{"f.yaml:2: by_name.a: must be a mapping, got null"}},
+		{"null list item for a struct", "items: [{host: a}, ~]", allTags, []string{"f.yaml:1: items[1]: must be a mapping, got null"}},
+		{"null list item for a string is kept", "tags: [a, ~]", allTags, nil},
 
 		// Keys.
 		{"unknown key", "inner:\n  host: a\n  hots: b\n", allTags, []string{"f.yaml:3: inner.hots: unknown key (expected one of: host, port)"}},
