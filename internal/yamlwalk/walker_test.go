@@ -26,7 +26,8 @@ type schema struct {
 	To      oneOrMany         `yaml:"to"`
 	Renamed string            `yaml:"new_name" alias:"old_name"`
 	Tree    *tree             `yaml:"tree"`
-	skipped string
+	//lint:ignore U1000 an unexported field is never a key, tag or not
+	skipped string `yaml:"skipped"`
 	NoTag   string
 }
 
