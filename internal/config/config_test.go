@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -16,9 +15,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/airut/airut/internal/redact"
+	"github.com/airut/airut/internal/testkit/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 // testEnv is the environment every testdata file is loaded with.
 var testEnv = map[string]string{
@@ -51,24 +49,6 @@ func loadTestdata(t *testing.T, path string, reg *redact.Registry) (*Config, err
 	return Load(path, MapEnv(testEnv), reg)
 }
 
-// checkGolden compares got with the file at path, or rewrites it with -update.
-func checkGolden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read golden (run with -update to create): %v", err)
-	}
-	if diff := cmp.Diff(string(want), string(got)); diff != "" {
-		t.Errorf("%s mismatch (-want +got):\n%s", path, diff)
-	}
-}
-
 // TestValidConfigs loads testdata/valid/*.yaml and compares the result, as
 // JSON (secrets masked), with the .json file beside it.
 func TestValidConfigs(t *testing.T) {
@@ -89,7 +69,7 @@ func TestValidConfigs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			checkGolden(t, strings.TrimSuffix(file, ".yaml")+".json", append(got, '\n'))
+			golden.Check(t, strings.TrimSuffix(file, ".yaml")+".json", append(got, '\n'))
 		})
 	}
 }
@@ -124,7 +104,7 @@ func TestInvalidConfigs(t *testing.T) {
 					t.Errorf("errors contain the value of %s:\n%s", name, b.String())
 				}
 			}
-			checkGolden(t, strings.TrimSuffix(file, ".yaml")+".err", []byte(b.String()))
+			golden.Check(t, strings.TrimSuffix(file, ".yaml")+".err", []byte(b.String()))
 		})
 	}
 }

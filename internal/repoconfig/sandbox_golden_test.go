@@ -1,18 +1,14 @@
 package repoconfig_test
 
 import (
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
-
 	"github.com/airut/airut/internal/repoconfig"
+	"github.com/airut/airut/internal/testkit/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 // TestParseSandboxGolden parses each testdata/sandbox/*.yaml and compares
 // the whole error output with the .err file beside it (-update rewrites).
@@ -39,20 +35,7 @@ func TestParseSandboxGolden(t *testing.T) {
 			if strings.Contains(got, "ghp_real_token_value") {
 				t.Errorf("errors show a secret:\n%s", got)
 			}
-			golden := strings.TrimSuffix(file, ".yaml") + ".err"
-			if *update {
-				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("read golden (run with -update to create): %v", err)
-			}
-			if diff := cmp.Diff(string(want), got); diff != "" {
-				t.Errorf("%s mismatch (-want +got):\n%s", golden, diff)
-			}
+			golden.Check(t, strings.TrimSuffix(file, ".yaml")+".err", []byte(got))
 		})
 	}
 }
