@@ -94,7 +94,7 @@ func Parse(data []byte, filename string) (*Allowlist, error) {
 		errors.As(err, &errs)
 		return nil, &parseError{errs}
 	}
-	w := yamlwalk.New(filename, yamlwalk.Options{})
+	w := yamlwalk.New(filename, yamlwalk.Options{ListKeys: true})
 	al := &Allowlist{}
 	top(w.Root(root), al)
 	if errs := w.Errors(); len(errs) > 0 {

@@ -84,7 +84,7 @@ func ParseSandbox(data []byte, file string, env LookupEnv) (*Sandbox, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := yamlwalk.New(file, yamlwalk.Options{Env: env, RequireEnv: true})
+	w := yamlwalk.New(file, yamlwalk.Options{Env: env, RequireEnv: true, ListKeys: true})
 	f := sandboxFile{NetworkSandbox: true}
 	w.Root(root).Decode(&f)
 	checkSandbox(w, &f)

@@ -153,7 +153,7 @@ func (n Node) setScalar(s Scalar, v reflect.Value) bool {
 			return true
 		}
 	}
-	n.Errorf("must be %s, got %s", typeName(v.Type()), shown(s))
+	n.Errorf("must be %s, not %s", typeName(v.Type()), shown(s))
 	return false
 }
 
@@ -174,10 +174,11 @@ func (n Node) decodeStruct(v reflect.Value) bool {
 	if !ok {
 		return false
 	}
+	// A missing key is reported where the mapping starts, among the keys
+	// it sits beside.
 	for _, name := range sf.required {
 		if _, ok := seen[name]; !ok {
-			p := n.path.Key(name)
-			n.w.errorf(n.w.Line(p), p, "required")
+			n.w.errorf(n.Line(), n.path.Key(name), "required")
 		}
 	}
 	return true

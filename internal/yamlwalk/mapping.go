@@ -170,15 +170,20 @@ func (n Node) merge(val *yaml.Node, ks *keySet, seen map[string]int, fn func(str
 }
 
 func (n Node) unknownKey(k *yaml.Node, ks *keySet) {
+	p := n.path.Key(k.Value)
 	if n.w.opt.UnknownKey != nil {
 		if hint := n.w.opt.UnknownKey(ks.t, k.Value); hint != "" {
-			n.w.errorf(k.Line, n.path.Key(k.Value), "unknown key (%s)", hint)
+			n.w.errorf(k.Line, p, "unknown key (%s)", hint)
 			return
 		}
+	}
+	if !n.w.opt.ListKeys {
+		n.w.errorf(k.Line, p, "unknown key")
+		return
 	}
 	names := ks.names
 	if len(n.path) == 0 && n.w.opt.VarsKey != "" {
 		names = append(names[:len(names):len(names)], n.w.opt.VarsKey)
 	}
-	n.w.errorf(k.Line, n.path.Key(k.Value), "unknown key (expected one of: %s)", strings.Join(names, ", "))
+	n.w.errorf(k.Line, p, "unknown key (expected one of: %s)", strings.Join(names, ", "))
 }

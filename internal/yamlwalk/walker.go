@@ -9,7 +9,8 @@
 // way:
 //
 //   - every node's key path and line are known (Walker.Line), also for
-//     keys that are missing, which are placed where their section starts;
+//     keys that are missing, which are placed at the closest enclosing
+//     key that is there;
 //   - !env NAME and !var NAME are resolved in one place (Node.Scalar),
 //     only where Options enable them, and their origin is kept
 //     (Walker.Source) so messages can name the variable and never repeat
@@ -52,9 +53,12 @@ type Options struct {
 	// MergeKeys accepts YAML merge keys ("<<: *anchor") in schema
 	// mappings. Keys written out win over merged ones, as YAML says.
 	MergeKeys bool
+	// ListKeys makes "unknown key" messages list the keys the mapping
+	// accepts. Worth it where mappings are short.
+	ListKeys bool
 	// UnknownKey may give a hint for an unknown key of struct type t (t is
-	// nil for Node.Fields), e.g. where an older layout moved it. "" falls
-	// back to listing the expected keys.
+	// nil for Node.Fields), e.g. where an older layout moved it; "" for
+	// none.
 	UnknownKey func(t reflect.Type, key string) string
 	// Secret reports whether string values decoded into type t are
 	// secrets; they are collected in Walker.Secrets.
@@ -69,7 +73,7 @@ type Walker struct {
 	vars map[string]Scalar
 
 	errs    Errors
-	nodes   map[string]lines // by Path.id, every node visited
+	lines   map[string]int // by Path.id, the key line of every node visited
 	sources map[string]Scalar
 	failed  map[string]bool
 	secrets []string
@@ -78,15 +82,13 @@ type Walker struct {
 	exhausted      bool
 }
 
-type lines struct{ key, value int }
-
 // New returns a Walker for the file named file (used in errors).
 func New(file string, opt Options) *Walker {
 	return &Walker{
 		file:    file,
 		opt:     opt,
 		vars:    map[string]Scalar{},
-		nodes:   map[string]lines{},
+		lines:   map[string]int{},
 		sources: map[string]Scalar{},
 		failed:  map[string]bool{},
 	}
@@ -98,7 +100,7 @@ func (w *Walker) Root(root *yaml.Node) Node {
 	w.budget = maxVisits(root)
 	n := Node{w: w, y: deref(root)}
 	if root != nil {
-		w.nodes[Path{}.id()] = lines{root.Line, root.Line}
+		w.lines[Path{}.id()] = root.Line
 	}
 	if w.opt.VarsKey != "" {
 		w.readVars(n)
@@ -171,16 +173,13 @@ func (w *Walker) errorf(line int, path Path, format string, args ...any) {
 	w.Report(line, path, format, args...)
 }
 
-// Line returns the line of path's key. For a path that is not in the file
-// it returns where the closest enclosing section that is starts, which is
-// where the missing key belongs.
+// Line returns the line of path's key (of the item, in a list). For a
+// path that is not in the file it returns the line of the closest
+// enclosing key that is: the section the missing key belongs in.
 func (w *Walker) Line(path Path) int {
-	if l, ok := w.nodes[path.id()]; ok {
-		return l.key
-	}
-	for i := len(path) - 1; i >= 0; i-- {
-		if l, ok := w.nodes[path[:i].id()]; ok {
-			return l.value
+	for i := len(path); i >= 0; i-- {
+		if l, ok := w.lines[path[:i].id()]; ok {
+			return l
 		}
 	}
 	return 0
@@ -188,7 +187,7 @@ func (w *Walker) Line(path Path) int {
 
 // Has reports whether path is in the file (its key was read).
 func (w *Walker) Has(path Path) bool {
-	_, ok := w.nodes[path.id()]
+	_, ok := w.lines[path.id()]
 	return ok
 }
 
@@ -246,11 +245,11 @@ func (w *Walker) child(path Path, key, val *yaml.Node) (Node, bool) {
 		w.exhausted = true
 		return Node{}, false
 	}
-	l := lines{val.Line, val.Line}
+	line := val.Line
 	if key != nil {
-		l.key = key.Line
+		line = key.Line
 	}
-	w.nodes[path.id()] = l
+	w.lines[path.id()] = line
 	return Node{w: w, y: deref(val), path: path}, true
 }
 

@@ -68,7 +68,7 @@ func lookup(name string) (string, bool) {
 	return v, ok
 }
 
-var allTags = Options{Env: lookup, VarsKey: "vars", MergeKeys: true}
+var allTags = Options{Env: lookup, VarsKey: "vars", MergeKeys: true, ListKeys: true}
 
 // decodeString decodes src into a new schema and returns it with the
 // errors, one string each.
@@ -108,12 +108,12 @@ func TestDecodeErrors(t *testing.T) {
 		{"number where a list belongs", "tags: 3", allTags, []string{"f.yaml:1: tags: must be a list, got integer"}},
 		{"block list on the next line", "labels:\n  - a\n", allTags, []string{"f.yaml:2: labels: must be a mapping, got list"}},
 		{"root not a mapping", "- a\n", allTags, []string{"f.yaml:1: must be a mapping, got list"}},
-		{"bad bool", "on: maybe", allTags, []string{`f.yaml:1: on: must be true or false, got "maybe"`}},
-		{"bad int", "count: many", allTags, []string{`f.yaml:1: count: must be an integer, got "many"`}},
-		{"float for an int", "count: 1.5", allTags, []string{`f.yaml:1: count: must be an integer, got "1.5"`}},
-		{"negative for a uint", "small: -1", allTags, []string{`f.yaml:1: small: must be a non-negative integer, got "-1"`}},
-		{"overflow", "small: 300", allTags, []string{`f.yaml:1: small: must be a non-negative integer, got "300"`}},
-		{"bad float", "ratio: lots", allTags, []string{`f.yaml:1: ratio: must be a number, got "lots"`}},
+		{"bad bool", "on: maybe", allTags, []string{`f.yaml:1: on: must be true or false, not "maybe"`}},
+		{"bad int", "count: many", allTags, []string{`f.yaml:1: count: must be an integer, not "many"`}},
+		{"float for an int", "count: 1.5", allTags, []string{`f.yaml:1: count: must be an integer, not "1.5"`}},
+		{"negative for a uint", "small: -1", allTags, []string{`f.yaml:1: small: must be a non-negative integer, not "-1"`}},
+		{"overflow", "small: 300", allTags, []string{`f.yaml:1: small: must be a non-negative integer, not "300"`}},
+		{"bad float", "ratio: lots", allTags, []string{`f.yaml:1: ratio: must be a number, not "lots"`}},
 		{"null pointer map entry", "by_name:\n  a:\n", allTags, []string{"f.yaml:2: by_name.a: must be a mapping, got null"}},
 		{"null list item for a struct", "items: [{host: a}, ~]", allTags, []string{"f.yaml:1: items[1]: must be a mapping, got null"}},
 		{"null list item for a string is kept", "tags: [a, ~]", allTags, nil},
@@ -121,9 +121,9 @@ func TestDecodeErrors(t *testing.T) {
 		// Keys.
 		{"unknown key", "inner:\n  host: a\n  hots: b\n", allTags, []string{"f.yaml:3: inner.hots: unknown key (expected one of: host, port)"}},
 		{"unknown top key lists vars", "nmae: x", allTags, []string{"f.yaml:1: nmae: unknown key (expected one of: name, count, small, ratio, on, tags, labels, inner, items, by_name, secret, to, new_name, tree, vars)"}},
-		{"untagged field is not a key", "NoTag: x\nskipped: y", Options{}, []string{
-			"f.yaml:1: NoTag: unknown key (expected one of: name, count, small, ratio, on, tags, labels, inner, items, by_name, secret, to, new_name, tree)",
-			"f.yaml:2: skipped: unknown key (expected one of: name, count, small, ratio, on, tags, labels, inner, items, by_name, secret, to, new_name, tree)",
+		{"untagged or unexported field is not a key", "NoTag: x\nskipped: y", Options{}, []string{
+			"f.yaml:1: NoTag: unknown key",
+			"f.yaml:2: skipped: unknown key",
 		}},
 		{"required key", "inner:\n  port: 1\n", allTags, []string{"f.yaml:2: inner.host: required"}},
 		{"required key in flow mapping", "inner: {}", allTags, []string{"f.yaml:1: inner.host: required"}},
@@ -133,7 +133,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"list key", "[a]: 1", allTags, []string{"f.yaml:1: keys must be strings, got list"}},
 		{"null key", "labels: {~: 1}", allTags, []string{"f.yaml:1: labels: keys must be strings, got null"}},
 		{"tagged key", "!env X: 1", allTags, []string{"f.yaml:1: keys must be strings, got value tagged !env"}},
-		{"merge keys refused", "base: &b {host: a}\n", Options{}, []string{"f.yaml:1: base: unknown key (expected one of: name, count, small, ratio, on, tags, labels, inner, items, by_name, secret, to, new_name, tree)"}},
+		{"unknown key without the list", "base: &b {host: a}\n", Options{}, []string{"f.yaml:1: base: unknown key"}},
 		{"merge key refused", "x: &b {host: a}\ninner:\n  <<: *b\n", Options{UnknownKey: func(reflect.Type, string) string { return "ignored" }}, []string{
 			"f.yaml:1: x: unknown key (ignored)",
 			"f.yaml:3: inner.<<: merge keys are not supported; write the keys out",
@@ -153,7 +153,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"!env on a list", "tags: !env [a]", allTags, []string{"f.yaml:1: tags: !env applies to scalar values only"}},
 		{"!env on a list for a string", "name: !env [a]", allTags, []string{"f.yaml:1: name: !env applies to scalar values only"}},
 		{"!env where a list belongs", "tags: !env HOST", allTags, []string{"f.yaml:1: tags: must be a list, got value tagged !env"}},
-		{"!env value of the wrong type", "count: !env WORD", allTags, []string{"f.yaml:1: count: must be an integer, got the value of environment variable WORD"}},
+		{"!env value of the wrong type", "count: !env WORD", allTags, []string{"f.yaml:1: count: must be an integer, not the value of environment variable WORD"}},
 		{"!var undefined", "vars: {a: 1}\nname: !var b", allTags, []string{"f.yaml:2: name: !var b: undefined variable (not in vars:)"}},
 		{"!var inside vars", "vars: {a: 1, b: !var a}", allTags, []string{"f.yaml:1: vars.b: !var inside vars: is not allowed"}},
 		{"vars not scalars", "vars:\n  a: [1]\n", allTags, []string{"f.yaml:2: vars.a: variable values must be scalars"}},
@@ -167,22 +167,22 @@ func TestDecodeErrors(t *testing.T) {
 
 		// Nested paths and lines.
 		{"nested list item", "items:\n  - host: a\n  - port: x\n    host: b\n  - {}\n", allTags, []string{
-			`f.yaml:3: items[1].port: must be an integer, got "x"`,
+			`f.yaml:3: items[1].port: must be an integer, not "x"`,
 			"f.yaml:5: items[2].host: required",
 		}},
 		{"map of pointers", "by_name:\n  a.b:\n    host: [x]\n", allTags, []string{"f.yaml:3: by_name.a.b.host: must be a string, got list"}},
 		{"every error, in file order", "count: x\ntags: y\ninner: {port: z}\nbogus: 1\n", allTags, []string{
-			`f.yaml:1: count: must be an integer, got "x"`,
+			`f.yaml:1: count: must be an integer, not "x"`,
 			"f.yaml:2: tags: must be a list, got string",
 			"f.yaml:3: inner.host: required",
-			`f.yaml:3: inner.port: must be an integer, got "z"`,
+			`f.yaml:3: inner.port: must be an integer, not "z"`,
 			"f.yaml:4: bogus: unknown key (expected one of: name, count, small, ratio, on, tags, labels, inner, items, by_name, secret, to, new_name, tree, vars)",
 		}},
 
 		// Aliases.
 		{"error inside an alias carries the use's path", "items:\n  - &i {host: a, port: x}\n  - *i\n", allTags, []string{
-			`f.yaml:2: items[0].port: must be an integer, got "x"`,
-			`f.yaml:2: items[1].port: must be an integer, got "x"`,
+			`f.yaml:2: items[0].port: must be an integer, not "x"`,
+			`f.yaml:2: items[1].port: must be an integer, not "x"`,
 		}},
 		{"unknown anchor", "name: *nope", allTags, []string{"f.yaml: YAML syntax error: unknown anchor 'nope' referenced"}},
 		{"self-referencing alias", "tree: &t {kids: [*t]}", allTags, []string{"f.yaml:1: nested more than 100 levels deep (a self-referencing alias?)"}},
@@ -302,12 +302,12 @@ labels: {a: !env HOST}
 		{root.Key("name"), 1},
 		{root.Key("inner"), 4},
 		{root.Key("inner", "port"), 5},
-		{root.Key("inner", "host"), 5},              // missing: where inner's content starts
+		{root.Key("inner", "host"), 4},              // missing: its section's key
 		{root.Key("items").Index(1).Key("host"), 8}, // a list item's key
-		{root.Key("items").Index(2), 7},             // missing item: where the list starts
+		{root.Key("items").Index(2), 6},             // missing item: the list's key
 		{root.Key("by_name", "x", "host"), 11},
-		{root.Key("by_name", "y", "host"), 10}, // missing entry: the map's content
-		{root.Key("nothing", "at", "all"), 1},  // the document's first line
+		{root.Key("by_name", "y", "host"), 9}, // missing entry: the map's key
+		{root.Key("nothing", "at", "all"), 1}, // the document's first line
 		{root.Key("vars", "pw"), 3},
 	}
 	for _, tc := range lineTests {
@@ -367,7 +367,7 @@ hosts2: a
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := New("n.yaml", Options{})
+	w := New("n.yaml", Options{ListKeys: true})
 	var hosts []string
 	var mode string
 	w.Root(root).Fields("a mapping", []string{"hosts", "mode", "hosts2"}, func(name string, v Node) {
