@@ -163,43 +163,5 @@ func writeInline(b *strings.Builder, n ast.Node, src []byte) {
 // tableText aligns the columns with spaces: a plain-text reader sees a grid,
 // not a run of pipes.
 func tableText(t *east.Table, src []byte) string {
-	var rows [][]string
-	for r := t.FirstChild(); r != nil; r = r.NextSibling() {
-		var cells []string
-		for c := r.FirstChild(); c != nil; c = c.NextSibling() {
-			cells = append(cells, strings.TrimSpace(strings.ReplaceAll(inlineText(c, src), "\n", " ")))
-		}
-		rows = append(rows, cells)
-	}
-	var widths []int
-	for _, row := range rows {
-		for i, c := range row {
-			if i >= len(widths) {
-				widths = append(widths, 0)
-			}
-			widths[i] = max(widths[i], utf8.RuneCountInString(c))
-		}
-	}
-	var b strings.Builder
-	for ri, row := range rows {
-		var line strings.Builder
-		for i, c := range row {
-			if i > 0 {
-				line.WriteString(" | ")
-			}
-			line.WriteString(c)
-			line.WriteString(strings.Repeat(" ", widths[i]-utf8.RuneCountInString(c)))
-		}
-		b.WriteString(strings.TrimRight(line.String(), " "))
-		b.WriteString("\n")
-		if ri == 0 {
-			var sep []string
-			for _, w := range widths {
-				sep = append(sep, strings.Repeat("-", max(w, 1)))
-			}
-			b.WriteString(strings.Join(sep, "-+-"))
-			b.WriteString("\n")
-		}
-	}
-	return strings.TrimRight(b.String(), "\n")
+	return alignTable(tableCells(t, src), utf8.RuneCountInString)
 }
