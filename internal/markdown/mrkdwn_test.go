@@ -60,9 +60,9 @@ func TestDisplayWidth(t *testing.T) {
 	}{
 		{"abc", 3},
 		{"日本語", 6},
-		{"ＡＢ", 4},   // fullwidth forms
+		{"ＡＢ", 4},      // fullwidth forms
 		{"e\u0301", 1}, // combining acute accent
-		{"ｶﾅ", 2},     // halfwidth katakana
+		{"ｶﾅ", 2},      // halfwidth katakana
 		{"a\u200bb", 2},
 	}
 	for _, tt := range tests {

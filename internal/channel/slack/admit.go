@@ -56,6 +56,10 @@ func (c *Channel) check(ctx context.Context, p *post, log *slog.Logger) *heldMes
 		log.Info("slack message rejected", logReason, string(why))
 		return nil
 	}
+	if p.kind != postDM {
+		// Learnt for #name in replies.
+		c.channels.name(ctx, c.api, p.channel)
+	}
 	msg := &channel.Message{
 		SourceID:      p.key(),
 		SenderAddress: u.ID,

@@ -17,17 +17,30 @@ import (
 var errTooLarge = errors.New("file larger than the size cap")
 
 // cappedBuffer fails a write that would take it past max, so a file that
-// is bigger than it claimed is cut off, not held whole in memory.
+// is bigger than it claimed is cut off, not held whole in memory. (The
+// buffer is a field, not embedded: an embedded bytes.Buffer's ReadFrom
+// would let io.Copy bypass Write.)
 type cappedBuffer struct {
-	bytes.Buffer
+	buf bytes.Buffer
 	max int64
 }
 
 func (b *cappedBuffer) Write(p []byte) (int, error) {
-	if int64(b.Len()+len(p)) > b.max {
+	if int64(b.buf.Len()+len(p)) > b.max {
 		return 0, errTooLarge
 	}
-	return b.Buffer.Write(p)
+	return b.buf.Write(p)
+}
+
+// sizeText is a size for people: MiB, KiB or bytes.
+func sizeText(n int64) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 // downloadFiles fetches a message's files with the bot token. slack-go
@@ -54,19 +67,19 @@ func (c *Channel) downloadFiles(ctx context.Context, files []slack.File, log *sl
 		case u == "":
 			why = "no download URL"
 		case int64(f.Size) > c.cfg.MaxFileSize:
-			why = fmt.Sprintf("larger than the %d MiB limit", c.cfg.MaxFileSize>>20)
+			why = "larger than the " + sizeText(c.cfg.MaxFileSize) + " limit"
 		}
 		if why == "" {
 			buf := &cappedBuffer{max: c.cfg.MaxFileSize}
 			err := c.api.GetFileContext(ctx, u, buf)
 			switch {
 			case errors.Is(err, errTooLarge):
-				why = fmt.Sprintf("larger than the %d MiB limit", c.cfg.MaxFileSize>>20)
+				why = "larger than the " + sizeText(c.cfg.MaxFileSize) + " limit"
 			case err != nil:
 				why = "download failed"
 				log.Warn("slack file not downloaded", "file", name, logError, err)
 			default:
-				atts = append(atts, channel.Attachment{Name: name, Data: buf.Bytes()})
+				atts = append(atts, channel.Attachment{Name: name, Data: buf.buf.Bytes()})
 				continue
 			}
 		}

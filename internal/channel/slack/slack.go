@@ -203,10 +203,10 @@ type Channel struct {
 	clock   Clock
 	allowed map[string]bool
 
-	store  *threadStore
+	store    *threadStore
 	users    *userCache
 	channels channelNames
-	health healthTracker
+	health   healthTracker
 
 	mu sync.Mutex
 	// self is the bot's identity from auth.test, set once Run starts.

@@ -404,7 +404,8 @@ func (s *Server) serveSocket(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "unknown ticket", http.StatusUnauthorized)
 		return
 	}
-	up := websocket.Upgrader{}
+	// slack-go sends Origin: https://api.slack.com, as Slack expects.
+	up := websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
 	c, err := up.Upgrade(w, r, nil)
 	if err != nil {
 		return
