@@ -85,6 +85,11 @@ func (c *Channel) check(ctx context.Context, p *post, log *slog.Logger) *heldMes
 			}
 		}
 	}
+	if err := c.inbox.add(p); err != nil {
+		// Without the record a crash would lose the message silently;
+		// going on still answers it in the normal case.
+		log.Error("slack message not recorded in the inbox", logError, err)
+	}
 	log.Info("slack message accepted", "sender", msg.SenderName)
 	return &heldMessage{p: p, msg: msg}
 }

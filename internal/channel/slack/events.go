@@ -109,6 +109,11 @@ func (c *Channel) onEvent(ctx context.Context, data any) {
 	if p.threadTS == "" {
 		p.threadTS = p.ts
 	}
+	c.enqueue(ctx, p)
+}
+
+// enqueue dedupes p, claims its thread and queues it in the thread's lane.
+func (c *Channel) enqueue(ctx context.Context, p *post) {
 	c.mu.Lock()
 	// The same post arrives as app_mention and as message; Slack also
 	// redelivers envelopes. The first copy wins.
@@ -124,6 +129,15 @@ func (c *Channel) onEvent(ctx context.Context, data any) {
 	}
 	c.mu.Unlock()
 	c.lanes.run(p.threadKey(), func() { c.admit(ctx, p) })
+}
+
+// redeliver hands over again the posts accepted before a restart and not
+// Done: they are checked again (a user may have lost access meanwhile).
+func (c *Channel) redeliver(ctx context.Context) {
+	for _, p := range c.inbox.pending() {
+		c.log.Info("slack message accepted before a restart; handing it over again", logChan, p.channel, logTS, p.ts)
+		c.enqueue(ctx, p)
+	}
 }
 
 // classifyMessage turns a message event into a post, or nil when it is not

@@ -194,9 +194,8 @@ func (c *Channel) Done(ctx context.Context, msg *channel.Message) error {
 // DoneOutcome finishes msg at its source: :eyes: is replaced by
 // :white_check_mark: when ok, else by :x:. DMs have no reactions.
 func (c *Channel) DoneOutcome(ctx context.Context, msg *channel.Message, ok bool) error {
-	c.forgetReply(msg)
 	if msg.Thread[threadSurface] == surfaceDM {
-		return nil
+		return c.finishSource(msg)
 	}
 	ch, ts := msg.Thread[threadChannel], msg.Thread[threadMsgTS]
 	if ch == "" || ts == "" {
@@ -213,16 +212,18 @@ func (c *Channel) DoneOutcome(ctx context.Context, msg *channel.Message, ok bool
 	if err := c.api.RemoveReactionContext(ctx, reactionEyes, ref); err != nil && !isSlackError(err, "no_reaction") {
 		return fmt.Errorf("slack remove reaction %s: %w", reactionEyes, err)
 	}
-	return nil
+	return c.finishSource(msg)
 }
 
-func (c *Channel) forgetReply(msg *channel.Message) {
+// finishSource forgets msg: it is not handed over again after a restart.
+func (c *Channel) finishSource(msg *channel.Message) error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	for k := range c.replies {
 		if strings.HasPrefix(k, msg.SourceID+"\x00") {
 			delete(c.replies, k)
 		}
 	}
 	c.forgetPlanLocked(msg)
+	c.mu.Unlock()
+	return c.inbox.remove(msg.SourceID)
 }

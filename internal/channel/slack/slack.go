@@ -86,7 +86,7 @@ type Config struct {
 	// default none, meaning every channel the app is in. DMs are not
 	// affected.
 	AllowedChannels []string
-	// StateDir holds slack_threads.json. Required.
+	// StateDir holds slack_threads.json and slack_inbox.json. Required.
 	StateDir string
 	// Exists reports whether a conversation still exists; a thread whose
 	// conversation was removed starts a new one. Default: every
@@ -204,6 +204,7 @@ type Channel struct {
 	allowed map[string]bool
 
 	store    *threadStore
+	inbox    *inbox
 	users    *userCache
 	channels channelNames
 	health   healthTracker
@@ -246,6 +247,10 @@ func New(cfg Config, logger *slog.Logger) (*Channel, error) {
 	if err != nil {
 		return nil, err
 	}
+	in, err := openInbox(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
 	api := slack.New(cfg.BotToken,
 		slack.OptionAppLevelToken(cfg.AppToken),
 		slack.OptionAPIURL(cfg.APIURL),
@@ -263,6 +268,7 @@ func New(cfg Config, logger *slog.Logger) (*Channel, error) {
 		clock:   cfg.Clock,
 		allowed: allowed,
 		store:   store,
+		inbox:   in,
 		users:   newUserCache(api, cfg.Clock, cfg.AuthCacheTTL),
 		threads: map[string]*threadState{},
 		seen:    newRecentSet(4096),
@@ -323,6 +329,8 @@ func (c *Channel) Run(ctx context.Context, h channel.Handler) error {
 			return nil
 		}
 	}
+
+	c.redeliver(ctx)
 
 	smc := socketmode.New(c.api, socketmode.OptionLog(slog.NewLogLogger(c.log.Handler(), slog.LevelDebug)))
 	runDone := make(chan struct{})

@@ -125,17 +125,63 @@ func TestResumeSameThread(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.event(dmEvent(alice, "second", h.fake.NewTS(), thread))
-	if m := h.next(); m.ConversationID != "c0ffee02" || m.Body != "second" {
-		t.Errorf("second message %q in %q; want it in c0ffee02", m.Body, m.ConversationID)
+	second := h.next()
+	if second.ConversationID != "c0ffee02" || second.Body != "second" {
+		t.Errorf("second message %q in %q; want it in c0ffee02", second.Body, second.ConversationID)
+	}
+	for _, m := range []*channel.Message{first, second} {
+		if err := h.ch.Done(h.ctx, m); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	// A restarted channel reads the mapping back.
 	h.stop()
 	h2 := startHarness(t, h.fake, h.cfg)
 	h2.event(dmEvent(alice, "after restart", h.fake.NewTS(), thread))
-	if m := h2.next(); m.ConversationID != "c0ffee02" {
-		t.Errorf("after restart: conversation %q; want c0ffee02", m.ConversationID)
+	if m := h2.next(); m.ConversationID != "c0ffee02" || m.Body != "after restart" {
+		t.Errorf("after restart: %q in %q; want the new message in c0ffee02", m.Body, m.ConversationID)
 	}
+}
+
+// TestRestartHandsOverUnfinished: envelopes are acknowledged on receipt,
+// so Slack will not send them again; a message accepted but not Done when
+// the process stopped is handed over again by the channel itself, once.
+func TestRestartHandsOverUnfinished(t *testing.T) {
+	h := newHarness(t)
+	doneTS, openTS := h.fake.NewTS(), h.fake.NewTS()
+	h.event(mentionEvent(general, alice, "finished", doneTS, ""))
+	h.event(mentionEvent(general, alice, "interrupted", openTS, ""))
+	finished, interrupted := h.next(), h.next()
+	if finished.Body != "finished" {
+		finished, interrupted = interrupted, finished
+	}
+	if err := h.ch.Acknowledge(h.ctx, interrupted, "c0ffee09"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.ch.Done(h.ctx, finished); err != nil {
+		t.Fatal(err)
+	}
+	h.stop()
+
+	h2 := startHarness(t, h.fake, h.cfg)
+	m := h2.next()
+	if m.SourceID != interrupted.SourceID || m.ConversationID != "c0ffee09" || m.Body != "interrupted" {
+		t.Errorf("after restart got %s %q in %q; want the interrupted message again in c0ffee09", m.SourceID, m.Body, m.ConversationID)
+	}
+	h2.none()
+	if err := h2.ch.Done(h2.ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	h2.stop()
+	h3 := startHarness(t, h.fake, h.cfg)
+	// Only the sentinels of h2 (never Done) come back.
+	for i := 0; i < 1; i++ {
+		if m := h3.next(); m.Body != "sentinel" {
+			t.Errorf("after the second restart got %q; want only unfinished messages", m.Body)
+		}
+	}
+	h3.none()
 }
 
 func TestChannelMentionThenReply(t *testing.T) {
