@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/mail"
 	"net/netip"
+	"net/url"
 	"path"
 	"regexp"
 	"slices"
@@ -192,6 +193,10 @@ func (d *decoder) validateSlack(p string, s *Slack) {
 	d.required(p+".app_token", s.AppToken == "")
 	d.check(p+".app_token", s.AppToken != "" && !strings.HasPrefix(s.AppToken.Reveal(), "xapp-"), "must be an app-level token (xapp-…)")
 	d.required(p+".authorized", len(s.Authorized) == 0)
+	if s.APIURL != "" {
+		u, err := url.Parse(s.APIURL)
+		d.check(p+".api_url", err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "", "must be an http(s) URL")
+	}
 	for i, rule := range s.Authorized {
 		rp := fmt.Sprintf("%s.authorized[%d]", p, i)
 		_, g := d.lines[rp+".user_group"]
