@@ -206,28 +206,13 @@ func (h *harness) threads() map[string]string {
 }
 
 func dmEvent(user, text, ts, threadTS string) map[string]any {
-	ev := map[string]any{"type": "message", "channel": dmChan, "channel_type": "im", "user": user, "text": text, "ts": ts, "event_ts": ts}
-	if threadTS != "" {
-		ev["thread_ts"] = threadTS
-	}
-	return ev
+	return slacktest.DM(dmChan, user, text, ts, threadTS)
 }
 
-func mentionEvent(channel, user, text, ts, threadTS string) map[string]any {
-	ev := map[string]any{"type": "app_mention", "channel": channel, "user": user, "text": "<@" + slacktest.BotUserID + "> " + text, "ts": ts, "event_ts": ts}
-	if threadTS != "" {
-		ev["thread_ts"] = threadTS
-	}
-	return ev
-}
-
-func channelMessage(channel, user, text, ts, threadTS string) map[string]any {
-	ev := map[string]any{"type": "message", "channel": channel, "channel_type": "channel", "user": user, "text": text, "ts": ts, "event_ts": ts}
-	if threadTS != "" {
-		ev["thread_ts"] = threadTS
-	}
-	return ev
-}
+var (
+	mentionEvent   = slacktest.Mention
+	channelMessage = slacktest.ChannelMessage
+)
 
 // logRecorder keeps every log record's message and attributes.
 type logRecorder struct {

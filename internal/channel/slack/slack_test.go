@@ -3,6 +3,9 @@ package slack_test
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +14,7 @@ import (
 
 	"github.com/airut/airut/internal/channel"
 	slackch "github.com/airut/airut/internal/channel/slack"
+	"github.com/airut/airut/internal/testkit"
 	"github.com/airut/airut/internal/testkit/slacktest"
 )
 
@@ -34,8 +38,7 @@ func parseThreads(t *testing.T, data []byte) map[string]string {
 func TestNewDMThread(t *testing.T) {
 	h := newHarness(t)
 	thread := h.fake.NewTS()
-	h.event(map[string]any{"type": "assistant_thread_started", "event_ts": thread,
-		"assistant_thread": map[string]any{"user_id": alice, "channel_id": dmChan, "thread_ts": thread}})
+	h.event(slacktest.AssistantThreadStarted(dmChan, alice, thread))
 	h.waitCalls("chat.postMessage", 1)
 	if got := h.fake.BotMessages(dmChan, thread); len(got) != 1 || !strings.Contains(got[0].Text, "Send me a task") {
 		t.Fatalf("greeting: got %+v", got)
@@ -694,5 +697,49 @@ func TestNewRejectsBadConfig(t *testing.T) {
 				t.Errorf("New: %v; want an error about %s", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestManifest checks that the shipped app manifest asks for what the
+// channel uses: Socket Mode, the assistant view, its events and scopes.
+func TestManifest(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(testkit.ModuleRoot(), "contrib", "slack-app-manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m struct {
+		Features struct {
+			AssistantView *struct{} `json:"assistant_view"`
+		} `json:"features"`
+		OAuth struct {
+			Scopes struct {
+				Bot []string `json:"bot"`
+			} `json:"scopes"`
+		} `json:"oauth_config"`
+		Settings struct {
+			Events struct {
+				Bot []string `json:"bot_events"`
+			} `json:"event_subscriptions"`
+			SocketMode bool `json:"socket_mode_enabled"`
+		} `json:"settings"`
+	}
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	if !m.Settings.SocketMode || m.Features.AssistantView == nil {
+		t.Errorf("manifest: socket mode %v, assistant view %v; want both", m.Settings.SocketMode, m.Features.AssistantView != nil)
+	}
+	need := map[string][]string{
+		"event": {"app_mention", "assistant_thread_started", "message.channels", "message.groups", "message.im"},
+		"scope": {"app_mentions:read", "chat:write", "channels:history", "channels:read", "groups:history", "im:history",
+			"files:read", "files:write", "reactions:write", "users:read", "usergroups:read", "assistant:write"},
+	}
+	have := map[string][]string{"event": m.Settings.Events.Bot, "scope": m.OAuth.Scopes.Bot}
+	for kind, names := range need {
+		for _, n := range names {
+			if !slices.Contains(have[kind], n) {
+				t.Errorf("manifest lacks %s %s", kind, n)
+			}
+		}
 	}
 }

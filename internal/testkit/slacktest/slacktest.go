@@ -821,3 +821,41 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/octet-stream")
 	_, _ = w.Write(f.data)
 }
+
+// DM is a message event in a direct-message channel (the assistant
+// thread when threadTS is set).
+func DM(channel, user, text, ts, threadTS string) map[string]any {
+	return messageEvent("im", channel, user, text, ts, threadTS)
+}
+
+// ChannelMessage is a message event in a public channel.
+func ChannelMessage(channel, user, text, ts, threadTS string) map[string]any {
+	return messageEvent("channel", channel, user, text, ts, threadTS)
+}
+
+// Mention is the app_mention event of a channel post that starts with a
+// mention of the bot.
+func Mention(channel, user, text, ts, threadTS string) map[string]any {
+	ev := map[string]any{"type": "app_mention", "channel": channel, "user": user,
+		"text": "<@" + BotUserID + "> " + text, "ts": ts, "event_ts": ts}
+	if threadTS != "" {
+		ev["thread_ts"] = threadTS
+	}
+	return ev
+}
+
+// AssistantThreadStarted is the event of a user opening a new assistant
+// thread with the app.
+func AssistantThreadStarted(channel, user, threadTS string) map[string]any {
+	return map[string]any{"type": "assistant_thread_started", "event_ts": threadTS,
+		"assistant_thread": map[string]any{"user_id": user, "channel_id": channel, "thread_ts": threadTS}}
+}
+
+func messageEvent(kind, channel, user, text, ts, threadTS string) map[string]any {
+	ev := map[string]any{"type": "message", "channel": channel, "channel_type": kind, "user": user,
+		"text": text, "ts": ts, "event_ts": ts}
+	if threadTS != "" {
+		ev["thread_ts"] = threadTS
+	}
+	return ev
+}
