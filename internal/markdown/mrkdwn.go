@@ -1,7 +1,6 @@
 package markdown
 
 import (
-	"fmt"
 	"net/url"
 	"strings"
 	"unicode"
@@ -89,28 +88,10 @@ func (r mrkdwnRenderer) block(n ast.Node) string {
 
 func codeFence(body string) string { return "```\n" + body + "\n```" }
 
+// list indents an item's further lines by four spaces whatever its
+// marker: in Slack's proportional font two spaces look like one.
 func (r mrkdwnRenderer) list(n *ast.List) string {
-	var items []string
-	num := n.Start
-	for c := n.FirstChild(); c != nil; c = c.NextSibling() {
-		marker := "• "
-		if n.IsOrdered() {
-			marker = fmt.Sprintf("%d. ", num)
-			num++
-		}
-		sep := "\n"
-		if !n.IsTight {
-			sep = "\n\n"
-		}
-		body := strings.Join(r.blocks(c), sep)
-		// Four spaces keep nested lists visibly nested: Slack collapses
-		// nothing, but a proportional font makes two spaces look like one.
-		items = append(items, prefixLines(body, marker, "    "))
-	}
-	if n.IsTight {
-		return strings.Join(items, "\n")
-	}
-	return strings.Join(items, "\n\n")
+	return layoutList(n, "• ", func(string) string { return "    " }, r.blocks)
 }
 
 func (r mrkdwnRenderer) inline(n ast.Node) string {

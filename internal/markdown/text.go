@@ -63,25 +63,8 @@ func textBlock(n ast.Node, src []byte) string {
 		inner := strings.Join(textBlocks(n, src), "\n\n")
 		return prefixLines(inner, "> ", "> ")
 	case *ast.List:
-		var items []string
-		num := n.Start
-		for c := n.FirstChild(); c != nil; c = c.NextSibling() {
-			marker := "- "
-			if n.IsOrdered() {
-				marker = fmt.Sprintf("%d. ", num)
-				num++
-			}
-			sep := "\n"
-			if !n.IsTight {
-				sep = "\n\n"
-			}
-			body := strings.Join(textBlocks(c, src), sep)
-			items = append(items, prefixLines(body, marker, strings.Repeat(" ", len(marker))))
-		}
-		if n.IsTight {
-			return strings.Join(items, "\n")
-		}
-		return strings.Join(items, "\n\n")
+		return layoutList(n, "- ", func(m string) string { return strings.Repeat(" ", len(m)) },
+			func(c ast.Node) []string { return textBlocks(c, src) })
 	case *east.Table:
 		return tableText(n, src)
 	default:
@@ -90,6 +73,27 @@ func textBlock(n ast.Node, src []byte) string {
 		}
 		return strings.TrimSpace(inlineText(n, src))
 	}
+}
+
+// layoutList lays out a list's items behind their markers (bullet, or the
+// item's number for an ordered list); indent gives the prefix of an item's
+// further lines for its marker, and blocks renders an item's blocks.
+func layoutList(n *ast.List, bullet string, indent func(marker string) string, blocks func(ast.Node) []string) string {
+	var items []string
+	num := n.Start
+	sep := "\n"
+	if !n.IsTight {
+		sep = "\n\n"
+	}
+	for c := n.FirstChild(); c != nil; c = c.NextSibling() {
+		marker := bullet
+		if n.IsOrdered() {
+			marker = fmt.Sprintf("%d. ", num)
+			num++
+		}
+		items = append(items, prefixLines(strings.Join(blocks(c), sep), marker, indent(marker)))
+	}
+	return strings.Join(items, sep)
 }
 
 func prefixLines(s, first, rest string) string {

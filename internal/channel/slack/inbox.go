@@ -1,11 +1,7 @@
 package slack
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -44,15 +40,8 @@ type inbox struct {
 
 func openInbox(dir string) (*inbox, error) {
 	in := &inbox{path: filepath.Join(dir, inboxFile), posts: map[string]storedPost{}}
-	data, err := os.ReadFile(in.path)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return in, nil
-	case err != nil:
+	if err := loadJSON(in.path, &in.posts); err != nil {
 		return nil, fmt.Errorf("slack inbox: %w", err)
-	}
-	if err := json.Unmarshal(data, &in.posts); err != nil {
-		return nil, fmt.Errorf("slack inbox %s: %w", in.path, err)
 	}
 	return in, nil
 }
@@ -76,11 +65,7 @@ func (in *inbox) remove(key string) error {
 }
 
 func (in *inbox) saveLocked() error {
-	data, err := json.MarshalIndent(in.posts, "", "  ")
-	if err == nil {
-		err = writeFileAtomic(in.path, append(data, '\n'), 0o600)
-	}
-	if err != nil {
+	if err := saveJSON(in.path, in.posts); err != nil {
 		return fmt.Errorf("slack inbox: %w", err)
 	}
 	return nil

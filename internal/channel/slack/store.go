@@ -21,6 +21,10 @@ type threadEntry struct {
 	Updated      time.Time `json:"updated"`
 }
 
+type threadsJSON struct {
+	Threads map[string]threadEntry `json:"threads"`
+}
+
 // threadStore maps "channel:thread_ts" to a conversation, persisted on
 // every change.
 type threadStore struct {
@@ -35,20 +39,11 @@ func openThreadStore(dir string) (*threadStore, error) {
 		return nil, fmt.Errorf("slack thread store: %w", err)
 	}
 	s := &threadStore{path: filepath.Join(dir, threadsFile), threads: map[string]threadEntry{}}
-	data, err := os.ReadFile(s.path)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return s, nil
-	case err != nil:
+	var f threadsJSON
+	// An unreadable map is an error, not an empty one: that would fork
+	// every thread into a new conversation without a word.
+	if err := loadJSON(s.path, &f); err != nil {
 		return nil, fmt.Errorf("slack thread store: %w", err)
-	}
-	var f struct {
-		Threads map[string]threadEntry `json:"threads"`
-	}
-	if err := json.Unmarshal(data, &f); err != nil {
-		// Starting with an empty map would silently fork every thread
-		// into a new conversation; refusing to start says what is wrong.
-		return nil, fmt.Errorf("slack thread store %s: %w", s.path, err)
 	}
 	if f.Threads != nil {
 		s.threads = f.Threads
@@ -76,13 +71,7 @@ func (s *threadStore) put(key, conv string, now time.Time) error {
 		e.Created = old.Created
 	}
 	s.threads[key] = e
-	data, err := json.MarshalIndent(struct {
-		Threads map[string]threadEntry `json:"threads"`
-	}{s.threads}, "", "  ")
-	if err == nil {
-		err = writeFileAtomic(s.path, append(data, '\n'), 0o600)
-	}
-	if err != nil {
+	if err := saveJSON(s.path, threadsJSON{s.threads}); err != nil {
 		if ok {
 			s.threads[key] = old
 		} else {
@@ -91,6 +80,30 @@ func (s *threadStore) put(key, conv string, now time.Time) error {
 		return fmt.Errorf("slack thread store: %w", err)
 	}
 	return nil
+}
+
+// loadJSON reads path into v; a missing file leaves v as it is.
+func loadJSON(path string, v any) error {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err == nil {
+		err = json.Unmarshal(data, v)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+// saveJSON replaces path with v as indented JSON.
+func saveJSON(path string, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err == nil {
+		err = writeFileAtomic(path, append(data, '\n'), 0o600)
+	}
+	return err
 }
 
 // writeFileAtomic replaces path with data through a temporary file and a
