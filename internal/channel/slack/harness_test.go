@@ -15,29 +15,18 @@ import (
 	"github.com/airut/airut/internal/testkit/slacktest"
 )
 
-// Users of the fake workspace.
+// The fake workspace's people and channels.
 const (
-	alice   = "UALICE"
-	bob     = "UBOB"
-	guest   = "UGUEST"
-	gone    = "UGONE"
-	botUser = "UOTHERBOT"
-	foreign = "UFOREIGN"
+	alice   = slacktest.Alice
+	bob     = slacktest.Bob
+	guest   = slacktest.Guest
+	gone    = slacktest.Gone
+	botUser = slacktest.BotUser
+	foreign = slacktest.Foreign
+	general = slacktest.General
+	secret  = slacktest.Secret
 	dmChan  = "D0ALICE"
-	general = "C0GENERAL"
-	secret  = "C0SECRET"
 )
-
-func seedWorkspace(f *slacktest.Server) {
-	f.AddUser(slacktest.User{ID: alice, Name: "alice", RealName: "Alice Liddell", DisplayName: "Alice"})
-	f.AddUser(slacktest.User{ID: bob, Name: "bob", RealName: "Bob Builder", DisplayName: "bobby"})
-	f.AddUser(slacktest.User{ID: guest, Name: "guest", RealName: "Guest", IsRestricted: true})
-	f.AddUser(slacktest.User{ID: gone, Name: "gone", Deleted: true})
-	f.AddUser(slacktest.User{ID: botUser, Name: "otherbot", IsBot: true})
-	f.AddUser(slacktest.User{ID: foreign, Name: "foreign", TeamID: "T0OTHER"})
-	f.AddChannel(general, "general")
-	f.AddChannel(secret, "secret")
-}
 
 // harness runs a channel against the fake and collects what it hands to
 // the gateway.
@@ -62,7 +51,7 @@ func withClock(fc *fakeClock) option { return func(c *slackch.Config) { c.Clock 
 func newHarness(t *testing.T, opts ...option) *harness {
 	t.Helper()
 	fake := slacktest.New(t)
-	seedWorkspace(fake)
+	fake.SeedWorkspace()
 	cfg := slackch.Config{
 		BotToken:   slacktest.BotToken,
 		AppToken:   slacktest.AppToken,

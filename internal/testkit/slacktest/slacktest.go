@@ -859,3 +859,28 @@ func messageEvent(kind, channel, user, text, ts, threadTS string) map[string]any
 	}
 	return ev
 }
+
+// People and channels of SeedWorkspace.
+const (
+	Alice   = "UALICE"    // full member, display name "Alice"
+	Bob     = "UBOB"      // full member, display name "bobby"
+	Guest   = "UGUEST"    // guest (restricted)
+	Gone    = "UGONE"     // deactivated
+	BotUser = "UOTHERBOT" // another app's bot user
+	Foreign = "UFOREIGN"  // member of another team
+	General = "C0GENERAL" // #general
+	Secret  = "C0SECRET"  // #secret
+)
+
+// SeedWorkspace adds the users and channels above: one of each kind that
+// authorization tells apart.
+func (s *Server) SeedWorkspace() {
+	s.AddUser(User{ID: Alice, Name: "alice", RealName: "Alice Liddell", DisplayName: "Alice"})
+	s.AddUser(User{ID: Bob, Name: "bob", RealName: "Bob Builder", DisplayName: "bobby"})
+	s.AddUser(User{ID: Guest, Name: "guest", RealName: "Guest", IsRestricted: true})
+	s.AddUser(User{ID: Gone, Name: "gone", Deleted: true})
+	s.AddUser(User{ID: BotUser, Name: "otherbot", IsBot: true})
+	s.AddUser(User{ID: Foreign, Name: "foreign", TeamID: "T0OTHER"})
+	s.AddChannel(General, "general")
+	s.AddChannel(Secret, "secret")
+}
