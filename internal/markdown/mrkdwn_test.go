@@ -153,3 +153,18 @@ func TestSplitMrkdwnKeepsEverything(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkToMrkdwnAndSplit renders and splits a 120 KB reply, the path of
+// every long Slack reply.
+func BenchmarkToMrkdwnAndSplit(b *testing.B) {
+	var md strings.Builder
+	for md.Len() < 120_000 {
+		md.WriteString("## Step\n\nSome **bold** text, a [link](https://example.com/x) and `code`.\n\n| a | b |\n|---|---|\n| 日本 | 2 |\n\n```\nline\n```\n\n")
+	}
+	src := md.String()
+	b.SetBytes(int64(len(src)))
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = SplitMrkdwn(ToMrkdwn(src), 40000)
+	}
+}
