@@ -183,8 +183,7 @@ func writeLink(b *strings.Builder, dest, label string) {
 		b.WriteString(label)
 		return
 	}
-	// | and > end a Slack link; they must not appear raw in either part.
-	s := strings.NewReplacer("|", "%7C", ">", "%3E", "<", "%3C", " ", "%20").Replace(u.String())
+	s := linkURLEscaper.Replace(u.String())
 	label = strings.ReplaceAll(label, "|", "¦")
 	if label == "" || label == escapeMrkdwn(dest) {
 		b.WriteString("<" + s + ">")
@@ -201,10 +200,17 @@ func safeScheme(s string) bool {
 	return false
 }
 
-// escapeMrkdwn escapes the three characters Slack gives meaning to.
-func escapeMrkdwn(s string) string {
-	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
-}
+var (
+	mrkdwnEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
+	// | and > end a Slack link; they must not appear raw in its URL.
+	linkURLEscaper = strings.NewReplacer("|", "%7C", ">", "%3E", "<", "%3C", " ", "%20")
+)
+
+// EscapeMrkdwn escapes the three characters Slack gives meaning to, for
+// plain text put into mrkdwn.
+func EscapeMrkdwn(s string) string { return mrkdwnEscaper.Replace(s) }
+
+func escapeMrkdwn(s string) string { return mrkdwnEscaper.Replace(s) }
 
 // tableCells returns a table's rows as plain text cells: inside a code
 // block nothing is formatted.

@@ -161,9 +161,7 @@ func (c *Channel) Reply(ctx context.Context, msg *channel.Message, r channel.Rep
 }
 
 // escapeText escapes a plain string for mrkdwn.
-func escapeText(s string) string {
-	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
-}
+func escapeText(s string) string { return markdown.EscapeMrkdwn(s) }
 
 // upload shares data as a file in the thread with Slack's current upload
 // API: files.getUploadURLExternal, the bytes to the URL it gives, then
