@@ -125,6 +125,8 @@ func (c *Channel) deliver(ctx context.Context, hm *heldMessage, log *slog.Logger
 		t.holdTimer = c.clock.AfterFunc(defaultHoldTimeout, func() {
 			c.lanes.run(key, func() { c.holdExpired(ctx, key) })
 		})
+	} else {
+		c.forgetLocked(key)
 	}
 	h := c.handler
 	c.mu.Unlock()
