@@ -748,3 +748,34 @@ func TestManifest(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkDMToHandler measures one direct message from the fake's socket
+// write to the gateway's handler: envelope, ack, slack-go's parsing and
+// routing, authorization (cached), the status and title calls.
+func BenchmarkDMToHandler(b *testing.B) {
+	fake := slacktest.New(b)
+	fake.SeedWorkspace()
+	cfg := slackch.Config{BotToken: slacktest.BotToken, AppToken: slacktest.AppToken, APIURL: fake.APIURL,
+		Authorized: []slackch.Rule{{WorkspaceMembers: true}}, StateDir: b.TempDir()}
+	ch, err := slackch.New(cfg, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := make(chan *channel.Message, 1)
+	go func() { _ = ch.Run(ctx, func(_ context.Context, m *channel.Message) { got <- m }) }()
+	if err := fake.WaitConnected(ctx, 1); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := fake.Event(ctx, dmEvent(alice, "task", fake.NewTS(), "")); err != nil {
+			b.Fatal(err)
+		}
+		m := <-got
+		if err := ch.Done(ctx, m); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
