@@ -269,10 +269,6 @@ func tsTime(ts string, fallback time.Time) time.Time {
 	return time.Unix(s, us*1000).UTC()
 }
 
-func isSlackError(err error, code string) bool {
-	return err != nil && strings.Contains(err.Error(), code)
-}
-
 // history renders the thread's earlier messages for a mention in the
 // middle of a thread the app was not part of: the agent sees what the
 // request refers to. Bounded by HistoryMessages and HistoryChars, newest

@@ -255,6 +255,8 @@ func New(cfg Config, logger *slog.Logger) (*Channel, error) {
 		slack.OptionAppLevelToken(cfg.AppToken),
 		slack.OptionAPIURL(cfg.APIURL),
 		slack.OptionHTTPClient(cfg.HTTPClient),
+		// After the HTTP client: waits out 429s as Retry-After says.
+		slack.OptionRetry(3),
 		slack.OptionLog(slog.NewLogLogger(log.Handler(), slog.LevelDebug)),
 	)
 	allowed := map[string]bool{}

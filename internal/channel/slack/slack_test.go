@@ -230,6 +230,11 @@ func TestChannelMentionThenReply(t *testing.T) {
 	if got := h.fake.Reactions(general, root); len(got) != 1 || got[0] != "white_check_mark" {
 		t.Errorf("reactions %v; want only the check mark", got)
 	}
+	// The gateway retries a Done whose answer it did not see: a repeat
+	// is no error.
+	if err := h.ch.DoneOutcome(h.ctx, m, true); err != nil {
+		t.Errorf("repeated Done: %v", err)
+	}
 	if err := h.ch.DoneOutcome(h.ctx, r, false); err != nil {
 		t.Fatal(err)
 	}
@@ -777,5 +782,22 @@ func BenchmarkDMToHandler(b *testing.B) {
 		if err := ch.Done(ctx, m); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestRateLimitedReplyWaitsAndSucceeds(t *testing.T) {
+	h := newHarness(t)
+	root := h.fake.NewTS()
+	h.event(mentionEvent(general, alice, "go", root, ""))
+	m := h.next()
+	h.fake.RateLimit("chat.postMessage", 1)
+	if err := h.ch.Reply(h.ctx, m, channel.Reply{ConversationID: "c0ffee0b", Markdown: "done"}); err != nil {
+		t.Fatalf("Reply after a 429: %v", err)
+	}
+	if n := len(h.fake.Calls("chat.postMessage")); n != 2 {
+		t.Errorf("chat.postMessage called %d times; want the 429 and one retry", n)
+	}
+	if got := h.fake.BotMessages(general, root); len(got) != 1 {
+		t.Errorf("%d messages; want one", len(got))
 	}
 }

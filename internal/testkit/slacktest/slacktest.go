@@ -100,6 +100,7 @@ type Server struct {
 	shared      []*Upload
 	reactions   map[string]map[string]bool // channel:ts -> names
 	failures    map[string][]string        // method -> errors to return next
+	limited     map[string]int             // method -> 429s to answer next
 	openFails   int
 	tickets     map[string]bool // from apps.connections.open, good for one socket
 	nextTS      int64
@@ -131,6 +132,7 @@ func New(t testing.TB) *Server {
 		uploads:   map[string]*Upload{},
 		reactions: map[string]map[string]bool{},
 		failures:  map[string][]string{},
+		limited:   map[string]int{},
 		conns:     map[*websocket.Conn]bool{},
 		tickets:   map[string]bool{},
 		connected: make(chan struct{}),
@@ -220,6 +222,14 @@ func (s *Server) Fail(method string, errs ...string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.failures[method] = append(s.failures[method], errs...)
+}
+
+// RateLimit makes the next n calls of method answer HTTP 429 with a
+// Retry-After of one second, as Slack's rate limiter does.
+func (s *Server) RateLimit(method string, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.limited[method] += n
 }
 
 // FailConnectionsOpen makes the next n apps.connections.open calls fail
@@ -534,7 +544,16 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	if f := s.failures[method]; len(f) > 0 {
 		fail, s.failures[method] = f[0], f[1:]
 	}
+	limited := s.limited[method] > 0
+	if limited {
+		s.limited[method]--
+	}
 	s.mu.Unlock()
+	if limited {
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(http.StatusTooManyRequests)
+		return
+	}
 
 	switch {
 	case tok == "":
