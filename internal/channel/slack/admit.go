@@ -105,6 +105,11 @@ func surfaceOf(k postKind) string {
 // the thread's first message waits for one, so that two quick messages in
 // a new thread never start two conversations.
 func (c *Channel) deliver(ctx context.Context, hm *heldMessage, log *slog.Logger) {
+	if ctx.Err() != nil {
+		// Run has ended: nothing goes to the gateway any more. The
+		// message is in the inbox and is handed over after the restart.
+		return
+	}
 	key := hm.p.threadKey()
 	conv, _ := c.store.get(key)
 	if conv != "" && !c.cfg.Exists(conv) {
