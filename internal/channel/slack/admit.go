@@ -24,7 +24,18 @@ type heldMessage struct {
 func (c *Channel) admit(ctx context.Context, p *post) {
 	key := p.threadKey()
 	log := c.log.With(logChan, p.channel, logTS, p.ts, logThread, p.threadTS, logUser, p.user, logSurface, p.kind.String())
+	// Recorded before the checks: its envelope is acknowledged already,
+	// so a stop or crash from here on must leave it to be redone.
+	if err := c.inbox.add(p); err != nil {
+		// Going on still answers it in the normal case.
+		log.Error("slack message not recorded in the inbox", logError, err)
+	}
 	hm := c.check(ctx, p, log)
+	if hm == nil && ctx.Err() == nil {
+		if err := c.inbox.remove(p.key()); err != nil {
+			log.Warn("slack rejected message not removed from the inbox", logError, err)
+		}
+	}
 	c.mu.Lock()
 	if p.kind != postReply {
 		c.threadLocked(key).claims--
@@ -84,11 +95,6 @@ func (c *Channel) check(ctx context.Context, p *post, log *slog.Logger) *heldMes
 				msg.Body = bg + msg.Body
 			}
 		}
-	}
-	if err := c.inbox.add(p); err != nil {
-		// Without the record a crash would lose the message silently;
-		// going on still answers it in the normal case.
-		log.Error("slack message not recorded in the inbox", logError, err)
 	}
 	log.Info("slack message accepted", "sender", msg.SenderName)
 	return &heldMessage{p: p, msg: msg}
