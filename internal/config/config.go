@@ -293,6 +293,9 @@ type Slack struct {
 	// AllowedChannels are the channel ids where @-mentions are answered.
 	// Default none (every channel the app is in). DMs are not affected.
 	AllowedChannels []string `yaml:"allowed_channels"`
+	// APIURL is the Web API base, for Slack-compatible servers and egress
+	// proxies. Default "" (https://slack.com/api/).
+	APIURL string `yaml:"api_url"`
 }
 
 // SlackRule is one entry of slack.authorized; exactly one field is set, as

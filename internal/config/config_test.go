@@ -441,3 +441,37 @@ repos:
 		t.Error("RepoChanged(repo, nil) = false; want true")
 	}
 }
+
+func TestSlackAPIURL(t *testing.T) {
+	tests := []struct{ name, line, want, wantErr string }{
+		{"default", "", "", ""},
+		{"set", "api_url: http://127.0.0.1:9/api/", "http://127.0.0.1:9/api/", ""},
+		{"not a url", "api_url: slack.example", "", "repos.app.slack.api_url: must be an http(s) URL"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := writeFiles(t, map[string]string{"airut.yaml": `
+repos:
+  app:
+    repo_url: https://example.org/a.git
+    slack:
+      bot_token: xoxb-token-a
+      app_token: xapp-token-a
+      authorized: [{workspace_members: true}]
+      ` + tc.line + "\n"})
+			cfg, err := Load(filepath.Join(dir, "airut.yaml"), MapEnv(nil), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.wantErr != "" {
+				if e := cfg.Err(); e == nil || !strings.Contains(e.Error(), tc.wantErr) {
+					t.Fatalf("errors %v; want %q", e, tc.wantErr)
+				}
+				return
+			}
+			if got := cfg.Repos["app"].Slack.APIURL; got != tc.want {
+				t.Errorf("api_url %q; want %q", got, tc.want)
+			}
+		})
+	}
+}

@@ -3,6 +3,7 @@ package config
 import (
 	"net/mail"
 	"net/netip"
+	"net/url"
 	"path"
 	"regexp"
 	"slices"
@@ -185,6 +186,10 @@ func (d *validator) validateSlack(p yamlwalk.Path, s *Slack) {
 	d.required(p.Key("app_token"), s.AppToken == "")
 	d.check(p.Key("app_token"), s.AppToken != "" && !strings.HasPrefix(s.AppToken.Reveal(), "xapp-"), "must be an app-level token (xapp-…)")
 	d.required(p.Key("authorized"), len(s.Authorized) == 0)
+	if s.APIURL != "" {
+		u, err := url.Parse(s.APIURL)
+		d.check(p.Key("api_url"), err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "", "must be an http(s) URL")
+	}
 	for i, rule := range s.Authorized {
 		rp := p.Key("authorized").Index(i)
 		g := d.w.Has(rp.Key("user_group"))
