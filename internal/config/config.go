@@ -103,9 +103,11 @@ type Network struct {
 	// UpstreamCA is a PEM file of extra CA certificates the proxy trusts
 	// upstream, beside the system roots (private CAs). Default "" (none).
 	UpstreamCA string `yaml:"upstream_ca"`
-	// Resolve pins host names to IP addresses for the proxy (split-horizon
-	// deployments, internal services). A pinned address is the operator's
-	// choice and is exempt from the private-range guard. Default none.
+	// Resolve pins host names to addresses for the proxy (split-horizon
+	// deployments, internal services): an IP ("10.0.0.5") or IP:PORT
+	// ("10.0.0.5:8443", the port replacing the request's). A pinned address
+	// is the operator's choice and is exempt from the private-range guard.
+	// Default none.
 	Resolve map[string]string `yaml:"resolve"`
 }
 

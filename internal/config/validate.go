@@ -85,8 +85,10 @@ func (d *decoder) validate(c *Config) {
 	}
 	for host, addr := range c.Network.Resolve {
 		p := "network.resolve." + host
-		_, err := netip.ParseAddr(addr)
-		d.check(p, err != nil, "must be an IP address, not %q", addr)
+		// IP or IP:PORT, as the proxy and airut-sandbox --resolve take it.
+		_, errAddr := netip.ParseAddr(addr)
+		_, errPort := netip.ParseAddrPort(addr)
+		d.check(p, errAddr != nil && errPort != nil, "must be an IP address, optionally with :port, not %q", addr)
 	}
 
 	ids := make([]string, 0, len(c.Repos))

@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/airut/airut/internal/testkit/fakeapi"
 )
 
 // HostIP returns this machine's address on its default route: what a
@@ -223,4 +225,35 @@ func RandomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// AnthropicUpstream is the fake Messages API served over TLS on 0.0.0.0
+// with a certificate for api.anthropic.com, for the proxy to reach through
+// network.resolve as if it were the real service.
+type AnthropicUpstream struct {
+	API  *fakeapi.Server
+	Addr string // host-reachable ip:port
+}
+
+// AnthropicHost is the real API's host name: what the CLI dials and what
+// the allowlist and masked secret scopes name.
+const AnthropicHost = "api.anthropic.com"
+
+// NewAnthropicUpstream starts the fake API accepting keys.
+func NewAnthropicUpstream(t testing.TB, ca *TestCA, hostIP string, keys ...string) *AnthropicUpstream {
+	t.Helper()
+	l, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	api := fakeapi.New(keys...)
+	srv := &http.Server{
+		Handler:           api,
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{ca.Leaf(t, AnthropicHost)}},
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	go func() { _ = srv.ServeTLS(l, "", "") }()
+	t.Cleanup(func() { srv.Close() })
+	return &AnthropicUpstream{API: api, Addr: net.JoinHostPort(hostIP, port)}
 }
