@@ -72,8 +72,8 @@ const ConfigDir = "/root/.claude"
 //     mid-work and its output would never reach the reply.
 func Env() map[string]string {
 	return map[string]string{
-		"IS_SANDBOX":                               "1",
-		"CLAUDE_CONFIG_DIR":                        ConfigDir,
+		"IS_SANDBOX":        "1",
+		"CLAUDE_CONFIG_DIR": ConfigDir,
 		"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
 		"DISABLE_AUTOUPDATER":                      "1",
 		"CLAUDE_CODE_ENABLE_TODO_TOOLS":            "1",
