@@ -32,8 +32,8 @@ func TestCommand(t *testing.T) {
 
 func TestEnv(t *testing.T) {
 	want := map[string]string{
-		"IS_SANDBOX":                               "1",
-		"CLAUDE_CONFIG_DIR":                        "/root/.claude",
+		"IS_SANDBOX":        "1",
+		"CLAUDE_CONFIG_DIR": "/root/.claude",
 		"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
 		"DISABLE_AUTOUPDATER":                      "1",
 		"CLAUDE_CODE_ENABLE_TODO_TOOLS":            "1",
