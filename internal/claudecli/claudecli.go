@@ -30,6 +30,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -631,4 +632,76 @@ func (f *inflight) do(ctx context.Context, key string, fn func() (string, error)
 	f.mu.Unlock()
 	close(c.done)
 	return c.val, c.err
+}
+
+// Where a repo's Claude Code executable comes from, as Located.From says.
+const (
+	FromBinary  = "claude_binary"
+	FromVersion = "claude_version"
+	FromPath    = "PATH"
+)
+
+// Located is the Claude Code executable a repo uses.
+type Located struct {
+	// Path is the executable on the host, symlinks resolved (the sandbox
+	// bind-mounts it, and a mount follows links on the host).
+	Path string
+	// Version is the installed version for FromVersion; "" otherwise.
+	Version string
+	// From is FromBinary, FromVersion or FromPath.
+	From string
+}
+
+// ErrNoClaude: no claude_binary, no claude_version, and no claude on PATH.
+var ErrNoClaude = errors.New("no Claude Code: set claude_version (e.g. latest) or claude_binary, or put claude on PATH")
+
+// Locate decides a repo's executable: binary (a host path: the repo's
+// claude_binary, else execution.claude_binary) when set; else version,
+// installed by in when needed; else `claude` found on PATH.
+func (in *Installer) Locate(ctx context.Context, binary, version string) (Located, error) {
+	switch {
+	case binary != "":
+		p, err := realFile(binary)
+		if err != nil {
+			return Located{}, fmt.Errorf("claude_binary: %w", err)
+		}
+		return Located{Path: p, From: FromBinary}, nil
+	case version != "":
+		p, v, err := in.Binary(ctx, version)
+		if err != nil {
+			return Located{}, err
+		}
+		return Located{Path: p, Version: v, From: FromVersion}, nil
+	}
+	found, err := exec.LookPath("claude")
+	if err != nil {
+		return Located{}, ErrNoClaude
+	}
+	p, err := realFile(found)
+	if err != nil {
+		return Located{}, fmt.Errorf("claude on PATH: %w", err)
+	}
+	return Located{Path: p, From: FromPath}, nil
+}
+
+// realFile resolves p to an absolute path without symlinks that names a
+// regular file: a dangling link is a clear error here rather than a
+// container start failure.
+func realFile(p string) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", err
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return "", err
+	}
+	fi, err := os.Stat(real)
+	if err != nil {
+		return "", err
+	}
+	if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("%s is not a file", real)
+	}
+	return real, nil
 }

@@ -71,9 +71,12 @@ type Execution struct {
 	// Default true.
 	ImagePrune bool `yaml:"image_prune"`
 	// ClaudeBinary is the host path of the Claude Code executable mounted
-	// into containers, for repos that do not set their own. Default ""
-	// (`claude` found on PATH).
+	// into containers, for repos that set neither claude_binary nor
+	// claude_version. Default "" (`claude` found on PATH).
 	ClaudeBinary string `yaml:"claude_binary"`
+	// ClaudeRegistry is the npm registry claude_version installs from (a
+	// mirror). Default "" (https://registry.npmjs.org).
+	ClaudeRegistry string `yaml:"claude_registry"`
 }
 
 // ShutdownTimeoutDuration returns ShutdownTimeout as a time.Duration.
@@ -120,12 +123,14 @@ type Repo struct {
 	// Effort is passed as --effort (low, medium, high, max). Default ""
 	// (the flag is left out and Claude Code uses its own default).
 	Effort string `yaml:"effort"`
-	// ClaudeVersion is the Claude Code version: semver, "latest" or
-	// "stable". Default "latest".
+	// ClaudeVersion is the Claude Code version the gateway installs from
+	// the npm registry: a version (2.1.3), "latest" or "stable". Default ""
+	// (claude_binary, else execution.claude_binary, else `claude` on PATH).
+	// Exclusive with claude_binary.
 	ClaudeVersion string `yaml:"claude_version"`
 	// ClaudeBinary is the host path of the Claude Code executable mounted
-	// read-only into the container. Default execution.claude_binary, else
-	// "" (`claude` found on PATH).
+	// read-only into the container. Default execution.claude_binary when
+	// claude_version is unset, else "" (`claude` found on PATH).
 	ClaudeBinary string `yaml:"claude_binary"`
 	// ContainerPath is the directory in the repo holding the Dockerfile and
 	// its build context; relative, without "..". Default ".airut/container".
@@ -432,7 +437,6 @@ func (c *Config) setDefaults() {
 
 func (r *Repo) setDefaults() {
 	r.Model = "opus"
-	r.ClaudeVersion = "latest"
 	r.ContainerPath = ".airut/container"
 	r.Network.SandboxEnabled = true
 }

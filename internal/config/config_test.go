@@ -171,7 +171,7 @@ func TestFullConfigValues(t *testing.T) {
 		{"deliver.to scalar", app.Schedules["daily"].Deliver.To, Recipients{"alice@example.org"}},
 		{"deliver.to list", app.Schedules["nightly"].Deliver.To, Recipients{"a@example.org", "b@example.org"}},
 		{"schedule enable default", app.Schedules["daily"].Enable, true},
-		{"claude_binary from execution", app.ClaudeBinary, "/opt/claude/bin/claude"},
+		{"claude_version keeps execution.claude_binary out", app.ClaudeBinary, ""},
 		{"claude_binary own", cfg.Repos["docs"].ClaudeBinary, "/usr/local/bin/claude"},
 		{"limits via anchor", cfg.Repos["docs"].ResourceLimits, ResourceLimits{Timeout: 3600, Memory: "8g", CPUs: 1.5, PidsLimit: 512}},
 		{"docs model default", cfg.Repos["docs"].Model, "opus"},
@@ -459,5 +459,46 @@ repos:
 	}
 	if !RepoChanged(old.Repos["a"], nil) {
 		t.Error("RepoChanged(repo, nil) = false; want true")
+	}
+}
+
+// TestClaudeSource: a repo's Claude Code is its claude_binary, else its
+// claude_version, else execution.claude_binary (else PATH, at run time).
+func TestClaudeSource(t *testing.T) {
+	const repo = `
+    repo_url: https://example.org/a.git
+    email:
+      account: {username: USER, from: "u@example.org", password: pw-123456}
+      imap: {server: imap.example.org}
+      smtp: {server: smtp.example.org}
+      auth: {authorized_senders: ["ok@example.org"], trusted_authserv_id: mx}
+`
+	r := func(user string) string { return strings.ReplaceAll(repo, "USER", user) }
+	yaml := "execution:\n  claude_binary: /opt/global/claude\n  claude_registry: https://npm.example.org\nrepos:\n" +
+		"  own:\n    claude_binary: /opt/own/claude" + r("a") +
+		"  versioned:\n    claude_version: stable" + r("b") +
+		"  plain:" + r("c")
+	cfg, err := Parse("airut.yaml", []byte(yaml), MapEnv(nil), redact.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Err(); err != nil {
+		t.Fatal(err)
+	}
+	type src struct{ Binary, Version string }
+	got := map[string]src{}
+	for id, r := range cfg.Repos {
+		got[id] = src{r.ClaudeBinary, r.ClaudeVersion}
+	}
+	want := map[string]src{
+		"own":       {"/opt/own/claude", ""},
+		"versioned": {"", "stable"},
+		"plain":     {"/opt/global/claude", ""},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("claude sources (-want +got):\n%s", diff)
+	}
+	if cfg.Execution.ClaudeRegistry != "https://npm.example.org" {
+		t.Errorf("claude_registry = %q", cfg.Execution.ClaudeRegistry)
 	}
 }

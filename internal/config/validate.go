@@ -101,10 +101,14 @@ func (d *decoder) validate(c *Config) {
 	for _, id := range ids {
 		r := c.Repos[id]
 		d.repo = id
-		if r.ClaudeBinary == "" {
+		// Both set on one repo is an error (validateRepo); the global
+		// binary is only the default of a repo that chose neither.
+		own := r.ClaudeBinary != ""
+		if !own && r.ClaudeVersion == "" {
 			r.ClaudeBinary = c.Execution.ClaudeBinary
 		}
 		d.validateRepo("repos."+id, id, r)
+		d.check("repos."+id+".claude_version", own && r.ClaudeVersion != "", "set either claude_version or claude_binary, not both")
 		if r.Email != nil && r.Email.IMAP.Server != "" {
 			key := strings.ToLower(r.Email.IMAP.Server) + "/" + strings.ToLower(r.Email.Account.Username)
 			if other, dup := inboxes[key]; dup {
@@ -123,7 +127,7 @@ func (d *decoder) validateRepo(p, id string, r *Repo) {
 	if r.Model == "" {
 		r.Model = "opus" // the reference treats an empty model as the default
 	}
-	d.check(p+".claude_version", !claudeVersionRE.MatchString(r.ClaudeVersion), "must be a version (1.2.3), latest or stable, not %q", r.ClaudeVersion)
+	d.check(p+".claude_version", r.ClaudeVersion != "" && !claudeVersionRE.MatchString(r.ClaudeVersion), "must be a version (1.2.3), latest or stable, not %q", r.ClaudeVersion)
 	cp := r.ContainerPath
 	d.check(p+".container_path", cp == "" || path.IsAbs(cp) || slices.Contains(strings.Split(cp, "/"), ".."),
 		"must be a relative path inside the repo without '..', not %q", cp)
