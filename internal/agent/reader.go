@@ -1,8 +1,10 @@
 package agent
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
+	"io"
 	"regexp"
 	"strconv"
 	"strings"
@@ -820,4 +822,29 @@ func parseTodos(input json.RawMessage) ([]Todo, bool) {
 		return nil, false
 	}
 	return in.Todos, true
+}
+
+// LastTotalCost returns the total_cost_usd of the last result event of
+// session in a stream of events (a conversation's events.jsonl): the
+// running total a resumed run starts from.
+func LastTotalCost(events io.Reader, session string) (float64, error) {
+	sc := bufio.NewScanner(events)
+	sc.Buffer(nil, 64<<20)
+	marker := []byte(`"result"`)
+	var total float64
+	for sc.Scan() {
+		line := sc.Bytes()
+		if !bytes.Contains(line, marker) {
+			continue // cheap: most events are not results
+		}
+		var ev struct {
+			Type         string  `json:"type"`
+			SessionID    string  `json:"session_id"`
+			TotalCostUSD float64 `json:"total_cost_usd"`
+		}
+		if json.Unmarshal(line, &ev) == nil && ev.Type == TypeResult && ev.SessionID == session {
+			total = ev.TotalCostUSD
+		}
+	}
+	return total, sc.Err()
 }
