@@ -132,7 +132,9 @@ func (f *fakeRegistry) count(path string) int {
 func (f *fakeRegistry) publish(t *testing.T, version string) []byte {
 	t.Helper()
 	exe := []byte("#!/bin/sh\necho '" + version + " (Claude Code)'\n")
-	f.set(func(f *fakeRegistry) { f.versions[version] = tarball(t, map[string][]byte{"package/claude": exe, "package/package.json": []byte("{}")}) })
+	f.set(func(f *fakeRegistry) {
+		f.versions[version] = tarball(t, map[string][]byte{"package/claude": exe, "package/package.json": []byte("{}")})
+	})
 	return exe
 }
 
@@ -277,7 +279,9 @@ func TestInstallInterruptedDownload(t *testing.T) {
 
 func TestInstallTarballWithoutBinary(t *testing.T) {
 	reg := newFakeRegistry(t)
-	reg.set(func(f *fakeRegistry) { f.versions["2.1.5"] = tarball(t, map[string][]byte{"package/README.md": []byte("hi")}) })
+	reg.set(func(f *fakeRegistry) {
+		f.versions["2.1.5"] = tarball(t, map[string][]byte{"package/README.md": []byte("hi")})
+	})
 	in, _ := newInstaller(t, reg)
 	if _, err := in.Install(context.Background(), "2.1.5"); err == nil || !strings.Contains(err.Error(), "no package/claude") {
 		t.Fatalf("Install: %v; want a missing-binary error", err)

@@ -206,13 +206,13 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		maxConc = 1
 	}
 	g := &Gateway{
-		cfg:     cfg,
-		opts:    opts,
-		log:     opts.Logger,
-		now:     opts.Clock,
-		rt:      rt,
-		run:     sandbox.NewRunner(rt, opts.Prefix),
-		cache:   sandbox.NewImageCache(rt, opts.Prefix),
+		cfg:   cfg,
+		opts:  opts,
+		log:   opts.Logger,
+		now:   opts.Clock,
+		rt:    rt,
+		run:   sandbox.NewRunner(rt, opts.Prefix),
+		cache: sandbox.NewImageCache(rt, opts.Prefix),
 		claude: &claudecli.Installer{Dir: filepath.Join(opts.StateDir, ClaudeBinariesDir),
 			Registry: cfg.Execution.ClaudeRegistry, Now: opts.Clock, Logger: opts.Logger},
 		sem:     make(chan struct{}, maxConc),

@@ -48,10 +48,10 @@ type taskResult struct {
 	// credential names the Claude credential the repo configures, for an
 	// auth_failed reply ("" when it has none).
 	credential string
-	model        string
-	started      time.Time
-	finished     time.Time
-	dir          *conversation.Dir
+	model      string
+	started    time.Time
+	finished   time.Time
+	dir        *conversation.Dir
 }
 
 // infra builds the result of a failure around the agent.
