@@ -98,6 +98,13 @@ func New(keys ...string) *Server {
 	return &Server{keys: append([]string(nil), keys...)}
 }
 
+// SetKeys replaces the accepted credentials: a key revoked mid-test.
+func (s *Server) SetKeys(keys ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.keys = append([]string(nil), keys...)
+}
+
 // OnMessages sets a hook called at each /v1/messages request, before the
 // answer is written. It must not block.
 func (s *Server) OnMessages(f func(Request)) {
@@ -180,7 +187,10 @@ func (s *Server) check(r *http.Request) (status int, typ, msg string) {
 	}
 	got := Request{Header: r.Header}.APIKey()
 	ok := false
-	for _, k := range s.keys {
+	s.mu.Lock()
+	keys := s.keys
+	s.mu.Unlock()
+	for _, k := range keys {
 		if subtle.ConstantTimeCompare([]byte(got), []byte(k)) == 1 {
 			ok = true
 		}
