@@ -346,13 +346,13 @@ repos:
 
 func TestStarterConfig(t *testing.T) {
 	starter := StarterConfig()
-	for _, want := range []string{"!env AIRUT_EMAIL_PASSWORD", "execution:", "dashboard:", "network:", "repos:", "masked_secrets:", "signing_credentials:", "github_app_credentials:", "schedules:", "slack:"} {
+	for _, want := range []string{"!env AIRUT_EMAIL_PASSWORD", "claude_version: latest", "CLAUDE_CODE_OAUTH_TOKEN", "path: /v1/messages*", "execution:", "dashboard:", "network:", "repos:", "masked_secrets:", "signing_credentials:", "github_app_credentials:", "schedules:", "slack:"} {
 		if !bytes.Contains(starter, []byte(want)) {
 			t.Errorf("starter config lacks %q", want)
 		}
 	}
 	t.Run("loads with its variables set", func(t *testing.T) {
-		dir := writeFiles(t, map[string]string{"airut.yaml": string(starter), ".env": "AIRUT_EMAIL_PASSWORD=starter-password\n"})
+		dir := writeFiles(t, map[string]string{"airut.yaml": string(starter), ".env": "AIRUT_EMAIL_PASSWORD=starter-password\nANTHROPIC_API_KEY=sk-ant-starter\n"})
 		reg := redact.NewRegistry()
 		cfg, err := Load(filepath.Join(dir, "airut.yaml"), nil, reg)
 		if err != nil {
@@ -366,6 +366,12 @@ func TestStarterConfig(t *testing.T) {
 		}
 		if reg.Redact("starter-password") != redact.Mask {
 			t.Error("starter password not registered")
+		}
+		// The Claude credential is offered masked, scoped to the API.
+		m, ok := cfg.Repos["my-project"].MaskedSecrets["ANTHROPIC_API_KEY"]
+		if cfg.Repos["my-project"].ClaudeVersion != "latest" || !ok || (!slices.Equal(m.Scopes, []string{"api.anthropic.com"}) || !slices.Equal(m.Headers, []string{"x-api-key"})) {
+			t.Errorf("claude_version %q, ANTHROPIC_API_KEY %+v; want latest and a masked key on api.anthropic.com x-api-key",
+				cfg.Repos["my-project"].ClaudeVersion, m)
 		}
 	})
 	t.Run("names the missing variable", func(t *testing.T) {
