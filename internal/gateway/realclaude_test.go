@@ -91,6 +91,7 @@ type realHarness struct {
 	api    *testkit.AnthropicUpstream
 	claude string
 	real   string // the real credential
+	caFile string // the fake API's CA, network.upstream_ca
 }
 
 // recommendedAllowlist is the allowlist the README recommends for Claude
@@ -161,7 +162,7 @@ func newRealHarness(t testing.TB, o realOpts) *realHarness {
 	h.gw, h.cancel, h.done = gw, cancel, make(chan error, 1)
 	go func() { h.done <- gw.Run(ctx) }()
 	t.Cleanup(h.stop)
-	rh := &realHarness{harness: h, api: api, claude: claude, real: real}
+	rh := &realHarness{harness: h, api: api, claude: claude, real: real, caFile: caFile}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("fake API requests:\n%s", fakeapi.Transcript(api.API.Requests()))
