@@ -68,8 +68,6 @@ type realSummary struct {
 	HasSession     bool
 }
 
-const realSession = "85ba2407-1d9b-41e5-af88-9ef0fb63fe45"
-
 func TestRealCLIRecordings(t *testing.T) {
 	tests := []struct {
 		name    string

@@ -30,7 +30,7 @@ var allowed = map[string][]string{
 	"internal/proxy":         {"internal/allowlist", "internal/secrets"},
 	"internal/sandbox":       {"internal/allowlist", "internal/secrets"},
 	"internal/agent":         {},
-	"internal/claudecli":     {},
+	"internal/claudecli":     {"internal/atomicfile"},
 	"internal/conversation":  {"internal/atomicfile"},
 	"internal/gitmirror":     {},
 	"internal/channel":       {},

@@ -38,6 +38,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/airut/airut/internal/atomicfile"
 )
 
 // DefaultRegistry is npm's public registry.
@@ -264,19 +266,7 @@ func (in *Installer) saveTags(tags map[string]tagEntry) error {
 	if err := os.MkdirAll(in.Dir, 0o755); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(in.Dir, ".tags-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), in.tagsFile())
+	return atomicfile.Write(in.tagsFile(), data, 0o644)
 }
 
 // fetchTag asks the registry's dist-tag endpoint, then the abbreviated
