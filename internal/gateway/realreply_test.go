@@ -41,14 +41,17 @@ func TestRealCLIErrorReplies(t *testing.T) {
 		notWant    []string
 	}{
 		{"401 names the masked key", "auth-resume", true, masked, agent.OutcomeAuthFailed,
-			[]string{"refused the agent's credential (HTTP 401)", "masked_secrets.ANTHROPIC_API_KEY", "api.anthropic.com", "reply to this message"},
-			[]string{"could not be resumed", "fresh session"}},
+			[]string{"refused the agent's credential (HTTP 401)", "masked_secrets.ANTHROPIC_API_KEY", "api.anthropic.com", "reply to this message",
+				"```\nInvalid API key · Fix external API key\n```"},
+			[]string{"could not be resumed", "fresh session", `{"type"`}},
 		{"401 names the OAuth token", "auth-new", false, oauth, agent.OutcomeAuthFailed,
 			[]string{"masked_secrets.CLAUDE_CODE_OAUTH_TOKEN"}, nil},
 		{"401 without a credential says to add one", "auth-new", false, &config.Repo{}, agent.OutcomeAuthFailed,
 			[]string{"no ANTHROPIC_API_KEY or CLAUDE_CODE_OAUTH_TOKEN"}, nil},
 		{"429 says the service is unavailable", "rate-limit", false, masked, agent.OutcomeError,
-			[]string{"unavailable or rate-limited (HTTP 429)", "reply to this message later"}, []string{"exit code"}},
+			[]string{"unavailable or rate-limited (HTTP 429)", "reply to this message later", "Request rejected (429)"}, []string{"exit code", `{"type"`}},
+		{"prompt too long quotes the CLI's words, not its JSON", "prompt-too-long", true, masked, agent.OutcomePromptTooLong,
+			[]string{"too long for the model's context", "Prompt is too long · the request is ~212345 tokens"}, []string{`{"type"`}},
 		{"529 says the service is unavailable", "overloaded", true, masked, agent.OutcomeError,
 			[]string{"unavailable or rate-limited (HTTP 529)"}, nil},
 	}

@@ -105,9 +105,18 @@ func replyText(tr taskResult) string {
 }
 
 // quoteTail quotes the last lines of the agent's output: stderr when it
-// said something, else the raw stdout lines.
+// said something; else, for a run the CLI reported as failed, its own
+// words (the result's errors or text), which read better than the JSON
+// they came in; else the raw stdout lines.
 func quoteTail(b *strings.Builder, tr taskResult) {
 	lines := tr.stderr
+	if len(lines) == 0 && tr.res.IsError {
+		if len(tr.res.Errors) > 0 {
+			lines = tr.res.Errors
+		} else if r := strings.TrimSpace(tr.res.Reply); r != "" && r != agent.NoOutputReply {
+			lines = strings.Split(r, "\n")
+		}
+	}
 	if len(lines) == 0 {
 		lines = tr.res.Tail
 	}
