@@ -460,3 +460,28 @@ func TestRealClaudeOAuthToken(t *testing.T) {
 	}
 	t.Logf("start-up with an OAuth token:\n%s", h.file(conv, "network-sandbox.log"))
 }
+
+// TestRealClaudeRejectedOnResume: an API 400 on a resumed conversation
+// (typically a history the API no longer accepts) is a lost session: the
+// task is retried once in a fresh session — here refused again, so it
+// ends as an error after exactly one retry, and says so.
+func TestRealClaudeRejectedOnResume(t *testing.T) {
+	h := newRealHarness(t, realOpts{})
+	h.send(outMail{Subject: "rejected", Body: "@@reply first answer"})
+	_ = h.waitMail(1)
+	reply := h.waitMail(2)
+	conv := h.taskOf("rejected").Conversation
+	before := len(h.api.API.MessagesRequests())
+	h.send(outMail{Subject: "Re: " + reply.Subject, InReplyTo: reply.MessageID, Body: "@@error 400"})
+	r2 := h.waitMail(3)
+	if !strings.Contains(r2.Text, "could not be resumed") || !strings.Contains(r2.Text, "unexpected tool_use_id") {
+		t.Errorf("reply: got %q; want the fresh-session note and the API's words", r2.Text)
+	}
+	after := h.api.API.MessagesRequests()[before:]
+	if len(after) != 2 || !bytes.Contains(after[0].Body, []byte("first answer")) || bytes.Contains(after[1].Body, []byte("@@reply first answer")) {
+		t.Errorf("requests after the 400: %d; want the resumed one, then one fresh retry without the old history", len(after))
+	}
+	if got := h.record(conv).Tasks[1].Outcome; got != string(agent.OutcomeError) {
+		t.Errorf("outcome: %s; want error after the one retry", got)
+	}
+}
