@@ -8,9 +8,9 @@ export CGO_ENABLED ?= 0
 export CONTAINERS_CONF ?= $(CURDIR)/contrib/containers.conf
 BIN := bin
 TEST_USER ?= airut-test
-PKGS_RACE := ./internal/sandbox/... ./internal/redact/... ./internal/conversation/... ./internal/channel/... ./internal/agent/... ./internal/proxy/... ./internal/gateway/...
+PKGS_RACE := ./internal/sandbox/... ./internal/claudecli/... ./internal/redact/... ./internal/conversation/... ./internal/channel/... ./internal/agent/... ./internal/proxy/... ./internal/gateway/...
 
-.PHONY: all build test test-deps test-unit test-rootless bench lint run clean
+.PHONY: all build test test-deps test-claude test-unit test-rootless bench lint run clean
 AIRUT_CONFIG ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/airut/airut.yaml
 
 all: build
@@ -30,7 +30,14 @@ test-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-test: test-deps test-unit test-rootless
+# The Claude Code release the tests run (pinned in internal/testkit/claude.go),
+# installed from the npm registry with the gateway's own installer (sha512
+# integrity checked) into ~/.cache/airut/claude-binaries: downloaded once
+# per machine, not once per run.
+test-claude:
+	$(GO) run ./internal/testkit/installclaude
+
+test: test-deps test-claude test-unit test-rootless
 
 test-unit:
 	$(GO) test -count=1 ./...
@@ -66,7 +73,9 @@ run: test-deps build
 	exec ./$(BIN)/airut run --config $(AIRUT_CONFIG)
 
 # Container benchmarks interleave the two sides in one run and report ratios.
-bench: test-deps
+# BenchmarkRealClaudeFirstRequest (gateway) reports the real CLI's first API
+# request after a message arrives beside the bare sandbox start, in one run.
+bench: test-deps test-claude
 	$(GO) test -run '^$$' -bench . -benchtime 10x ./internal/sandbox/ ./internal/sandboxcli/
 	$(GO) test -run '^$$' -bench . ./internal/proxy/ ./internal/allowlist/
 	$(GO) test -run '^$$' -bench . -benchtime 5x ./internal/gateway/

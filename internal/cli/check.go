@@ -87,6 +87,7 @@ func runChecks(ctx context.Context, engine, configPath string) []finding {
 	}
 	if cfg != nil {
 		out = append(out, mailChecks(ctx, cfg)...)
+		out = append(out, claudeChecks(ctx, cfg)...)
 	}
 	if engine == "" {
 		engine = "podman"

@@ -71,9 +71,12 @@ type Execution struct {
 	// Default true.
 	ImagePrune bool `yaml:"image_prune"`
 	// ClaudeBinary is the host path of the Claude Code executable mounted
-	// into containers, for repos that do not set their own. Default ""
-	// (`claude` found on PATH).
+	// into containers, for repos that set neither claude_binary nor
+	// claude_version. Default "" (`claude` found on PATH).
 	ClaudeBinary string `yaml:"claude_binary"`
+	// ClaudeRegistry is the npm registry claude_version installs from (a
+	// mirror). Default "" (https://registry.npmjs.org).
+	ClaudeRegistry string `yaml:"claude_registry"`
 }
 
 // ShutdownTimeoutDuration returns ShutdownTimeout as a time.Duration.
@@ -103,9 +106,11 @@ type Network struct {
 	// UpstreamCA is a PEM file of extra CA certificates the proxy trusts
 	// upstream, beside the system roots (private CAs). Default "" (none).
 	UpstreamCA string `yaml:"upstream_ca"`
-	// Resolve pins host names to IP addresses for the proxy (split-horizon
-	// deployments, internal services). A pinned address is the operator's
-	// choice and is exempt from the private-range guard. Default none.
+	// Resolve pins host names to addresses for the proxy (split-horizon
+	// deployments, internal services): an IP ("10.0.0.5") or IP:PORT
+	// ("10.0.0.5:8443", the port replacing the request's). A pinned address
+	// is the operator's choice and is exempt from the private-range guard.
+	// Default none.
 	Resolve map[string]string `yaml:"resolve"`
 }
 
@@ -118,12 +123,14 @@ type Repo struct {
 	// Effort is passed as --effort (low, medium, high, max). Default ""
 	// (the flag is left out and Claude Code uses its own default).
 	Effort string `yaml:"effort"`
-	// ClaudeVersion is the Claude Code version: semver, "latest" or
-	// "stable". Default "latest".
+	// ClaudeVersion is the Claude Code version the gateway installs from
+	// the npm registry: a version (2.1.3), "latest" or "stable". Default ""
+	// (claude_binary, else execution.claude_binary, else `claude` on PATH).
+	// Exclusive with claude_binary.
 	ClaudeVersion string `yaml:"claude_version"`
 	// ClaudeBinary is the host path of the Claude Code executable mounted
-	// read-only into the container. Default execution.claude_binary, else
-	// "" (`claude` found on PATH).
+	// read-only into the container. Default execution.claude_binary when
+	// claude_version is unset, else "" (`claude` found on PATH).
 	ClaudeBinary string `yaml:"claude_binary"`
 	// ContainerPath is the directory in the repo holding the Dockerfile and
 	// its build context; relative, without "..". Default ".airut/container".
@@ -435,7 +442,6 @@ func (c *Config) SetDefaults() {
 // SetDefaults sets the defaults documented on each field.
 func (r *Repo) SetDefaults() {
 	r.Model = "opus"
-	r.ClaudeVersion = "latest"
 	r.ContainerPath = ".airut/container"
 	r.Network.SandboxEnabled = true
 }

@@ -151,7 +151,7 @@ func TestFullConfigValues(t *testing.T) {
 		{"deliver.to scalar", app.Schedules["daily"].Deliver.To, Recipients{"alice@example.org"}},
 		{"deliver.to list", app.Schedules["nightly"].Deliver.To, Recipients{"a@example.org", "b@example.org"}},
 		{"schedule enable default", app.Schedules["daily"].Enable, true},
-		{"claude_binary from execution", app.ClaudeBinary, "/opt/claude/bin/claude"},
+		{"claude_version keeps execution.claude_binary out", app.ClaudeBinary, ""},
 		{"claude_binary own", cfg.Repos["docs"].ClaudeBinary, "/usr/local/bin/claude"},
 		{"limits via anchor", cfg.Repos["docs"].ResourceLimits, ResourceLimits{Timeout: 3600, Memory: "8g", CPUs: 1.5, PidsLimit: 512}},
 		{"docs model default", cfg.Repos["docs"].Model, "opus"},
@@ -326,13 +326,13 @@ repos:
 
 func TestStarterConfig(t *testing.T) {
 	starter := StarterConfig()
-	for _, want := range []string{"!env AIRUT_EMAIL_PASSWORD", "execution:", "dashboard:", "network:", "repos:", "masked_secrets:", "signing_credentials:", "github_app_credentials:", "schedules:", "slack:"} {
+	for _, want := range []string{"!env AIRUT_EMAIL_PASSWORD", "claude_version: latest", "CLAUDE_CODE_OAUTH_TOKEN", "path: /v1/messages*", "execution:", "dashboard:", "network:", "repos:", "masked_secrets:", "signing_credentials:", "github_app_credentials:", "schedules:", "slack:"} {
 		if !bytes.Contains(starter, []byte(want)) {
 			t.Errorf("starter config lacks %q", want)
 		}
 	}
 	t.Run("loads with its variables set", func(t *testing.T) {
-		dir := writeFiles(t, map[string]string{"airut.yaml": string(starter), ".env": "AIRUT_EMAIL_PASSWORD=starter-password\n"})
+		dir := writeFiles(t, map[string]string{"airut.yaml": string(starter), ".env": "AIRUT_EMAIL_PASSWORD=starter-password\nANTHROPIC_API_KEY=sk-ant-starter\n"})
 		reg := redact.NewRegistry()
 		cfg, err := Load(filepath.Join(dir, "airut.yaml"), nil, reg)
 		if err != nil {
@@ -346,6 +346,12 @@ func TestStarterConfig(t *testing.T) {
 		}
 		if reg.Redact("starter-password") != redact.Mask {
 			t.Error("starter password not registered")
+		}
+		// The Claude credential is offered masked, scoped to the API.
+		m, ok := cfg.Repos["my-project"].MaskedSecrets["ANTHROPIC_API_KEY"]
+		if cfg.Repos["my-project"].ClaudeVersion != "latest" || !ok || (!slices.Equal(m.Scopes, []string{"api.anthropic.com"}) || !slices.Equal(m.Headers, []string{"x-api-key"})) {
+			t.Errorf("claude_version %q, ANTHROPIC_API_KEY %+v; want latest and a masked key on api.anthropic.com x-api-key",
+				cfg.Repos["my-project"].ClaudeVersion, m)
 		}
 	})
 	t.Run("names the missing variable", func(t *testing.T) {
@@ -473,5 +479,46 @@ repos:
 				t.Errorf("api_url %q; want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestClaudeSource: a repo's Claude Code is its claude_binary, else its
+// claude_version, else execution.claude_binary (else PATH, at run time).
+func TestClaudeSource(t *testing.T) {
+	const repo = `
+    repo_url: https://example.org/a.git
+    email:
+      account: {username: USER, from: "u@example.org", password: pw-123456}
+      imap: {server: imap.example.org}
+      smtp: {server: smtp.example.org}
+      auth: {authorized_senders: ["ok@example.org"], trusted_authserv_id: mx}
+`
+	r := func(user string) string { return strings.ReplaceAll(repo, "USER", user) }
+	yaml := "execution:\n  claude_binary: /opt/global/claude\n  claude_registry: https://npm.example.org\nrepos:\n" +
+		"  own:\n    claude_binary: /opt/own/claude" + r("a") +
+		"  versioned:\n    claude_version: stable" + r("b") +
+		"  plain:" + r("c")
+	cfg, err := Parse("airut.yaml", []byte(yaml), MapEnv(nil), redact.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Err(); err != nil {
+		t.Fatal(err)
+	}
+	type src struct{ Binary, Version string }
+	got := map[string]src{}
+	for id, r := range cfg.Repos {
+		got[id] = src{r.ClaudeBinary, r.ClaudeVersion}
+	}
+	want := map[string]src{
+		"own":       {"/opt/own/claude", ""},
+		"versioned": {"", "stable"},
+		"plain":     {"/opt/global/claude", ""},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("claude sources (-want +got):\n%s", diff)
+	}
+	if cfg.Execution.ClaudeRegistry != "https://npm.example.org" {
+		t.Errorf("claude_registry = %q", cfg.Execution.ClaudeRegistry)
 	}
 }

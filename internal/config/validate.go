@@ -81,8 +81,10 @@ func (d *validator) validate(c *Config) {
 	}
 	for host, addr := range c.Network.Resolve {
 		p := root.Key("network", "resolve", host)
-		_, err := netip.ParseAddr(addr)
-		d.check(p, err != nil, "must be an IP address, not %q", addr)
+		// IP or IP:PORT, as the proxy and airut-sandbox --resolve take it.
+		_, errAddr := netip.ParseAddr(addr)
+		_, errPort := netip.ParseAddrPort(addr)
+		d.check(p, errAddr != nil && errPort != nil, "must be an IP address, optionally with :port, not %q", addr)
 	}
 
 	ids := make([]string, 0, len(c.Repos))
@@ -94,10 +96,14 @@ func (d *validator) validate(c *Config) {
 	inboxes := map[string]string{}
 	for _, id := range ids {
 		r := c.Repos[id]
-		if r.ClaudeBinary == "" {
+		// Both set on one repo is an error (validateRepo); the global
+		// binary is only the default of a repo that chose neither.
+		own := r.ClaudeBinary != ""
+		if !own && r.ClaudeVersion == "" {
 			r.ClaudeBinary = c.Execution.ClaudeBinary
 		}
 		d.validateRepo(root.Key("repos", id), id, r)
+		d.check(root.Key("repos", id, "claude_version"), own && r.ClaudeVersion != "", "set either claude_version or claude_binary, not both")
 		if r.Email != nil && r.Email.IMAP.Server != "" {
 			key := strings.ToLower(r.Email.IMAP.Server) + "/" + strings.ToLower(r.Email.Account.Username)
 			if other, dup := inboxes[key]; dup {
@@ -115,7 +121,7 @@ func (d *validator) validateRepo(p yamlwalk.Path, id string, r *Repo) {
 	if r.Model == "" {
 		r.Model = "opus" // the reference treats an empty model as the default
 	}
-	d.check(p.Key("claude_version"), !claudeVersionRE.MatchString(r.ClaudeVersion), "must be a version (1.2.3), latest or stable, not %q", r.ClaudeVersion)
+	d.check(p.Key("claude_version"), r.ClaudeVersion != "" && !claudeVersionRE.MatchString(r.ClaudeVersion), "must be a version (1.2.3), latest or stable, not %q", r.ClaudeVersion)
 	cp := r.ContainerPath
 	d.check(p.Key("container_path"), cp == "" || path.IsAbs(cp) || slices.Contains(strings.Split(cp, "/"), ".."),
 		"must be a relative path inside the repo without '..', not %q", cp)

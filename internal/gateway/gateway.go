@@ -50,7 +50,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -59,6 +58,7 @@ import (
 
 	"github.com/airut/airut/internal/channel"
 	"github.com/airut/airut/internal/channel/email"
+	"github.com/airut/airut/internal/claudecli"
 	"github.com/airut/airut/internal/config"
 	"github.com/airut/airut/internal/redact"
 	"github.com/airut/airut/internal/sandbox"
@@ -66,6 +66,10 @@ import (
 
 // DefaultPrefix names the gateway's containers, networks and images.
 const DefaultPrefix = "airut"
+
+// ClaudeBinariesDir holds, under the state directory, the Claude Code
+// versions installed for claude_version.
+const ClaudeBinariesDir = "claude-binaries"
 
 // gcInterval is how often old conversations and unused images are removed.
 const gcInterval = time.Hour
@@ -145,6 +149,8 @@ type Gateway struct {
 	rt    *sandbox.Runtime
 	run   *sandbox.Runner
 	cache *sandbox.ImageCache
+	// claude installs claude_version releases under <state>/claude-binaries.
+	claude *claudecli.Installer
 
 	sem     chan struct{}
 	tracker *tracker
@@ -200,13 +206,15 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		maxConc = 1
 	}
 	g := &Gateway{
-		cfg:     cfg,
-		opts:    opts,
-		log:     opts.Logger,
-		now:     opts.Clock,
-		rt:      rt,
-		run:     sandbox.NewRunner(rt, opts.Prefix),
-		cache:   sandbox.NewImageCache(rt, opts.Prefix),
+		cfg:   cfg,
+		opts:  opts,
+		log:   opts.Logger,
+		now:   opts.Clock,
+		rt:    rt,
+		run:   sandbox.NewRunner(rt, opts.Prefix),
+		cache: sandbox.NewImageCache(rt, opts.Prefix),
+		claude: &claudecli.Installer{Dir: filepath.Join(opts.StateDir, ClaudeBinariesDir),
+			Registry: cfg.Execution.ClaudeRegistry, Now: opts.Clock, Logger: opts.Logger},
 		sem:     make(chan struct{}, maxConc),
 		tracker: newTracker(),
 		repos:   map[string]*repoHandler{},
@@ -503,30 +511,15 @@ func EmailChannels(dashboardBaseURL string) ChannelFactory {
 	}
 }
 
-// claudeBinary resolves the host path of the Claude Code executable.
-func (g *Gateway) claudeBinary(rc *config.Repo) (string, error) {
-	p := rc.ClaudeBinary
-	if p == "" {
-		p = g.cfg.Execution.ClaudeBinary
-	}
-	if p == "" {
-		found, err := exec.LookPath("claude")
-		if err != nil {
-			return "", errors.New("claude binary: none configured (claude_binary) and `claude` is not on PATH")
-		}
-		p = found
-	}
-	abs, err := filepath.Abs(p)
-	if err != nil {
-		return "", fmt.Errorf("claude binary %s: %w", p, err)
-	}
-	// The mount follows symlinks on the host; resolving it here makes a
-	// dangling link a clear error rather than a container start failure.
-	real, err := filepath.EvalSymlinks(abs)
+// claudeBinary resolves the host path of a repo's Claude Code executable:
+// its claude_binary, else its claude_version (installed on first use),
+// else `claude` on PATH.
+func (g *Gateway) claudeBinary(ctx context.Context, rc *config.Repo) (string, error) {
+	loc, err := g.claude.Locate(ctx, rc.ClaudeBinary, rc.ClaudeVersion)
 	if err != nil {
 		return "", fmt.Errorf("claude binary: %w", err)
 	}
-	return real, nil
+	return loc.Path, nil
 }
 
 func (g *Gateway) proxyBinary() (string, error) {

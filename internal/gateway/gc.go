@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/airut/airut/internal/claudecli"
 	"github.com/airut/airut/internal/conversation"
 )
 
@@ -44,6 +45,12 @@ func (g *Gateway) collectGarbage(ctx context.Context) {
 				g.log.Info("removed old conversations", logRepo, h.id, "count", len(removed))
 			}
 		}
+	}
+	// Claude Code versions no repo uses any more go while idle, like
+	// images: a task between resolving its version and mounting it would
+	// otherwise lose the file.
+	if !busy {
+		g.collectClaudeVersions()
 	}
 	// An image built for a task that has not started its container yet
 	// looks unused; pruning only while idle keeps it.
@@ -120,4 +127,28 @@ func lastActivity(dir *conversation.Dir) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("conversation %s: %w", dir.ID, err)
 	}
 	return fi.ModTime(), nil
+}
+
+// collectClaudeVersions removes installed Claude Code versions that no
+// repo's claude_version names; a tag keeps what it last resolved to.
+func (g *Gateway) collectClaudeVersions() {
+	var keep []string
+	for _, rc := range g.cfg.Repos {
+		switch v := rc.ClaudeVersion; {
+		case v == "":
+		case claudecli.IsTag(v):
+			if last := g.claude.LastResolved(v); last != "" {
+				keep = append(keep, last)
+			}
+		default:
+			keep = append(keep, v)
+		}
+	}
+	removed, err := g.claude.GC(keep)
+	if err != nil {
+		g.log.Warn("claude version gc failed", logError, err)
+	}
+	if len(removed) > 0 {
+		g.log.Info("removed unused Claude Code versions", "versions", removed)
+	}
 }
