@@ -622,3 +622,27 @@ func TestSendNewThread(t *testing.T) {
 		t.Errorf("got conversation %q for a reply; want 1a2b3c4d", got)
 	}
 }
+
+// TestDoneDeletesFollowUps is the duplicate-reply bug: Done deleted on a
+// kept connection that the server had not told about later messages, and
+// an RFC 3501 server (Dovecot, and mailtest like it) answers OK to a UID
+// STORE for a UID the session does not know, doing nothing. Every
+// follow-up stayed in the inbox and was answered again after a restart.
+func TestDoneDeletesFollowUps(t *testing.T) {
+	h := newHarness(t, mailtest.IMAPOptions{}, mailtest.SMTPOptions{})
+	ch := h.channel(t)
+	h.run(t, ch)
+	for i, subject := range []string{"first", "second", "third"} {
+		h.imap.Append(t, simple("alice@example.com", subject, "x"))
+		msg := h.next(t)
+		if msg.Subject != subject {
+			t.Fatalf("got %q; want %q", msg.Subject, subject)
+		}
+		if err := ch.Done(context.Background(), msg); err != nil {
+			t.Fatalf("Done #%d: %v", i+1, err)
+		}
+		if got := h.imap.Inbox(t); len(got) != 0 {
+			t.Fatalf("after Done of %q the inbox still holds %d message(s) (flags %v): the delete did not happen", subject, len(got), got[0].Flags)
+		}
+	}
+}

@@ -15,7 +15,7 @@ var _ channel.Prober = (*Channel)(nil)
 // its own, so a running Run is not disturbed. Its error names the server
 // and the stage that failed: it becomes the repo's status reason.
 func (c *Channel) Probe(ctx context.Context) error {
-	cl, _, err := c.dialIMAP(ctx, nil)
+	cl, _, err := c.dialIMAP(ctx, nil, nil)
 	if err != nil {
 		return err
 	}

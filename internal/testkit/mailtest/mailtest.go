@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -48,16 +49,108 @@ type IMAPServer struct {
 	mu       sync.Mutex
 	appended chan struct{} // closed and replaced by every Append
 	auth     authLog
+	// dropFetch counts FETCH commands down to the one that drops every
+	// connection (at 0); below 0 nothing happens.
+	dropFetch atomic.Int64
 }
 
-// session makes IDLE report messages appended before or during it. The
-// in-memory server only reports changes made after IDLE starts, so a
-// message appended between a client's SEARCH and its IDLE would go
-// unnoticed; real servers (Dovecot, Exchange) report it, and a test must
-// not depend on that race.
+// session makes the in-memory server behave like Dovecot where the email
+// channel depends on it:
+//
+//   - IDLE reports messages appended before or during it. The in-memory
+//     server only reports changes made after IDLE starts, so a message
+//     appended between a client's SEARCH and its IDLE would go unnoticed;
+//     real servers (Dovecot, Exchange) report it, and a test must not
+//     depend on that race.
+//   - UID STORE and UID EXPUNGE ignore a UID the session has not been told
+//     about yet (no EXISTS for it since SELECT), returning OK with no
+//     effect, as RFC 3501 servers do: the in-memory server acts on the
+//     shared mailbox and would hide a client that deletes on a stale
+//     session.
 type session struct {
 	imapserver.SessionIMAP4rev2
 	s *IMAPServer
+	// known is the highest UID this session has been told about: UIDNEXT-1
+	// at SELECT, then the mailbox's at every poll (IDLE, NOOP and the end
+	// of each command). It errs towards knowing too much: a message
+	// appended during a poll counts as told.
+	known atomic.Uint32
+}
+
+func (ss *session) Select(name string, options *imap.SelectOptions) (*imap.SelectData, error) {
+	data, err := ss.SessionIMAP4rev2.Select(name, options)
+	if err == nil {
+		ss.known.Store(uint32(data.UIDNext) - 1)
+	}
+	return data, err
+}
+
+func (ss *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
+	err := ss.SessionIMAP4rev2.Poll(w, allowExpunge)
+	ss.learn()
+	return err
+}
+
+// learn marks every message now in INBOX as told to the session.
+func (ss *session) learn() {
+	st, err := ss.s.user.Status("INBOX", &imap.StatusOptions{UIDNext: true})
+	if err == nil && st.UIDNext > 0 {
+		ss.known.Store(uint32(st.UIDNext) - 1)
+	}
+}
+
+// told drops the UIDs this session has not been told about from a UID set;
+// a sequence set is left alone, as sequence numbers exist only for told
+// messages.
+func (ss *session) told(set imap.NumSet) (imap.NumSet, bool) {
+	uids, ok := set.(imap.UIDSet)
+	if !ok {
+		return set, true
+	}
+	known := imap.UID(ss.known.Load())
+	var out imap.UIDSet
+	for _, r := range uids {
+		start, stop := r.Start, r.Stop
+		if stop == 0 || stop > known { // 0 is "*"
+			stop = known
+		}
+		if start == 0 {
+			start = known
+		}
+		if start <= stop && start > 0 {
+			out.AddRange(start, stop)
+		}
+	}
+	return out, len(out) > 0
+}
+
+func (ss *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *imap.StoreFlags, options *imap.StoreOptions) error {
+	set, ok := ss.told(numSet)
+	if !ok {
+		return nil
+	}
+	return ss.SessionIMAP4rev2.Store(w, set, flags, options)
+}
+
+func (ss *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error {
+	if uids != nil {
+		set, ok := ss.told(*uids)
+		if !ok {
+			return nil
+		}
+		u := set.(imap.UIDSet)
+		uids = &u
+	}
+	return ss.SessionIMAP4rev2.Expunge(w, uids)
+}
+
+func (ss *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) error {
+	if ss.s.dropFetch.Add(-1) == 0 {
+		// The connection breaks while the client waits for the data.
+		ss.s.ln.closeAll()
+		return errors.New("mailtest: connection dropped mid-fetch")
+	}
+	return ss.SessionIMAP4rev2.Fetch(w, numSet, options)
 }
 
 func (ss *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
@@ -67,7 +160,7 @@ func (ss *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error 
 		ss.s.mu.Lock()
 		appended := ss.s.appended
 		ss.s.mu.Unlock()
-		if err := ss.SessionIMAP4rev2.Poll(w, true); err != nil {
+		if err := ss.Poll(w, true); err != nil {
 			return err
 		}
 		select {
@@ -256,6 +349,7 @@ func NewIMAPServer(t testing.TB, opts IMAPOptions) *IMAPServer {
 		user:     user,
 		appended: make(chan struct{}),
 	}
+	s.dropFetch.Store(-1)
 	s.auth.setTokens(opts.OAuth2Tokens)
 
 	caps := imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}}
@@ -360,6 +454,11 @@ func (s *IMAPServer) Inbox(t testing.TB) []Message {
 func (s *IMAPServer) DropConnections() int {
 	return s.ln.closeAll()
 }
+
+// DropOnFetch makes the nth FETCH command from now (1 = the next) close
+// every client connection instead of answering, as a server or network
+// failing in the middle of a download would.
+func (s *IMAPServer) DropOnFetch(n int) { s.dropFetch.Store(int64(n)) }
 
 // Connections counts the client connections accepted so far.
 func (s *IMAPServer) Connections() int {
