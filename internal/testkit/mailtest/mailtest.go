@@ -7,15 +7,17 @@
 // tokens. TokenServer is the OAuth2 token endpoint that hands such tokens
 // out.
 //
-// Both listen on ephemeral loopback ports over plain TCP. Tests talk the
-// real protocols to them; TLS is left out because it would test crypto/tls
-// rather than the mail code, and the email channel's TLS modes are plain
-// configuration of the same clients (it defaults to TLS in production).
+// Both listen on ephemeral loopback ports, over plain TCP unless a test
+// gives them a TLS config (IMAPS, SMTP STARTTLS): tests of certificate
+// handling need it, the rest talk the plain protocols. Debian's Dovecot
+// and Postfix are in dovecot.go and postfix.go, for the tests that need
+// the real servers' behaviour.
 package mailtest
 
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -49,6 +51,8 @@ type IMAPServer struct {
 	mu       sync.Mutex
 	appended chan struct{} // closed and replaced by every Append
 	auth     authLog
+	conns    map[*imapserver.Conn]struct{}
+	tls      bool
 	// dropFetch counts FETCH commands down to the one that drops every
 	// connection (at 0); below 0 nothing happens.
 	dropFetch atomic.Int64
@@ -69,12 +73,20 @@ type IMAPServer struct {
 //     session.
 type session struct {
 	imapserver.SessionIMAP4rev2
-	s *IMAPServer
+	s    *IMAPServer
+	conn *imapserver.Conn
 	// known is the highest UID this session has been told about: UIDNEXT-1
 	// at SELECT, then the mailbox's at every poll (IDLE, NOOP and the end
 	// of each command). It errs towards knowing too much: a message
 	// appended during a poll counts as told.
 	known atomic.Uint32
+}
+
+func (ss *session) Close() error {
+	ss.s.mu.Lock()
+	delete(ss.s.conns, ss.conn)
+	ss.s.mu.Unlock()
+	return ss.SessionIMAP4rev2.Close()
 }
 
 func (ss *session) Select(name string, options *imap.SelectOptions) (*imap.SelectData, error) {
@@ -331,6 +343,8 @@ type IMAPOptions struct {
 	// OAuth2Tokens turns on AUTHENTICATE XOAUTH2 for the user with these
 	// bearer tokens; password login keeps working.
 	OAuth2Tokens []string
+	// TLS, when set, serves implicit TLS (IMAPS) with this config.
+	TLS *tls.Config
 }
 
 // NewIMAPServer starts a server on 127.0.0.1 and stops it at test cleanup.
@@ -348,6 +362,7 @@ func NewIMAPServer(t testing.TB, opts IMAPOptions) *IMAPServer {
 		Password: "imap-password",
 		user:     user,
 		appended: make(chan struct{}),
+		conns:    make(map[*imapserver.Conn]struct{}),
 	}
 	s.dropFetch.Store(-1)
 	s.auth.setTokens(opts.OAuth2Tokens)
@@ -357,12 +372,15 @@ func NewIMAPServer(t testing.TB, opts IMAPOptions) *IMAPServer {
 		caps = imap.CapSet{imap.CapIMAP4rev1: {}}
 	}
 	srv := imapserver.New(&imapserver.Options{
-		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+		NewSession: func(conn *imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
 			inner, ok := mem.NewSession().(imapserver.SessionIMAP4rev2)
 			if !ok {
 				return nil, nil, errors.New("imapmemserver session lacks IMAP4rev2 methods")
 			}
-			return &session{SessionIMAP4rev2: inner, s: s}, nil, nil
+			s.mu.Lock()
+			s.conns[conn] = struct{}{}
+			s.mu.Unlock()
+			return &session{SessionIMAP4rev2: inner, s: s, conn: conn}, nil, nil
 		},
 		Caps: caps,
 		// Plain TCP on loopback: LOGIN must be allowed without TLS.
@@ -376,7 +394,11 @@ func NewIMAPServer(t testing.TB, opts IMAPOptions) *IMAPServer {
 	s.ln = &trackingListener{Listener: ln, conns: make(map[net.Conn]struct{})}
 	s.Port = ln.Addr().(*net.TCPAddr).Port
 	s.server = srv
-	go func() { _ = srv.Serve(s.ln) }()
+	var serve net.Listener = s.ln
+	if opts.TLS != nil {
+		serve, s.tls = tls.NewListener(s.ln, opts.TLS), true
+	}
+	go func() { _ = srv.Serve(serve) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return s
 }
@@ -416,7 +438,16 @@ type Message struct {
 // Inbox lists what INBOX holds, over a real IMAP connection.
 func (s *IMAPServer) Inbox(t testing.TB) []Message {
 	t.Helper()
-	cl, err := imapclient.DialInsecure(s.Addr(), nil)
+	var (
+		cl  *imapclient.Client
+		err error
+	)
+	if s.tls {
+		// The helper looks at the mailbox; the channel's tests verify.
+		cl, err = imapclient.DialTLS(s.Addr(), &imapclient.Options{TLSConfig: &tls.Config{InsecureSkipVerify: true}})
+	} else {
+		cl, err = imapclient.DialInsecure(s.Addr(), nil)
+	}
 	if err != nil {
 		t.Fatalf("dial imap: %v", err)
 	}
@@ -453,6 +484,22 @@ func (s *IMAPServer) Inbox(t testing.TB) []Message {
 // as a server restart or a network failure would look to a client.
 func (s *IMAPServer) DropConnections() int {
 	return s.ln.closeAll()
+}
+
+// Bye ends every client connection with an untagged BYE, as Dovecot does
+// when it shuts down ("* BYE Server shutting down."), and returns how many
+// it ended. The server keeps listening, as a restarted one would.
+func (s *IMAPServer) Bye(text string) int {
+	s.mu.Lock()
+	conns := make([]*imapserver.Conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Bye(text)
+	}
+	return len(conns)
 }
 
 // DropOnFetch makes the nth FETCH command from now (1 = the next) close
@@ -543,6 +590,8 @@ type SMTPOptions struct {
 	Username     string
 	Password     string
 	OAuth2Tokens []string
+	// TLS, when set, offers STARTTLS with this config.
+	TLS *tls.Config
 }
 
 // NewSMTPServer starts a server on 127.0.0.1 and stops it at test cleanup.
@@ -560,6 +609,7 @@ func NewSMTPServer(t testing.TB, opts SMTPOptions) *SMTPServer {
 	}))
 	srv.Domain = "localhost"
 	srv.AllowInsecureAuth = true
+	srv.TLSConfig = opts.TLS
 	srv.ReadTimeout = 30 * time.Second
 	srv.WriteTimeout = 30 * time.Second
 	srv.ErrorLog = testLogger{t}
