@@ -1,7 +1,12 @@
 package config
 
 import (
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"net/mail"
 	"net/netip"
 	"path"
@@ -171,6 +176,11 @@ func (d *decoder) validateEmail(p string, e *Email) {
 	d.check(p+".imap.idle_reconnect_interval", e.IMAP.IdleReconnectInterval < 60, "must be at least 60 (seconds)")
 	d.required(p+".smtp.server", e.SMTP.Server == "")
 	d.check(p+".smtp.port", e.SMTP.Port < 1 || e.SMTP.Port > 65535, "must be a port number (1-65535)")
+	for _, f := range []struct{ key, file string }{{p + ".imap.ca_file", e.IMAP.CAFile}, {p + ".smtp.ca_file", e.SMTP.CAFile}} {
+		if msg := caFileProblem(f.file); msg != "" {
+			d.errorf(d.lineOf(f.key), f.key, "%s", msg)
+		}
+	}
 
 	ap := p + ".auth"
 	d.required(ap+".authorized_senders", len(e.Auth.AuthorizedSenders) == 0)
@@ -310,4 +320,40 @@ func (d *decoder) validateSchedule(p string, r *Repo, s *Schedule) {
 	default:
 		d.errorf(d.lineOf(p+".deliver.channel"), p+".deliver.channel", "must be email or slack, not %q", s.Deliver.Channel)
 	}
+}
+
+// caFileProblem says what is wrong with a ca_file, or "" when it is unset
+// or a readable file of PEM certificates. Checked at load, so a typo is a
+// config error with its line rather than "unknown authority" at the first
+// login.
+func caFileProblem(file string) string {
+	if file == "" {
+		return ""
+	}
+	if !filepath.IsAbs(file) {
+		return fmt.Sprintf("must be an absolute path, not %q", file)
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Sprintf("cannot read %s: %v", file, errors.Unwrap(err))
+	}
+	n := 0
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		if _, err := x509.ParseCertificate(b.Bytes); err != nil {
+			return fmt.Sprintf("%s: certificate %d does not parse: %v", file, n+1, err)
+		}
+		n++
+	}
+	if n == 0 {
+		return fmt.Sprintf("%s holds no PEM certificate (-----BEGIN CERTIFICATE-----)", file)
+	}
+	return ""
 }

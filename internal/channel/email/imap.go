@@ -86,17 +86,17 @@ func (c *Channel) imapLogin(ctx context.Context, cl *imapclient.Client) error {
 func (c *Channel) login(ctx context.Context, step, user string, password func() error, authenticate func(sasl.Client) error) error {
 	if c.tokens == nil {
 		if err := password(); err != nil {
-			return fmt.Errorf("%s as %s: %w", step, user, err)
+			return &loginError{fmt.Errorf("%s as %s: %w", step, user, err)}
 		}
 		return nil
 	}
 	tok, err := c.tokens.Token(ctx)
 	if err != nil {
-		return fmt.Errorf("%s as %s: %w", step, user, err)
+		return &loginError{fmt.Errorf("%s as %s: %w", step, user, err)}
 	}
 	if err := authenticate(xoauth2Client{user: user, token: tok}); err != nil {
 		c.tokens.invalidate(tok)
-		return fmt.Errorf("%s as %s with xoauth2: %w", step, user, err)
+		return &loginError{fmt.Errorf("%s as %s with xoauth2: %w", step, user, err)}
 	}
 	return nil
 }
