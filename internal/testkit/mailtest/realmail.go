@@ -53,7 +53,7 @@ type RealMail struct {
 	// CAFile is the PEM of the CA that signed the servers' certificate.
 	CAFile string
 	// AuthservID is what the milter writes into Authentication-Results.
-	AuthservID string
+	AuthservID                                  string
 	IMAPSPort, SubmissionPort, MXPort, LMTPPort int
 
 	authPort   int
@@ -269,8 +269,12 @@ func (m *RealMail) StartDovecot(t testing.TB) {
 	waitPort(t, m.IMAPSPort, "dovecot imaps", filepath.Join(m.Dir, "dovecot.log"))
 }
 
-// StopDovecot stops Dovecot the way a service manager does (SIGTERM):
-// it tells every IMAP client "* BYE Server shutting down." first.
+// StopDovecot stops Dovecot the way systemd stops Debian's dovecot.service:
+// SIGTERM to every process of the service (KillMode=control-group, here
+// the process group). Each IMAP process then tells its client "* BYE
+// Server shutting down.". (SIGTERM to the master alone, or `doveadm stop`,
+// is not that: the master only sends SIGQUIT, and IMAP processes keep
+// their clients until those leave.)
 func (m *RealMail) StopDovecot(t testing.TB) {
 	m.mu.Lock()
 	cmd := m.dovecotCmd
@@ -279,25 +283,24 @@ func (m *RealMail) StopDovecot(t testing.TB) {
 	if cmd == nil {
 		return
 	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
+	pgid := cmd.Process.Pid
+	_ = syscall.Kill(-pgid, syscall.SIGTERM)
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(30 * time.Second):
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
 		<-done
 	}
-	// The login and mail processes are gone with the master; wait for the
-	// port so a restart can bind it.
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(m.IMAPSPort)), time.Second)
-		if err != nil {
-			return
+	// Every process of the group must be gone before a restart binds the
+	// same ports and directories.
+	deadline := time.Now().Add(20 * time.Second)
+	for syscall.Kill(-pgid, 0) == nil {
+		if time.Now().After(deadline) {
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
 		}
-		c.Close()
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
