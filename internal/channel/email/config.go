@@ -105,8 +105,11 @@ type Config struct {
 	// durable queue, and what waits there costs no memory. Default 20.
 	MaxInflight int
 	// SendAttempts is how often a reply is tried before it counts as a
-	// channel error; default 3. SendRetryDelay is the first wait between
-	// tries, doubled each time; default 2s.
+	// channel error; default 5. SendRetryDelay is the first wait between
+	// tries, doubled each time; default 2s. Together about 30 s: after a
+	// Dovecot restart, Postfix's submission answers AUTH with "454
+	// Temporary authentication failure" for several seconds (its smtpd
+	// processes still hold the dead auth connection).
 	SendAttempts   int
 	SendRetryDelay time.Duration
 }
@@ -168,7 +171,7 @@ func (c *Config) setDefaults() {
 		c.ReconnectMax = c.ReconnectMin
 	}
 	if c.SendAttempts <= 0 {
-		c.SendAttempts = 3
+		c.SendAttempts = 5
 	}
 	if c.SendRetryDelay <= 0 {
 		c.SendRetryDelay = 2 * time.Second

@@ -478,8 +478,8 @@ func TestSMTPDelivery(t *testing.T) {
 		failNext int
 		wantErr  string // "" means delivered
 	}{
-		{name: "retried after temporary failures", failNext: 2},
-		{name: "fails after three tries", failNext: 3, wantErr: "try again later"},
+		{name: "retried after temporary failures", failNext: 4},
+		{name: "fails after five tries", failNext: 5, wantErr: "try again later"},
 		{name: "auth", smtp: mailtest.SMTPOptions{Username: "bot", Password: "s3cret"},
 			mutate: func(c *email.Config) { c.SMTP.RequireAuth, c.SMTP.Username, c.SMTP.Password = true, "bot", "s3cret" }},
 		{name: "auth wrong password", smtp: mailtest.SMTPOptions{Username: "bot", Password: "s3cret"},
