@@ -385,7 +385,7 @@ func NewIMAPServer(t testing.TB, opts IMAPOptions) *IMAPServer {
 		Caps: caps,
 		// Plain TCP on loopback: LOGIN must be allowed without TLS.
 		InsecureAuth: true,
-		Logger:       testLogger{t},
+		Logger:       newTestLogger(t),
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -612,7 +612,7 @@ func NewSMTPServer(t testing.TB, opts SMTPOptions) *SMTPServer {
 	srv.TLSConfig = opts.TLS
 	srv.ReadTimeout = 30 * time.Second
 	srv.WriteTimeout = 30 * time.Second
-	srv.ErrorLog = testLogger{t}
+	srv.ErrorLog = newTestLogger(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen smtp: %v", err)
@@ -753,16 +753,38 @@ func (ss *smtpSession) Reset() {
 
 func (ss *smtpSession) Logout() error { return nil }
 
-// testLogger sends server error logs to the test log. Logging after the
-// test ended panics in the testing package, so late lines are dropped.
-type testLogger struct{ t testing.TB }
+// testLogger sends server error logs to the test log. Server goroutines
+// may log after the test ended, which the testing package does not allow
+// (a panic, and a data race on the test's state): the test's cleanup
+// closes the logger under the same lock that every line takes.
+type testLogger struct {
+	t     testing.TB
+	mu    *sync.Mutex
+	ended *bool
+}
+
+func newTestLogger(t testing.TB) testLogger {
+	l := testLogger{t: t, mu: new(sync.Mutex), ended: new(bool)}
+	t.Cleanup(func() {
+		l.mu.Lock()
+		*l.ended = true
+		l.mu.Unlock()
+	})
+	return l
+}
 
 func (l testLogger) Printf(format string, args ...any) {
-	defer func() { _ = recover() }()
-	l.t.Logf(format, args...)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !*l.ended {
+		l.t.Logf(format, args...)
+	}
 }
 
 func (l testLogger) Println(args ...any) {
-	defer func() { _ = recover() }()
-	l.t.Log(args...)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !*l.ended {
+		l.t.Log(args...)
+	}
 }
