@@ -2,7 +2,6 @@ package config
 
 import (
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/mail"
@@ -337,22 +336,7 @@ func caFileProblem(file string) string {
 	if err != nil {
 		return fmt.Sprintf("cannot read %s: %v", file, errors.Unwrap(err))
 	}
-	n := 0
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		if _, err := x509.ParseCertificate(b.Bytes); err != nil {
-			return fmt.Sprintf("%s: certificate %d does not parse: %v", file, n+1, err)
-		}
-		n++
-	}
-	if n == 0 {
+	if !x509.NewCertPool().AppendCertsFromPEM(data) {
 		return fmt.Sprintf("%s holds no PEM certificate (-----BEGIN CERTIFICATE-----)", file)
 	}
 	return ""

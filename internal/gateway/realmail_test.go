@@ -306,12 +306,40 @@ func (g *realGW) waitReply(msgID string) gotMail {
 	return got
 }
 
+// waitStarted waits for the acknowledgement of msgID and for its agent to
+// start (blockScript), and returns the conversation.
+func (g *realGW) waitStarted(msgID string) string {
+	g.t.Helper()
+	var conv string
+	waitFor(g.t, "the acknowledgement of "+msgID, func() bool {
+		acks, _ := answers(g.inbox("alice@example.org"), msgID)
+		if len(acks) > 0 {
+			conv = convOf(g.t, acks[0].subject)
+			return true
+		}
+		return false
+	})
+	waitFor(g.t, "the agent to start", func() bool {
+		_, err := os.Stat(filepath.Join(g.convDir(conv), "storage", "started"))
+		return err == nil
+	})
+	return conv
+}
+
+// release lets a blockScript agent of conv finish.
+func (g *realGW) release(conv string) {
+	g.t.Helper()
+	if err := os.WriteFile(filepath.Join(g.convDir(conv), "storage", "go"), nil, 0o644); err != nil {
+		g.t.Fatal(err)
+	}
+}
+
 func (g *realGW) waitInboxEmpty() {
 	g.t.Helper()
 	waitFor(g.t, "the gateway's inbox to be empty", func() bool { return len(g.mail.Mailbox(g.t, realInbox)) == 0 })
 }
 
-func convOf(t *testing.T, subject string) string {
+func convOf(t testing.TB, subject string) string {
 	t.Helper()
 	i, j := strings.Index(subject, "[ID:"), strings.Index(subject, "]")
 	if i < 0 || j < i {
@@ -451,23 +479,9 @@ func TestRealMailServers(t *testing.T) {
 	t.Run("dovecot restart mid-task", func(t *testing.T) {
 		id := g.send(inMail{subject: "Long task", body: blockScript("long task done")})
 		want[id] = 1
-		var c string
-		waitFor(t, "the acknowledgement", func() bool {
-			acks, _ := answers(g.inbox("alice@example.org"), id)
-			if len(acks) > 0 {
-				c = convOf(t, acks[0].subject)
-				return true
-			}
-			return false
-		})
-		waitFor(t, "the agent to start", func() bool {
-			_, err := os.Stat(filepath.Join(g.convDir(c), "storage", "started"))
-			return err == nil
-		})
+		c := g.waitStarted(id)
 		g.mail.RestartDovecot(t)
-		if err := os.WriteFile(filepath.Join(g.convDir(c), "storage", "go"), nil, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		g.release(c)
 		g.waitReply(id)
 		g.waitInboxEmpty()
 	})
@@ -475,28 +489,14 @@ func TestRealMailServers(t *testing.T) {
 	t.Run("SIGKILL of airut run mid-task, then restart", func(t *testing.T) {
 		id := g.send(inMail{subject: "Crash me", body: "@@run echo run >> /storage/runs\n" + blockScript("survived")})
 		want[id] = 1
-		var c string
-		waitFor(t, "the acknowledgement", func() bool {
-			acks, _ := answers(g.inbox("alice@example.org"), id)
-			if len(acks) > 0 {
-				c = convOf(t, acks[0].subject)
-				return true
-			}
-			return false
-		})
-		waitFor(t, "the agent to start", func() bool {
-			_, err := os.Stat(filepath.Join(g.convDir(c), "storage", "started"))
-			return err == nil
-		})
+		c := g.waitStarted(id)
 		_ = g.proc.stop(t, syscall.SIGKILL)
 		g.start()
 		waitFor(t, "the task to run again", func() bool {
 			data, _ := os.ReadFile(filepath.Join(g.convDir(c), "storage", "runs"))
 			return strings.Count(string(data), "run\n") >= 2
 		})
-		if err := os.WriteFile(filepath.Join(g.convDir(c), "storage", "go"), nil, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		g.release(c)
 		if r := g.waitReply(id); !strings.Contains(r.text, "survived") {
 			t.Errorf("reply after the restart %q", r.text)
 		}

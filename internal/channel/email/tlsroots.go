@@ -3,15 +3,13 @@ package email
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
-	"errors"
 	"fmt"
 	"os"
 )
 
 // loadCAFile reads a PEM file of CA certificates; "" is nil (system roots).
-// Every block must be a certificate that parses, so a truncated or wrong
-// file is an error here rather than an "unknown authority" at first login.
+// A file without one is an error here rather than an "unknown authority"
+// at the first login.
 func loadCAFile(path string) (*x509.CertPool, error) {
 	if path == "" {
 		return nil, nil
@@ -21,25 +19,8 @@ func loadCAFile(path string) (*x509.CertPool, error) {
 		return nil, err
 	}
 	pool := x509.NewCertPool()
-	n := 0
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		cert, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%s: certificate %d: %w", path, n+1, err)
-		}
-		pool.AddCert(cert)
-		n++
-	}
-	if n == 0 {
-		return nil, fmt.Errorf("%s: %w", path, errors.New("no PEM certificate in the file"))
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("%s: no PEM certificate in the file", path)
 	}
 	return pool, nil
 }

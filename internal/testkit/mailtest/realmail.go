@@ -9,7 +9,6 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -249,11 +248,11 @@ protocol lmtp {
 	writeFile(t, filepath.Join(d, "dovecot.conf"), []byte(conf), 0o644)
 }
 
-// StartDovecot starts Dovecot in the foreground and waits for IMAPS.
-func (m *RealMail) StartDovecot(t testing.TB) {
+// daemon starts a server in the foreground in a process group of its own
+// (stopped as one, as a service manager does), output appended to logName.
+func (m *RealMail) daemon(t testing.TB, cmd *exec.Cmd, logName string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command("dovecot", "-F", "-c", filepath.Join(m.Dir, "dovecot.conf"))
-	out, err := os.OpenFile(filepath.Join(m.Dir, "dovecot.out"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	out, err := os.OpenFile(filepath.Join(m.Dir, logName), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,8 +260,27 @@ func (m *RealMail) StartDovecot(t testing.TB) {
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start dovecot: %v", err)
+		t.Fatalf("start %s: %v", cmd.Path, err)
 	}
+	return cmd
+}
+
+// waitExit waits up to 30 s for cmd, then kills its process group.
+func waitExit(cmd *exec.Cmd) {
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+}
+
+// StartDovecot starts Dovecot in the foreground and waits for IMAPS.
+func (m *RealMail) StartDovecot(t testing.TB) {
+	t.Helper()
+	cmd := m.daemon(t, exec.Command("dovecot", "-F", "-c", filepath.Join(m.Dir, "dovecot.conf")), "dovecot.out")
 	m.mu.Lock()
 	m.dovecotCmd = cmd
 	m.mu.Unlock()
@@ -285,14 +303,7 @@ func (m *RealMail) StopDovecot(t testing.TB) {
 	}
 	pgid := cmd.Process.Pid
 	_ = syscall.Kill(-pgid, syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		<-done
-	}
+	waitExit(cmd)
 	// Every process of the group must be gone before a restart binds the
 	// same ports and directories.
 	deadline := time.Now().Add(20 * time.Second)
@@ -424,18 +435,7 @@ func (m *RealMail) startPostfix(t testing.TB) {
 	if out, err := m.postfix("check").CombinedOutput(); err != nil {
 		t.Fatalf("postfix check: %v\n%s", err, out)
 	}
-	cmd := m.postfix("start-fg")
-	out, err := os.Create(filepath.Join(m.Dir, "postfix.out"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start postfix: %v", err)
-	}
-	m.postfixCmd = cmd
+	m.postfixCmd = m.daemon(t, m.postfix("start-fg"), "postfix.out")
 	waitPort(t, m.SubmissionPort, "postfix submission", filepath.Join(m.Dir, "postfix.log"))
 	waitPort(t, m.MXPort, "postfix mx", filepath.Join(m.Dir, "postfix.log"))
 }
@@ -447,14 +447,7 @@ func (m *RealMail) stopPostfix() {
 	}
 	m.postfixCmd = nil
 	_ = m.postfix("stop").Run()
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
-	}
+	waitExit(cmd)
 }
 
 // TLSConfig trusts the servers' CA, for test clients.
@@ -571,16 +564,4 @@ func (m *RealMail) WaitMailbox(ctx context.Context, t testing.TB, user string, w
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-}
-
-// ErrNoPassword is returned for an account RealMail was not started with.
-var ErrNoPassword = errors.New("no such account")
-
-// Password is the password of one of the accounts.
-func (m *RealMail) Password(user string) (string, error) {
-	pw, ok := m.passwords[user]
-	if !ok {
-		return "", fmt.Errorf("%s: %w", user, ErrNoPassword)
-	}
-	return pw, nil
 }
