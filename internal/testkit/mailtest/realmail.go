@@ -75,7 +75,7 @@ const (
 func RequireRealMail(t testing.TB) {
 	t.Helper()
 	var missing []string
-	for _, bin := range []string{"dovecot", "postfix", "doveadm"} {
+	for _, bin := range []string{"dovecot", "postfix"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			if _, err := os.Stat("/usr/sbin/" + bin); err != nil {
 				missing = append(missing, bin)
