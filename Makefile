@@ -10,7 +10,7 @@ BIN := bin
 TEST_USER ?= airut-test
 PKGS_RACE := ./internal/sandbox/... ./internal/claudecli/... ./internal/redact/... ./internal/conversation/... ./internal/channel/... ./internal/agent/... ./internal/proxy/... ./internal/gateway/...
 
-.PHONY: all build test test-deps test-claude test-unit test-rootless bench lint run clean
+.PHONY: all build test test-deps test-claude test-mail-deps test-unit test-rootless bench lint run clean
 AIRUT_CONFIG ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/airut/airut.yaml
 
 all: build
@@ -37,7 +37,28 @@ test-deps:
 test-claude:
 	$(GO) run ./internal/testkit/installclaude
 
-test: test-deps test-claude test-unit test-rootless
+# Debian's Dovecot and Postfix for the email suite against real mail
+# servers (internal/testkit/mailtest starts its own instances from a temp
+# dir on loopback ports; nothing under /etc is configured or started).
+# Postfix is preseeded to "No configuration" so its package writes no
+# main.cf of its own, and a temporary policy-rc.d keeps the packages from
+# starting the system-wide daemons.
+MAIL_PKGS := dovecot-imapd dovecot-lmtpd postfix
+test-mail-deps:
+	@missing=""; \
+	for p in $(MAIL_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "missing packages:$$missing (run make test-mail-deps as root)"; exit 1; fi; \
+	  echo "installing:$$missing"; \
+	  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
+	  policy=""; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; policy=1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; rc=$$?; \
+	  if [ -n "$$policy" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
+	  exit $$rc; \
+	fi
+
+test: test-deps test-mail-deps test-claude test-unit test-rootless
 
 test-unit:
 	$(GO) test -count=1 ./...

@@ -232,6 +232,10 @@ type IMAP struct {
 	// PollInterval is the seconds between polls when IDLE is off, at least
 	// 0.1. Default 60.
 	PollInterval float64 `yaml:"poll_interval"`
+	// CAFile is a PEM file of CA certificates trusted for this connection
+	// only, for a server with a private CA; an absolute path, checked at
+	// load. Default "" (the system roots).
+	CAFile string `yaml:"ca_file" json:",omitempty"`
 	// UseIdle waits for new mail with IMAP IDLE instead of polling.
 	// Default true.
 	UseIdle bool `yaml:"use_idle"`
@@ -259,6 +263,8 @@ type SMTP struct {
 	// StartTLS requires STARTTLS. Default true. false is for a local relay
 	// that does not offer it: STARTTLS is still used whenever offered.
 	StartTLS bool `yaml:"starttls"`
+	// CAFile is as IMAP.CAFile, for the SMTP connection. Default "".
+	CAFile string `yaml:"ca_file" json:",omitempty"`
 }
 
 // EmailAuth is email.auth.

@@ -1,10 +1,15 @@
 package config
 
 import (
+	"crypto/x509"
+	"errors"
+	"fmt"
 	"net/mail"
 	"net/netip"
 	"net/url"
+	"os"
 	"path"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -171,6 +176,14 @@ func (d *validator) validateEmail(p yamlwalk.Path, e *Email) {
 	d.check(p.Key("imap", "idle_reconnect_interval"), e.IMAP.IdleReconnectInterval < 60, "must be at least 60 (seconds)")
 	d.required(p.Key("smtp", "server"), e.SMTP.Server == "")
 	d.check(p.Key("smtp", "port"), e.SMTP.Port < 1 || e.SMTP.Port > 65535, "must be a port number (1-65535)")
+	for _, f := range []struct {
+		key  yamlwalk.Path
+		file string
+	}{{p.Key("imap", "ca_file"), e.IMAP.CAFile}, {p.Key("smtp", "ca_file"), e.SMTP.CAFile}} {
+		if msg := caFileProblem(f.file); msg != "" {
+			d.errorf(f.key, "%s", msg)
+		}
+	}
 
 	ap := p.Key("auth")
 	d.required(ap.Key("authorized_senders"), len(e.Auth.AuthorizedSenders) == 0)
@@ -314,4 +327,25 @@ func (d *validator) validateSchedule(p yamlwalk.Path, r *Repo, s *Schedule) {
 	default:
 		d.errorf(p.Key("deliver", "channel"), "must be email or slack, not %q", s.Deliver.Channel)
 	}
+}
+
+// caFileProblem says what is wrong with a ca_file, or "" when it is unset
+// or a readable file of PEM certificates. Checked at load, so a typo is a
+// config error with its line rather than "unknown authority" at the first
+// login.
+func caFileProblem(file string) string {
+	if file == "" {
+		return ""
+	}
+	if !filepath.IsAbs(file) {
+		return fmt.Sprintf("must be an absolute path, not %q", file)
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Sprintf("cannot read %s: %v", file, errors.Unwrap(err))
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(data) {
+		return fmt.Sprintf("%s holds no PEM certificate (-----BEGIN CERTIFICATE-----)", file)
+	}
+	return ""
 }

@@ -488,14 +488,14 @@ func EmailChannels(dashboardBaseURL string) ChannelFactory {
 			IMAP: email.IMAPConfig{
 				Server: e.IMAP.Server, Port: e.IMAP.Port,
 				Username: e.Account.Username, Password: pw,
-				TLS: imapTLS, UseIdle: e.IMAP.UseIdle,
+				TLS: imapTLS, CAFile: e.IMAP.CAFile, UseIdle: e.IMAP.UseIdle,
 				PollInterval:          e.IMAP.PollIntervalDuration(),
 				IdleReconnectInterval: e.IMAP.IdleReconnectDuration(),
 			},
 			SMTP: email.SMTPConfig{
 				Server: e.SMTP.Server, Port: e.SMTP.Port,
 				Username: e.Account.Username, Password: pw,
-				RequireAuth: e.SMTP.RequireAuth, TLS: smtpTLS,
+				RequireAuth: e.SMTP.RequireAuth, TLS: smtpTLS, CAFile: e.SMTP.CAFile,
 			},
 			OAuth2:                    oauth,
 			From:                      e.Account.From,
