@@ -39,7 +39,7 @@ var allowed = map[string][]string{
 	"internal/gateway": {"internal/atomicfile", "internal/config", "internal/redact", "internal/repoconfig", "internal/allowlist",
 		"internal/secrets", "internal/sandbox", "internal/agent", "internal/conversation", "internal/gitmirror",
 		"internal/channel", "internal/channel/email", "internal/channel/slack", "internal/markdown"},
-	"internal/sandboxcli": {"internal/repoconfig", "internal/sandbox", "internal/secrets", "internal/allowlist"},
+	"internal/sandboxcli": {"internal/repoconfig", "internal/sandbox", "internal/secrets", "internal/allowlist", "internal/gitmirror"},
 	"internal/cli":        {"*"},
 	"internal/archtest":   {"*"},
 }

@@ -98,8 +98,12 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 		return infra("cloning the workspace failed: %v", err)
 	}
 	// .airut/ comes from the mirror's default branch, never the workspace:
-	// the agent changes it only by a merged PR.
-	src := repoconfig.GitSource{Dir: h.mirror.Dir}
+	// the agent changes it only by a merged PR. The branch is pinned to one
+	// commit, so another task's fetch cannot mix two commits' files.
+	src, err := h.mirror.Head(ctx)
+	if err != nil {
+		return infra("repository default branch: %v", err)
+	}
 	buildCtx, err := repoconfig.ContainerContext(ctx, src, rc.ContainerPath)
 	if err != nil {
 		return infra("repository container config: %v", err)

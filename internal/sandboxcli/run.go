@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/airut/airut/internal/gitmirror"
 	"github.com/airut/airut/internal/repoconfig"
 	"github.com/airut/airut/internal/sandbox"
 )
@@ -89,8 +90,9 @@ func workspaceSource(ctx context.Context, cwd string) (repoconfig.Source, string
 	out, err := exec.CommandContext(ctx, "git", "-C", cwd, "rev-parse", "--show-toplevel").Output()
 	if err == nil {
 		top := strings.TrimSpace(string(out))
-		if exec.CommandContext(ctx, "git", "-C", top, "rev-parse", "--verify", "-q", "HEAD").Run() == nil {
-			return repoconfig.GitSource{Dir: top, Rev: "HEAD"}, top
+		// One commit for every read, like the gateway's tasks.
+		if rev, err := gitmirror.Resolve(ctx, top, "HEAD"); err == nil {
+			return rev, top
 		}
 	}
 	return repoconfig.DirSource{Dir: cwd}, cwd
