@@ -32,7 +32,6 @@ func (g *Gateway) collectGarbage(ctx context.Context) {
 	for _, h := range g.repos {
 		repos = append(repos, h)
 	}
-	busy := len(g.jobs) > 0
 	g.mu.Unlock()
 	if days > 0 {
 		for _, h := range repos {
@@ -45,9 +44,10 @@ func (g *Gateway) collectGarbage(ctx context.Context) {
 			}
 		}
 	}
-	// An image built for a task that has not started its container yet
-	// looks unused; pruning only while idle keeps it.
-	if g.cfg.Execution.ImagePrune && !busy {
+	// Images a task has resolved are leased until its container exits, and
+	// the cache prunes only this gateway's images: pruning need not wait
+	// for idle (a "busy" snapshot was stale by the time it was used).
+	if g.cfg.Execution.ImagePrune {
 		if removed, err := g.cache.Prune(ctx); err != nil {
 			g.log.Warn("image prune failed", logError, err)
 		} else if len(removed) > 0 {

@@ -60,10 +60,11 @@ func newNetEnv(t testing.TB) *netEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxyImage, err := e.cache.EnsureProxy(context.Background(), filepath.Join(bins, "airut-proxy"))
+	proxyImage, release, err := e.cache.EnsureProxy(context.Background(), filepath.Join(bins, "airut-proxy"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(release)
 	real := "ghp_" + testkit.RandomHex(18)
 	smap, err := secrets.NewMap(map[string]secrets.Masked{
 		"GH_TOKEN": {Value: real, Scopes: []string{"api.example.test"}, Headers: []string{"Authorization"}},
@@ -71,19 +72,16 @@ func newNetEnv(t testing.TB) *netEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	repl := filepath.Join(t.TempDir(), "replacements.json")
-	if err := smap.WriteReplacementFile(repl); err != nil {
-		t.Fatal(err)
-	}
 	// The task image: base plus the overlay whose entrypoint trusts the CA.
-	taskImage, err := e.cache.Ensure(context.Background(), buildContext(e.base, nil))
+	taskImage, releaseTask, err := e.cache.Ensure(context.Background(), buildContext(e.base, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(releaseTask)
 	e.base = taskImage
 	ne := &netEnv{env: e, hostIP: hostIP, echo: echo, dns: dnsSrv, smap: smap, real: real}
 	ne.provider = &sandbox.ProxyNetwork{
-		Runner: e.runner, ProxyImage: proxyImage, Allowlist: []byte(testAllowlist), ReplacementFile: repl,
+		Runner: e.runner, ProxyImage: proxyImage, Allowlist: []byte(testAllowlist), Secrets: smap,
 		Resolve:    map[string]string{"api.example.test": echo.Addr, "other.example.test": echo.Addr},
 		UpstreamCA: ca.CertPEM, UpstreamDNS: dnsSrv.Addr,
 		NetworkLog: func(l string) { ne.logMu.Lock(); ne.netLog = append(ne.netLog, l); ne.logMu.Unlock() },

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/airut/airut/internal/sandbox"
 	"github.com/airut/airut/internal/sandboxcli"
 	"github.com/airut/airut/internal/testkit"
 )
@@ -63,11 +64,20 @@ func setup(t *testing.T) (engine, base string) {
 	return engine, base
 }
 
+// assertNothingLeft fails the test if a container or task network of
+// prefix that this process created is still there. (The same test may run
+// in another checkout on this host at the same time.)
 func assertNothingLeft(t *testing.T, engine, prefix string) {
 	t.Helper()
+	assertNothingLeftBy(t, engine, prefix, sandbox.OwnerToken())
+}
+
+func assertNothingLeftBy(t *testing.T, engine, prefix, owner string) {
+	t.Helper()
+	mine := "label=io.airut.owner=" + owner
 	for _, args := range [][]string{
-		{"ps", "-a", "--filter", "name=^" + prefix + "-", "--format", "{{.Names}}"},
-		{"network", "ls", "--filter", "name=^" + prefix + "-conv", "--format", "{{.Name}}"},
+		{"ps", "-a", "--filter", "name=^" + prefix + "-", "--filter", mine, "--format", "{{.Names}}"},
+		{"network", "ls", "--filter", "name=^" + prefix + "-conv", "--filter", mine, "--format", "{{.Name}}"},
 	} {
 		out, err := exec.Command(engine, args...).CombinedOutput()
 		if err != nil {
