@@ -71,9 +71,8 @@ type ImageCache struct {
 	// (and then finds the image gone and rebuilds it).
 	pruneMu sync.RWMutex
 
-	mu      sync.Mutex
-	flights map[string]*flight
-	leases  map[string]int
+	mu     sync.Mutex
+	leases map[string]int
 	// proxyTags maps a proxy binary (path, size, mtime) to its image, known
 	// to exist: proxy images never age, so each binary is read, hashed and
 	// checked with the engine once per process, not on every task.
@@ -83,16 +82,9 @@ type ImageCache struct {
 	used map[string]time.Time
 }
 
-// flight is the callers waiting for one shared build.
-type flight struct {
-	ctx     context.Context
-	cancel  context.CancelFunc
-	waiters int
-}
-
 // NewImageCache returns a cache whose images are named after prefix.
 func NewImageCache(rt *Runtime, prefix string) *ImageCache {
-	return &ImageCache{rt: rt, Prefix: prefix, Now: time.Now, flights: map[string]*flight{},
+	return &ImageCache{rt: rt, Prefix: prefix, Now: time.Now,
 		leases: map[string]int{}, proxyTags: map[string]string{}, used: map[string]time.Time{}}
 }
 
@@ -178,7 +170,7 @@ func walkContext(fsys fs.FS, visit func(name string, mode fs.FileMode, data []by
 // and a release function: until it is called (once the task's container
 // has exited), Prune keeps the image. Concurrent callers with the same
 // context share one build; a caller whose ctx ends stops waiting, and the
-// build is cancelled only when nobody waits for it any more.
+// build goes on for the others (see share).
 func (c *ImageCache) Ensure(ctx context.Context, buildCtx fs.FS) (tag string, release func(), err error) {
 	hash, err := ContextHash(buildCtx)
 	if err != nil {
@@ -236,66 +228,31 @@ func (c *ImageCache) markUsed(tags ...string) {
 	}
 }
 
+// DefaultBuildTimeout bounds one image build, which no task's timeout
+// covers.
+const DefaultBuildTimeout = time.Hour
+
 // share runs build once for every concurrent caller with the same key
 // (singleflight). The build runs under a context of its own, not that of
-// whichever caller started it: each caller waits on its own ctx, and the
-// build is cancelled only when the last waiter has gone. A cancelled build
-// is forgotten, so the next caller starts afresh instead of joining it.
+// whichever caller started it: each caller waits on its own ctx, and a
+// caller that gives up (its task was cancelled) only stops waiting. The
+// build runs to completion (or DefaultBuildTimeout) even when nobody waits
+// any more: podman cannot cancel a build cleanly (its RUN processes go on,
+// orphaned, and its working container stays in storage), and the finished
+// image is what the next task of the repository needs anyway.
 func (c *ImageCache) share(ctx context.Context, key string, build func(context.Context) (string, error)) (string, error) {
-	c.mu.Lock()
-	f := c.flights[key]
-	if f == nil {
-		bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		f = &flight{ctx: bctx, cancel: cancel}
-		c.flights[key] = f
-	}
-	f.waiters++
 	ch := c.group.DoChan(key, func() (any, error) {
-		tag, err := build(f.ctx)
-		c.mu.Lock()
-		if c.flights[key] == f {
-			delete(c.flights, key) // later callers start a new flight
-		}
-		c.mu.Unlock()
-		return tag, err
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), DefaultBuildTimeout)
+		defer cancel()
+		return build(bctx)
 	})
-	c.mu.Unlock()
-
-	// leave reports whether the caller was the flight's last waiter.
-	leave := func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if f.waiters--; f.waiters > 0 {
-			return false
-		}
-		if c.flights[key] == f {
-			delete(c.flights, key)
-		}
-		return true
-	}
 	select {
 	case r := <-ch:
-		if leave() {
-			f.cancel() // the build is over; free its context
-		}
 		if r.Err != nil {
 			return "", r.Err
 		}
 		return r.Val.(string), nil
 	case <-ctx.Done():
-		c.mu.Lock()
-		f.waiters--
-		last := f.waiters == 0
-		if last && c.flights[key] == f {
-			// Still running, and nobody waits: later callers must start a
-			// new build, not join this cancelled one.
-			delete(c.flights, key)
-			c.group.Forget(key)
-		}
-		c.mu.Unlock()
-		if last {
-			f.cancel()
-		}
 		return "", ctx.Err()
 	}
 }

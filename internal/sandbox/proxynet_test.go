@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -382,5 +383,60 @@ tkhttp https://api.example.test/echo/after; tkhttp tcp ` + ne.echo.Addr + `; nsl
 	}
 	if strings.Contains(after, "STATUS") || strings.Contains(after, "CONNECTED") {
 		t.Fatalf("network still usable after the proxy died: %s", after)
+	}
+}
+
+// TestNetworkLogFollowsProxyOutput: the network log comes from the proxy's
+// standard output, every line in order, the last request's line included
+// by the time Run returns; and the proxy runs under its CPU and memory
+// limits.
+func TestNetworkLogFollowsProxyOutput(t *testing.T) {
+	ne := newNetEnv(t)
+	var b strings.Builder
+	const n = 12
+	for i := range n {
+		fmt.Fprintf(&b, "tkhttp https://api.example.test/echo/seq-%02d >/dev/null\n", i)
+	}
+	// The last request is the command's last act: its log line is written
+	// as the command exits, and must not be lost at teardown.
+	b.WriteString("echo inspect; tkhttp https://api.example.test/echo/last >/dev/null\n")
+	var limits string
+	spec := sandbox.Spec{Image: ne.base, Network: sandbox.NetworkSandboxed, Provider: ne.provider, Context: "netlog",
+		Command: []string{"sh", "-c", b.String()},
+		Limits:  sandbox.Limits{Timeout: 3 * time.Minute}}
+	spec.Stdout = func(l []byte) {
+		if string(l) != "inspect" {
+			return
+		}
+		out, err := exec.Command(ne.engine, "ps", "--filter", "name=^"+ne.prefix+"-netlog-.*-proxy$",
+			"--format", "{{.Names}}").Output()
+		if err != nil || strings.TrimSpace(string(out)) == "" {
+			limits = fmt.Sprintf("no proxy: %v", err)
+			return
+		}
+		lim, _ := exec.Command(ne.engine, "inspect", "--format", "{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}} {{.HostConfig.PidsLimit}}",
+			strings.TrimSpace(string(out))).Output()
+		limits = strings.TrimSpace(string(lim))
+	}
+	res := ne.runner.Run(context.Background(), spec)
+	if res.Outcome != sandbox.OutcomeSuccess {
+		t.Fatalf("outcome %s (%s)", res.Outcome, res.Reason)
+	}
+	var got []string
+	for _, l := range ne.log() {
+		if strings.HasPrefix(l, "ALLOWED GET https://api.example.test/echo/") {
+			got = append(got, strings.Fields(l)[2])
+		}
+	}
+	var want []string
+	for i := range n {
+		want = append(want, fmt.Sprintf("https://api.example.test/echo/seq-%02d", i))
+	}
+	want = append(want, "https://api.example.test/echo/last")
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("network log requests:\n%s\nwant, in order:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if want := fmt.Sprintf("1000000000 %d %d", 512<<20, sandbox.DefaultProxyPids); limits != want {
+		t.Errorf("proxy limits (nano-cpus memory pids) = %q; want %q", limits, want)
 	}
 }
