@@ -140,8 +140,9 @@ func (r *Runner) taskDir(name string) (string, error) {
 }
 
 // MarkRunning records this process as running; call the returned function
-// at a clean exit. A marker that cannot be written only costs the next run
-// its shortcut: it sweeps.
+// at a clean exit. It removes the marker only when every task's teardown
+// has removed its private directory: what is left over is the next sweep's.
+// A marker that cannot be written only costs the next run its shortcut.
 func (r *Runner) MarkRunning() (done func()) {
 	runs, err := r.runsDir()
 	if err != nil {
@@ -151,7 +152,7 @@ func (r *Runner) MarkRunning() (done func()) {
 	if err := os.Mkdir(p, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return func() {}
 	}
-	return func() { os.RemoveAll(p) }
+	return func() { os.Remove(p) }
 }
 
 // deadOwners lists the owner directories of processes that are gone.
