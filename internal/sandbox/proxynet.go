@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/big"
 	"os"
 	"os/exec"
@@ -40,6 +41,10 @@ const (
 	DefaultProxyPids   = 256
 )
 
+// replacementsFile is the replacement map's name in the proxy's config
+// directory.
+const replacementsFile = "replacements.json"
+
 // proxyStopGrace is how long the proxy gets at teardown to finish its last
 // log lines (it shuts down on SIGTERM) before it is killed.
 const proxyStopGrace = 2
@@ -64,9 +69,10 @@ type ProxyNetwork struct {
 	// Allowlist is the validated network-allowlist.yaml content.
 	Allowlist []byte
 	// Secrets, when set, holds the masked secrets whose replacement map the
-	// proxy gets. It is written only into the task's private directory
-	// under Runner.StateDir (0700/0600), never under /tmp, and removed at
-	// teardown or by the next sweep after a crash.
+	// proxy gets. The map is written only into the task's private directory
+	// under Runner.StateDir (0700/0600), never under /tmp, and removed as
+	// soon as the proxy has read it (it is ready); a crash before that
+	// leaves it to the next sweep.
 	Secrets *secrets.Map
 	// Resolve pins host names to addresses (network.resolve, --resolve).
 	Resolve map[string]string
@@ -154,6 +160,11 @@ func (p *ProxyNetwork) setup(ctx context.Context, name string) (*TaskNetwork, er
 	if err := p.waitReady(ctx, proc, caPath); err != nil {
 		return nil, err
 	}
+	// The proxy has read its configuration before it signals readiness:
+	// the real secret values need not stay on disk while the task runs.
+	if err := os.Remove(filepath.Join(confDir, replacementsFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
 	args := []string{"--network", netName, "--dns", proxyIP,
 		// No IPv6 at all: link-local addresses on the bridge would be a
 		// path to the host that the proxy never sees.
@@ -177,10 +188,10 @@ func (p *ProxyNetwork) writeConfig(dir string) (confDir, outDir string, args []s
 	}
 	args = []string{"--allowlist", proxyConfigDir + "/allowlist.yaml", "--ca-cert-out", proxyOutDir + "/ca.pem"}
 	if p.Secrets != nil {
-		if err := p.Secrets.WriteReplacementFile(filepath.Join(confDir, "replacements.json")); err != nil {
+		if err := p.Secrets.WriteReplacementFile(filepath.Join(confDir, replacementsFile)); err != nil {
 			return "", "", nil, err
 		}
-		args = append(args, "--replacements", proxyConfigDir+"/replacements.json")
+		args = append(args, "--replacements", proxyConfigDir+"/"+replacementsFile)
 	}
 	if len(p.UpstreamCA) > 0 {
 		if err := os.WriteFile(filepath.Join(confDir, "upstream-ca.pem"), p.UpstreamCA, 0o600); err != nil {

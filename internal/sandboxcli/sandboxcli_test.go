@@ -390,10 +390,11 @@ func TestConcurrentRunsLeaveNothing(t *testing.T) {
 	// setup's cleanup fails the test if anything of this process is left.
 }
 
-// TestCrashLeavesNoSecret: airut-sandbox SIGKILLed with a masked secret in
-// use. The real value is on disk only in its private state directory
-// (0700/0600), never under TMPDIR; the next run sweeps it with the dead
-// run's containers and network.
+// TestCrashLeavesNoSecret: airut-sandbox SIGKILLed (with its process
+// group) while the proxy starts, the moment the real secret value is on
+// disk. It is only ever in the private state directory (0700/0600), never
+// under TMPDIR; the next run's sweep removes it with the dead run's
+// network. Once the proxy is up, the value is on disk nowhere.
 func TestCrashLeavesNoSecret(t *testing.T) {
 	engine, base := setup(t)
 	real := "ghp_" + testkit.RandomHex(18)
@@ -404,31 +405,52 @@ func TestCrashLeavesNoSecret(t *testing.T) {
 	state, tmp := t.TempDir(), t.TempDir()
 	env := append(os.Environ(), "XDG_STATE_HOME="+state, "TMPDIR="+tmp)
 
-	cmd := exec.Command(bin, "run", "--", "sh", "-c", "echo started; exec sleep 1000")
+	t.Run("running", func(t *testing.T) {
+		cmd := exec.Command(bin, "run", "--", "sh", "-c", "echo started; exec sleep 1000")
+		cmd.Env = env
+		stdout, _ := cmd.StdoutPipe()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }()
+		sc := bufio.NewScanner(stdout)
+		if !sc.Scan() || sc.Text() != "started" {
+			t.Fatalf("no start line: %q", sc.Text())
+		}
+		if left := append(filesContaining(t, state, real), filesContaining(t, tmp, real)...); len(left) > 0 {
+			t.Errorf("secret on disk while the command runs: %q", left)
+		}
+	})
+
+	// The proxy's start is held up so the crash comes while the
+	// replacement map is on disk.
+	shim := testkit.EngineShim(t, engine, testkit.Fault{Match: "run --rm --name", Delay: time.Minute})
+	cmd := exec.Command(bin, "run", "--container-command", shim, "--", "true")
 	cmd.Env = env
-	stdout, _ := cmd.StdoutPipe()
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	sc := bufio.NewScanner(stdout)
-	if !sc.Scan() || sc.Text() != "started" {
-		_ = cmd.Process.Kill()
-		t.Fatalf("no start line: %q %s", sc.Text(), stderr.String())
+	// Killed once the secret is on disk and the task network exists (the
+	// proxy's start is what the shim holds up).
+	var holding []string
+	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		if holding = filesContaining(t, state, real); len(holding) > 0 && len(ownedBy(engine, cmd.Process.Pid)) > 0 {
+			break
+		}
 	}
-	holding := filesContaining(t, state, real)
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	_ = cmd.Wait()
 	if len(holding) != 1 || !strings.HasSuffix(holding[0], "replacements.json") {
-		t.Errorf("files holding the secret while it runs: %q; want the one replacement map", holding)
+		t.Fatalf("files holding the secret while the proxy starts: %q; want the one replacement map", holding)
 	}
 	assertPrivate(t, state, holding)
 	if leaked := filesContaining(t, tmp, real); len(leaked) > 0 {
 		t.Errorf("secret written under TMPDIR: %q", leaked)
 	}
-	_ = cmd.Process.Kill()
-	_ = cmd.Wait()
 	if len(ownedBy(engine, cmd.Process.Pid)) == 0 {
-		t.Fatal("the killed run left nothing behind: this test kills it too late to prove the sweep")
+		t.Fatal("the killed run left no network: this test cannot show the sweep")
 	}
 
 	next := exec.Command(bin, "run", "--", "true")

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Fault makes the engine shim fail one kind of engine command.
@@ -21,12 +22,15 @@ type Fault struct {
 	Message string
 	// Exit is the exit status; default 125 (an engine error).
 	Exit int
+	// Delay, when set, makes matching calls wait this long and then run
+	// the real engine instead of failing.
+	Delay time.Duration
 }
 
 // EngineShim returns the path of a script named after engine (so it is
 // recognised as podman or docker) that runs the real engine for every
-// command except those matching a fault, which fail as podman does: a
-// message on standard error and status 125. Faults are injected on the
+// command except those matching a fault, which fail as podman does (a
+// message on standard error and status 125) or are delayed. Faults are injected on the
 // real engine rather than by stubbing our own code.
 func EngineShim(t testing.TB, engine string, faults ...Fault) string {
 	t.Helper()
@@ -47,6 +51,10 @@ func EngineShim(t testing.TB, engine string, faults ...Fault) string {
 		}
 		count := filepath.Join(dir, fmt.Sprintf("fault%d.count", i))
 		fmt.Fprintf(&b, "case \"$args\" in *%s*)\n", shQuote(f.Match))
+		if f.Delay > 0 {
+			fmt.Fprintf(&b, "  sleep %.3f;;\nesac\n", f.Delay.Seconds())
+			continue
+		}
 		if f.Times >= 0 {
 			// One byte per injected failure: a counter that needs no locking
 			// beyond O_APPEND.
