@@ -124,14 +124,18 @@ func TestTeardownRetriesNetworkRemoval(t *testing.T) {
 	// assertNoLeftovers (cleanup) fails the test if the network stayed.
 }
 
-// clientPIDs finds the engine client processes whose command line holds
-// all of words.
+// clientPIDs finds the engine clients this process started whose command
+// line holds all of words. (The same test may run as another user or in
+// another checkout at the same time.)
 func clientPIDs(words ...string) []int {
 	var pids []int
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
+			continue
+		}
+		if parentPID(pid) != os.Getpid() {
 			continue
 		}
 		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
@@ -157,6 +161,21 @@ func clientPIDs(words ...string) []int {
 		}
 	}
 	return pids
+}
+
+// parentPID reads a process's parent from /proc; 0 if it is gone.
+func parentPID(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
 }
 
 // TestEngineClientKilled: the podman client of the agent (or of the proxy)
