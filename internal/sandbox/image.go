@@ -420,12 +420,29 @@ func (c *ImageCache) build(ctx context.Context, tag, dir, what string) error {
 		args = append(args, c.rt.runtimeArgs()...)
 	}
 	args = append(args, dir)
+	// A prune of this cache waits for the build: removing images can take
+	// layers from under the build's layer-cache look-up.
+	c.pruneMu.RLock()
+	defer c.pruneMu.RUnlock()
 	start := time.Now()
-	if _, err := c.rt.output(ctx, args...); err != nil {
+	_, err := c.rt.output(ctx, args...)
+	if err != nil && isLayerRace(err) && ctx.Err() == nil {
+		// Something else sharing the store (another gateway's prune, an
+		// operator's `podman image prune`) removed a layer the cache look-up
+		// was reading; the next look-up sees the store without it.
+		c.rt.Logger.Info("image build raced a removal in the store; building again", "tag", tag, "err", err)
+		_, err = c.rt.output(ctx, args...)
+	}
+	if err != nil {
 		return fmt.Errorf("build %s: %w: %w", what, err, ErrInfrastructure)
 	}
 	c.rt.Logger.Info("image built", "tag", tag, "seconds", time.Since(start).Seconds())
 	return nil
+}
+
+func isLayerRace(err error) bool {
+	s := strings.ToLower(err.Error())
+	return strings.Contains(s, "layer not known") || strings.Contains(s, "checking if cached image exists")
 }
 
 // Prune removes the images this cache builds (its prefix and instance, by

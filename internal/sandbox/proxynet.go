@@ -273,12 +273,8 @@ func (p *ProxyNetwork) ensureEgress(ctx context.Context) error {
 // standard output is the network log, its standard error the proxy's own
 // log (kept for error messages).
 type proxyProcess struct {
-	cmd    *exec.Cmd
+	*engineProcess
 	stderr *tailBuf
-	// exited is closed when the engine client has returned and both of its
-	// output streams are drained; err is then its exit status.
-	exited chan struct{}
-	err    error
 	// lost is closed when the client dies while the task still runs (it
 	// was killed, or the engine failed): the network log is incomplete and
 	// the proxy can no longer be watched.
@@ -328,35 +324,23 @@ func (p *ProxyNetwork) startProxy(ctx context.Context, proxyName, netName, proxy
 	// The client lives as long as the proxy: it is not tied to ctx, and
 	// teardown stops the proxy through the engine.
 	cmd := rt.command(context.WithoutCancel(ctx), runArgs...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start proxy: %w", err)
-	}
-	pp := &proxyProcess{cmd: cmd, stderr: newTail(8), exited: make(chan struct{}), lost: make(chan struct{})}
-	var wg sync.WaitGroup
-	wg.Add(2)
 	logFn := func(line []byte) {
 		if p.NetworkLog != nil {
 			p.NetworkLog(string(line))
 		}
 	}
-	go func() { defer wg.Done(); streamLines(stdout, logFn, nil, DefaultMaxLine) }()
-	go func() { defer wg.Done(); streamLines(stderr, nil, pp.stderr, DefaultMaxLine) }()
+	pp := &proxyProcess{stderr: newTail(8), lost: make(chan struct{})}
+	proc, err := startStreaming(cmd, logFn, nil, pp.stderr, DefaultMaxLine)
+	if err != nil {
+		return nil, fmt.Errorf("start proxy: %w", err)
+	}
+	pp.engineProcess = proc
 	go func() {
-		wg.Wait()
-		pp.err = cmd.Wait()
-		if !pp.finishing.Load() && clientFailed(pp.err) {
-			rt.Logger.Warn("the proxy's engine client died mid-task", "proxy", proxyName, "err", pp.err)
+		<-proc.exited
+		if !pp.finishing.Load() && clientFailed(proc.err) {
+			rt.Logger.Warn("the proxy's engine client died mid-task", "proxy", proxyName, "err", proc.err)
 			close(pp.lost)
 		}
-		close(pp.exited)
 	}()
 	return pp, nil
 }
@@ -371,18 +355,20 @@ func clientFailed(err error) bool {
 	return ee.ExitCode() < 0 || ee.ExitCode() == 125
 }
 
-// finish waits for the client to return once the proxy is stopped, so the
-// last network log lines are delivered; a client that hangs is killed.
+// finish waits for the client to return once the proxy is stopped, and
+// for the last network log lines; a client that hangs is killed.
 func (pp *proxyProcess) finish(ctx context.Context) {
 	pp.finishing.Store(true)
 	select {
 	case <-pp.exited:
-		return
 	case <-time.After(proxyStopGrace*time.Second + 10*time.Second):
+		_ = pp.cmd.Process.Kill()
+		<-pp.exited
 	case <-ctx.Done():
+		_ = pp.cmd.Process.Kill()
+		<-pp.exited
 	}
-	_ = pp.cmd.Process.Kill()
-	<-pp.exited
+	pp.drain(ctx, 10*time.Second)
 }
 
 // waitReady waits for the CA certificate, which the proxy writes only after
@@ -400,6 +386,7 @@ func (p *ProxyNetwork) waitReady(ctx context.Context, proc *proxyProcess, caPath
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-proc.exited:
+			proc.drain(ctx, 2*time.Second) // for the whole reason
 			return fmt.Errorf("proxy exited before it was ready (%v): %s", proc.err, engineMessage(proc.stderr.lines()))
 		case <-deadline.C:
 			return fmt.Errorf("proxy not ready after %s: %s", ProxyReadyTimeout, engineMessage(proc.stderr.lines()))

@@ -1,7 +1,6 @@
 package sandbox
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -328,14 +327,6 @@ func (r *Runner) run(ctx context.Context, spec *Spec) Result {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	cmd.Stdin = spec.Stdin
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return infraResult(err)
-	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return infraResult(err)
-	}
 	// `run --rm` removes the container when the engine client returns
 	// normally; every other ending (stop, kill, engine failure, a client
 	// that died) removes it explicitly, before the network goes.
@@ -348,21 +339,11 @@ func (r *Runner) run(ctx context.Context, spec *Spec) Result {
 		defer cancel()
 		r.remove(c, name)
 	}()
-	if err := cmd.Start(); err != nil {
+	errTail := newTail(8)
+	proc, err := startStreaming(cmd, spec.Stdout, spec.Stderr, errTail, spec.MaxLine)
+	if err != nil {
 		return infraResult(fmt.Errorf("start %s: %w", r.rt.Command, err))
 	}
-
-	var wg sync.WaitGroup
-	errTail := newTail(8)
-	wg.Add(2)
-	go func() { defer wg.Done(); streamLines(stdout, spec.Stdout, nil, spec.MaxLine) }()
-	go func() { defer wg.Done(); streamLines(stderr, spec.Stderr, errTail, spec.MaxLine) }()
-
-	waitErr := make(chan error, 1)
-	go func() {
-		wg.Wait() // pipes must be drained before Wait closes them
-		waitErr <- cmd.Wait()
-	}()
 
 	var timeout <-chan time.Time
 	if spec.Limits.Timeout > 0 {
@@ -376,9 +357,8 @@ func (r *Runner) run(ctx context.Context, spec *Spec) Result {
 	}
 
 	var stopped Outcome
-	var werr error
 	select {
-	case werr = <-waitErr:
+	case <-proc.exited:
 	case <-timeout:
 		stopped = OutcomeTimeout
 	case <-ctx.Done():
@@ -391,22 +371,32 @@ func (r *Runner) run(ctx context.Context, spec *Spec) Result {
 		r.stop(c, name, grace)
 		cancel()
 		select {
-		case werr = <-waitErr:
+		case <-proc.exited:
 		case <-time.After(grace + 30*time.Second):
 			// The engine client hangs on: kill it, the container is
 			// removed by the deferred teardown.
 			_ = cmd.Process.Kill()
-			werr = <-waitErr
+			<-proc.exited
 		}
 	}
+	werr := proc.err
 
 	if clientKilled(werr) && stopped == "" {
 		// The engine client died (SIGKILL, OOM killer), not the command:
-		// the container may still run, and its status is unknown.
+		// the container may still run, and its status is unknown. It is
+		// removed now, which also ends output a re-executed (rootless)
+		// client still holds.
+		c, cancel := cleanupCtx()
+		r.remove(c, name)
+		removed = true
+		proc.drain(c, 10*time.Second)
+		cancel()
 		res.Outcome, res.ExitCode, res.Err = OutcomeInfrastructure, -1, fmt.Errorf("container engine client: %w: %w", werr, ErrInfrastructure)
 		res.Reason = "the container engine client was killed (" + werr.Error() + "); the container was removed"
 		return res
 	}
+	// Every line written before the client returned is delivered.
+	proc.drain(context.WithoutCancel(ctx), 30*time.Second)
 	res.ExitCode = exitCode(werr)
 	removed = stopped == "" && res.ExitCode >= 0 && !(res.ExitCode >= 125 && res.ExitCode <= 127)
 	switch {
@@ -543,101 +533,6 @@ func isNoSuchNetwork(err error) bool {
 func isNoSuchContainer(err error) bool {
 	s := strings.ToLower(err.Error())
 	return strings.Contains(s, "no such container") || strings.Contains(s, "no container with name")
-}
-
-// streamLines hands every line to fn as it arrives. A line longer than max
-// (0: DefaultMaxLine) is delivered cut at max with TruncatedMarker, the
-// rest up to its newline dropped: memory stays bounded whatever the
-// command prints. The tail, when given, keeps the lines' beginnings.
-func streamLines(rd io.Reader, fn func([]byte), tail *tailBuf, max int) {
-	if max <= 0 {
-		max = DefaultMaxLine
-	}
-	br := bufio.NewReaderSize(rd, 64*1024)
-	var line []byte
-	truncated := false
-	deliver := func() {
-		if truncated {
-			line = append(line, TruncatedMarker...)
-		} else {
-			line = trimEOL(line)
-		}
-		if tail != nil {
-			tail.add(line)
-		}
-		if fn != nil {
-			fn(line)
-		}
-		// Callers may keep the line: the next one gets a buffer of its own.
-		line, truncated = nil, false
-	}
-	for {
-		chunk, err := br.ReadSlice('\n')
-		if !truncated {
-			n := len(chunk)
-			if err == nil {
-				n = len(trimEOL(chunk))
-			}
-			if len(line)+n > max {
-				line = append(line, chunk[:max-len(line)]...)
-				truncated = true
-			} else {
-				line = append(line, chunk...)
-			}
-		}
-		if err == bufio.ErrBufferFull {
-			continue
-		}
-		if len(line) > 0 || truncated || err == nil {
-			deliver()
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-func trimEOL(b []byte) []byte {
-	b = bytesTrimSuffix(b, '\n')
-	return bytesTrimSuffix(b, '\r')
-}
-
-func bytesTrimSuffix(b []byte, c byte) []byte {
-	if len(b) > 0 && b[len(b)-1] == c {
-		return b[:len(b)-1]
-	}
-	return b
-}
-
-type tailBuf struct {
-	mu  sync.Mutex
-	n   int
-	buf []string
-}
-
-func newTail(n int) *tailBuf { return &tailBuf{n: n} }
-
-// tailLineMax is how much of each line a tail keeps: it explains failures
-// in one-line reasons.
-const tailLineMax = 1024
-
-func (t *tailBuf) add(line []byte) {
-	if len(line) > tailLineMax {
-		line = line[:tailLineMax]
-	}
-	s := string(line)
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, s)
-	if len(t.buf) > t.n {
-		t.buf = t.buf[len(t.buf)-t.n:]
-	}
-}
-
-func (t *tailBuf) lines() []string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return append([]string(nil), t.buf...)
 }
 
 // OwnerToken identifies this process across PID reuse: pid and kernel
