@@ -89,8 +89,9 @@ func configureNetwork(ctx context.Context, o *runOpts, cfg *repoconfig.Sandbox, 
 	}
 	spec.Network = sandbox.NetworkSandboxed
 	// ProxyImage is filled in by the caller, which builds it alongside the
-	// task image. The secrets go to the runner's private directory, 0700
-	// under the state directory, only while the proxy starts and runs.
+	// task image. The real secret values are written only to the runner's
+	// private directory (0700, under the state directory), and only until
+	// the proxy has read them.
 	proxy = &sandbox.ProxyNetwork{
 		Runner: runner, ProxyBinary: bin, Allowlist: allowData, Secrets: smap,
 		Resolve: resolve, UpstreamCA: upstreamCA, NetworkLog: sink,
