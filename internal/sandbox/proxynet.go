@@ -243,6 +243,12 @@ func (p *ProxyNetwork) createInternal(ctx context.Context, name string) (netName
 		if err == nil {
 			return netName, fmt.Sprintf("10.%d.%d.2", 128+a.Int64(), b.Int64()), nil
 		}
+		if ctx.Err() != nil {
+			// The engine may have created the network before it was
+			// stopped.
+			p.Runner.removeNetwork(context.WithoutCancel(ctx), netName)
+			return "", "", fmt.Errorf("create task network %s: %w", netName, err)
+		}
 		last = err
 		if !strings.Contains(strings.ToLower(err.Error()), "subnet") {
 			break
