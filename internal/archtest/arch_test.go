@@ -40,7 +40,7 @@ var allowed = map[string][]string{
 	"internal/gateway": {"internal/atomicfile", "internal/config", "internal/redact", "internal/repoconfig", "internal/allowlist", "internal/claudecli",
 		"internal/secrets", "internal/sandbox", "internal/agent", "internal/conversation", "internal/gitmirror",
 		"internal/channel", "internal/channel/email", "internal/channel/slack", "internal/markdown"},
-	"internal/sandboxcli": {"internal/repoconfig", "internal/sandbox", "internal/secrets", "internal/allowlist"},
+	"internal/sandboxcli": {"internal/repoconfig", "internal/sandbox", "internal/secrets", "internal/allowlist", "internal/gitmirror"},
 	"internal/cli":        {"*"},
 	"internal/archtest":   {"*"},
 }

@@ -226,6 +226,10 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		probeTimeout: probeTimeout, reprobeMin: reprobeFirst, reprobeMax: reprobeCap,
 	}
 	g.cache.Now = opts.Clock
+	// Per-task private files (secrets for the proxy) live in the state
+	// directory, and images are scoped to this gateway's state directory.
+	g.run.StateDir = filepath.Join(opts.StateDir, "sandbox")
+	g.cache.Instance = sandbox.InstanceID(opts.StateDir)
 	return g, nil
 }
 

@@ -33,7 +33,6 @@ func (g *Gateway) collectGarbage(ctx context.Context) {
 	for _, h := range g.repos {
 		repos = append(repos, h)
 	}
-	busy := len(g.jobs) > 0
 	g.mu.Unlock()
 	if days > 0 {
 		for _, h := range repos {
@@ -46,15 +45,19 @@ func (g *Gateway) collectGarbage(ctx context.Context) {
 			}
 		}
 	}
-	// Claude Code versions no repo uses any more go while idle, like
-	// images: a task between resolving its version and mounting it would
-	// otherwise lose the file.
-	if !busy {
+	// Claude Code versions no repo uses any more go only while no job
+	// exists, checked and collected under g.mu so that no job can be
+	// registered in between: a task between resolving its version and
+	// mounting it would otherwise lose the file.
+	g.mu.Lock()
+	if len(g.jobs) == 0 {
 		g.collectClaudeVersions()
 	}
-	// An image built for a task that has not started its container yet
-	// looks unused; pruning only while idle keeps it.
-	if g.cfg.Execution.ImagePrune && !busy {
+	g.mu.Unlock()
+	// Images a task has resolved are leased until its container exits, and
+	// the cache prunes only this gateway's images: pruning need not wait
+	// for idle (a "busy" snapshot was stale by the time it was used).
+	if g.cfg.Execution.ImagePrune {
 		if removed, err := g.cache.Prune(ctx); err != nil {
 			g.log.Warn("image prune failed", logError, err)
 		} else if len(removed) > 0 {

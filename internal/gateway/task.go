@@ -106,8 +106,12 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 		return infra("cloning the workspace failed: %v", err)
 	}
 	// .airut/ comes from the mirror's default branch, never the workspace:
-	// the agent changes it only by a merged PR.
-	src := repoconfig.GitSource{Dir: h.mirror.Dir}
+	// the agent changes it only by a merged PR. The branch is pinned to one
+	// commit, so another task's fetch cannot mix two commits' files.
+	src, err := h.mirror.Head(ctx)
+	if err != nil {
+		return infra("repository default branch: %v", err)
+	}
 	buildCtx, err := repoconfig.ContainerContext(ctx, src, rc.ContainerPath)
 	if err != nil {
 		return infra("repository container config: %v", err)
@@ -122,10 +126,13 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 	if err != nil {
 		return infra("%v", err)
 	}
-	image, err := g.cache.Ensure(ctx, buildCtx)
+	// The image is leased until the task's last container has exited: a
+	// prune meanwhile keeps it.
+	image, releaseImage, err := g.cache.Ensure(ctx, buildCtx)
 	if err != nil {
 		return infra("building the container image failed: %v", err)
 	}
+	defer releaseImage()
 
 	masked := map[string]secrets.Masked{}
 	for name, m := range rc.MaskedSecrets {
@@ -246,31 +253,19 @@ func ensureWorkspace(ctx context.Context, h *repoHandler, dir *conversation.Dir)
 	return os.Rename(tmp, ws)
 }
 
-// proxyNetwork prepares the network sandbox of one task: the replacement
-// map for the proxy and the network log appended to the conversation.
+// proxyNetwork prepares the network sandbox of one task: the proxy image
+// (leased until the returned cleanup), the secrets for the proxy (written
+// by the sandbox into its private directory under the state directory,
+// never under /tmp) and the network log appended to the conversation.
 func (j *job) proxyNetwork(dir *conversation.Dir, allowData []byte, smap *secrets.Map) (*sandbox.ProxyNetwork, func(), error) {
 	g := j.h.g
 	bin, err := g.proxyBinary()
 	if err != nil {
 		return nil, nil, err
 	}
-	proxyImage, err := g.cache.EnsureProxy(j.ctx, bin)
-	if err != nil {
-		return nil, nil, err
-	}
-	tmp, err := os.MkdirTemp("", "airut-task-")
-	if err != nil {
-		return nil, nil, err
-	}
-	repl := filepath.Join(tmp, "replacements.json")
-	if err := smap.WriteReplacementFile(repl); err != nil {
-		os.RemoveAll(tmp)
-		return nil, nil, err
-	}
 	var upstreamCA []byte
 	if p := g.cfg.Network.UpstreamCA; p != "" {
 		if upstreamCA, err = os.ReadFile(p); err != nil {
-			os.RemoveAll(tmp)
 			return nil, nil, fmt.Errorf("network.upstream_ca: %w", err)
 		}
 	}
@@ -280,14 +275,18 @@ func (j *job) proxyNetwork(dir *conversation.Dir, allowData []byte, smap *secret
 			dns = net.JoinHostPort(dns, "53")
 		}
 	}
+	proxyImage, releaseImage, err := g.cache.EnsureProxy(j.ctx, bin)
+	if err != nil {
+		return nil, nil, err
+	}
 	f, err := os.OpenFile(dir.NetworkLog(), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
-		os.RemoveAll(tmp)
+		releaseImage()
 		return nil, nil, err
 	}
 	var mu sync.Mutex
 	p := &sandbox.ProxyNetwork{
-		Runner: g.run, ProxyImage: proxyImage, Allowlist: allowData, ReplacementFile: repl,
+		Runner: g.run, ProxyImage: proxyImage, Allowlist: allowData, Secrets: smap,
 		Resolve: g.cfg.Network.Resolve, UpstreamCA: upstreamCA, UpstreamDNS: dns,
 		NetworkLog: func(line string) {
 			mu.Lock()
@@ -299,7 +298,7 @@ func (j *job) proxyNetwork(dir *conversation.Dir, allowData []byte, smap *secret
 		mu.Lock()
 		f.Close()
 		mu.Unlock()
-		os.RemoveAll(tmp)
+		releaseImage()
 	}, nil
 }
 
