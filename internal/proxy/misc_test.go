@@ -207,11 +207,11 @@ func TestNewErrors(t *testing.T) {
 	}
 }
 
-func TestNetLogSanitizes(t *testing.T) {
+func TestNetLogOneLinePerRecord(t *testing.T) {
 	lb := &logBuffer{}
 	l := &netLog{w: lb}
-	l.line("BLOCKED GET http://x/\nALLOWED GET forged -> 200")
-	want := []string{"BLOCKED GET http://x/%0AALLOWED GET forged -> 200"}
+	l.record(Record{Verdict: VerdictBlocked, Method: "GET", URL: "http://x/\nALLOWED GET forged -> 200", Status: 403})
+	want := []string{"BLOCKED GET http://x/%0AALLOWED%20GET%20forged%20->%20200 -> 403"}
 	if diff := cmp.Diff(want, lb.take()); diff != "" {
 		t.Errorf("mismatch (-want +got):\n%s", diff)
 	}
