@@ -185,7 +185,9 @@ func ParseRecord(line string) (Record, error) {
 // bytes, DEL and every byte outside ASCII. A '%' is kept, so a request
 // target appears as it was sent (it is percent-encoded already, and one
 // with a raw space or byte is refused anyway).
-func escapeWord(s string) string { return escape(s, func(c byte) bool { return c <= ' ' || c >= 0x7f }) }
+func escapeWord(s string) string {
+	return escape(s, func(c byte) bool { return c <= ' ' || c >= 0x7f })
+}
 
 // escapeTag is escapeWord for a value inside "[key: value]" or "(why)".
 func escapeTag(s string) string {

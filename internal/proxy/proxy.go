@@ -245,7 +245,7 @@ func (p *Proxy) newServer(h http.Handler) *http.Server {
 			PingTimeout:          pingTimeout,
 			WriteByteTimeout:     p.timeouts.Body,
 		},
-		ErrorLog:          slog.NewLogLogger(p.logger.Handler(), slog.LevelDebug),
+		ErrorLog: slog.NewLogLogger(p.logger.Handler(), slog.LevelDebug),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, connKey{}, c)
 		},

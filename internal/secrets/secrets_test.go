@@ -438,7 +438,7 @@ func TestInject(t *testing.T) {
 		{
 			name:   "basic with the surrogate inside the password",
 			host:   "api.github.com",
-			in:     http.Header{"Authorization": {basic("u", sur + "x")}},
+			in:     http.Header{"Authorization": {basic("u", sur+"x")}},
 			want:   http.Header{},
 			result: Injection{Stripped: foreign("Authorization")},
 		},
