@@ -86,7 +86,7 @@ func (r Record) Line() string {
 	case VerdictStripped:
 		fmt.Fprintf(&b, " %s on %s", escapeWord(r.Header), escapeWord(r.Host))
 		if r.Why != "" {
-			fmt.Fprintf(&b, " (%s)", escapeTag(r.Why))
+			fmt.Fprintf(&b, " (%s)", escape(r.Why, func(c byte) bool { return c < ' ' || c >= 0x7f || c == '(' || c == ')' }))
 		}
 	case VerdictDNS:
 		if r.QType == dnsDropped {
@@ -189,7 +189,7 @@ func escapeWord(s string) string {
 	return escape(s, func(c byte) bool { return c <= ' ' || c >= 0x7f })
 }
 
-// escapeTag is escapeWord for a value inside "[key: value]" or "(why)".
+// escapeTag is escapeWord for a value inside "[key: value]".
 func escapeTag(s string) string {
 	return escape(s, func(c byte) bool { return c <= ' ' || c >= 0x7f || strings.IndexByte("[]()", c) >= 0 })
 }

@@ -43,6 +43,13 @@ const (
 	minEncodedLen = 6
 	// maxWindow bounds the prefix used for the shift table (uint8 shifts).
 	maxWindow = 200
+	// partialLen is the length of the beginning and the end of a long
+	// pattern that are patterns too: an upstream that cuts an echo short
+	// ("Bearer ghp_abc…") or shows its tail must not hand over most of a
+	// real value. Sixteen characters of a token are never there by chance.
+	partialLen = 16
+	// minPartialOf is the shortest pattern that gets partial patterns.
+	minPartialOf = 24
 )
 
 type pattern struct {
@@ -77,10 +84,15 @@ func newRedactor(pairs []secrets.Pair) *redactor {
 		if len(real) < minRawLen {
 			continue
 		}
-		add(real, sur)
-		for _, v := range variants(real, sur) {
-			if len(v[0]) >= minEncodedLen {
-				add(v[0], v[1])
+		forms := append([][2]string{{real, sur}}, variants(real, sur)...)
+		for i, v := range forms {
+			if i > 0 && len(v[0]) < minEncodedLen {
+				continue
+			}
+			add(v[0], v[1])
+			if n := len(v[0]); n >= minPartialOf {
+				add(v[0][:partialLen], v[1][:partialLen])
+				add(v[0][n-partialLen:], v[1][n-partialLen:])
 			}
 		}
 	}
@@ -136,11 +148,9 @@ func variants(real, sur string) [][2]string {
 			}
 		}
 	}
-	pathEsc := func(s string) string { return strings.ReplaceAll(url.QueryEscape(s), "+", "%20") }
-	lowerHex := func(s string) string {
-		return escapedHexLower(url.QueryEscape(s))
-	}
-	for _, f := range []func(string) string{url.QueryEscape, pathEsc, lowerHex, jsonEscape, jsonEscapeSlash} {
+	lowerQuery := func(s string) string { return escapedHexLower(url.QueryEscape(s)) }
+	lowerPath := func(s string) string { return escapedHexLower(url.PathEscape(s)) }
+	for _, f := range []func(string) string{url.QueryEscape, url.PathEscape, lowerQuery, lowerPath, jsonEscape, jsonEscapeSlash} {
 		if from, to := f(real), f(sur); from != real && len(from) == len(to) {
 			out = append(out, [2]string{from, to})
 		}
