@@ -253,21 +253,43 @@ func (rd *redactor) scan(buf []byte, start, limit int) (next, n int) {
 	return pos - m + 1, n
 }
 
-// mayStart reports whether a pattern could start at buf[t]: one agrees
-// with all of buf[t:] it covers, so more data could complete it.
-func (rd *redactor) mayStart(buf []byte, t int) bool {
-	if !rd.first[buf[t]] {
-		return false
-	}
-	rest := buf[t:]
-	for i := range rd.pats {
-		p := rd.pats[i].from
-		k := min(len(p), len(rest))
-		if bytes.Equal(rest[:k], p[:k]) {
-			return true
+// tail decides the starts in [t, len(buf)) that scan could not: a start
+// where a pattern matches whole and no longer one could still match with
+// more data is replaced; the first start where some pattern could still
+// match (it agrees with all of buf it covers) ends the decided part.
+func (rd *redactor) tail(buf []byte, t int) (next, n int) {
+	for t < len(buf) {
+		if !rd.first[buf[t]] {
+			t++
+			continue
+		}
+		rest := buf[t:]
+		open, full := false, -1
+		for i := range rd.pats { // longest first
+			p := rd.pats[i].from
+			k := min(len(p), len(rest))
+			if !bytes.Equal(rest[:k], p[:k]) {
+				continue
+			}
+			if len(p) > len(rest) {
+				open = true
+				continue
+			}
+			full = i
+			break
+		}
+		switch {
+		case open:
+			return t, n
+		case full >= 0:
+			copy(rest, rd.pats[full].to)
+			n++
+			t += len(rd.pats[full].from)
+		default:
+			t++
 		}
 	}
-	return false
+	return t, n
 }
 
 // redact replaces every match in b, in place, as if b were a whole body,
@@ -390,11 +412,8 @@ func (r *redactReader) fill() {
 		return
 	}
 	next, found := r.rd.scan(buf, 0, have-r.rd.maxLen)
-	r.count.Add(int64(found))
-	next = max(next, 0)
-	for next < have && !r.rd.mayStart(buf, next) {
-		next++
-	}
+	next, more := r.rd.tail(buf, max(next, 0))
+	r.count.Add(int64(found + more))
 	r.ready, r.carry = buf[:next], buf[next:]
 }
 

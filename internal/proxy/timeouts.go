@@ -158,7 +158,9 @@ func (w *agentWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // agentBody gives each read of the request body a deadline, cleared at its
 // end: net/http reads the connection in the background once the body is
-// done, and a deadline firing there would cancel the request.
+// done, and a deadline firing there would cancel the request. After a
+// timeout the deadline stays, so net/http's attempt to drain the rest of
+// the body fails at once and the connection is closed.
 type agentBody struct {
 	io.ReadCloser
 	rc   *http.ResponseController
@@ -175,7 +177,7 @@ func (p *Proxy) agentBody(r *http.Request, w *agentWriter) {
 func (b *agentBody) Read(p []byte) (int, error) {
 	_ = b.rc.SetReadDeadline(time.Now().Add(b.body))
 	n, err := b.ReadCloser.Read(p)
-	if err != nil {
+	if err == io.EOF {
 		_ = b.rc.SetReadDeadline(time.Time{})
 	}
 	return n, err

@@ -136,14 +136,14 @@ func (m *maskedInjector) Inject(r *http.Request) (Injection, error) {
 			continue
 		}
 		var replaced []string
-		var used []*entry
+		var used [][]Pair
 		mixed := false
 		for _, v := range h[name] {
-			nv, e, kind := classify(v, cover)
+			nv, pair, kind := classify(v, cover)
 			switch kind {
 			case whole:
 				replaced = append(replaced, nv)
-				used = append(used, e)
+				used = append(used, pair)
 			case beside:
 				mixed = true
 			}
@@ -157,7 +157,7 @@ func (m *maskedInjector) Inject(r *http.Request) (Injection, error) {
 			res.Masked++
 			res.Dropped += len(h[name]) - 1
 			h[name] = replaced[:1]
-			res.Injected = append(res.Injected, Pair{Real: used[0].real, Surrogate: used[0].surrogate})
+			res.Injected = append(res.Injected, used[0]...)
 		case (mixed && strict) || strictExact:
 			delete(h, name)
 			res.Stripped = append(res.Stripped, Strip{Header: canonical, Reason: StripForeign})
@@ -186,23 +186,23 @@ const (
 
 // classify looks at one header value. For a whole credential it returns
 // the value with the real credential in place of the surrogate, and the
-// entry it belongs to.
-func classify(v string, cover []*entry) (string, *entry, valueKind) {
+// real values it now carries with their surrogates.
+func classify(v string, cover []*entry) (string, []Pair, valueKind) {
 	for _, e := range cover {
 		if v == e.surrogate {
-			return e.real.Reveal(), e, whole
+			return e.real.Reveal(), e.pairs(), whole
 		}
 	}
 	scheme, cred, hasScheme := cutScheme(v)
 	if hasScheme {
 		for _, e := range cover {
 			if cred == e.surrogate {
-				return scheme + " " + e.real.Reveal(), e, whole
+				return scheme + " " + e.real.Reveal(), e.pairs(), whole
 			}
 		}
 		if strings.EqualFold(scheme, "Basic") {
-			if nv, e, kind := classifyBasic(scheme, cred, cover); kind != none {
-				return nv, e, kind
+			if nv, pairs, kind := classifyBasic(scheme, cred, cover); kind != none {
+				return nv, pairs, kind
 			}
 		}
 	}
@@ -213,6 +213,8 @@ func classify(v string, cover []*entry) (string, *entry, valueKind) {
 	}
 	return "", nil, none
 }
+
+func (e *entry) pairs() []Pair { return []Pair{{Real: e.real, Surrogate: e.surrogate}} }
 
 // cutScheme splits "<scheme> <credential>" (RFC 9110 auth-scheme: a token,
 // then whitespace, then one credential with no further whitespace).
@@ -240,7 +242,11 @@ func isToken(s string) bool {
 
 // classifyBasic looks inside "Basic base64(user:password)", as git and
 // most package managers send a token.
-func classifyBasic(scheme, payload string, cover []*entry) (string, *entry, valueKind) {
+//
+// The encoded pair is reported as a real value of its own: an upstream
+// that echoes the request base64-encoded once more (a JSON API returning
+// the raw request) would otherwise carry it out encoded twice.
+func classifyBasic(scheme, payload string, cover []*entry) (string, []Pair, valueKind) {
 	dec, err := base64.StdEncoding.DecodeString(payload)
 	if err != nil {
 		dec, err = base64.RawStdEncoding.DecodeString(payload)
@@ -252,16 +258,18 @@ func classifyBasic(scheme, payload string, cover []*entry) (string, *entry, valu
 	if !ok {
 		return "", nil, none
 	}
-	encode := func(u, p string) string {
-		return scheme + " " + base64.StdEncoding.EncodeToString([]byte(u+":"+p))
-	}
+	encode := func(u, p string) string { return base64.StdEncoding.EncodeToString([]byte(u + ":" + p)) }
 	for _, e := range cover {
+		var real, sur string
 		switch {
 		case pass == e.surrogate && isUserName(user, cover):
-			return encode(user, e.real.Reveal()), e, whole
+			real, sur = encode(user, e.real.Reveal()), encode(user, e.surrogate)
 		case user == e.surrogate && (pass == "" || isUserName(pass, cover)):
-			return encode(e.real.Reveal(), pass), e, whole
+			real, sur = encode(e.real.Reveal(), pass), encode(e.surrogate, pass)
+		default:
+			continue
 		}
+		return scheme + " " + real, append(e.pairs(), Pair{Real: NewValue(real), Surrogate: sur}), whole
 	}
 	for _, e := range cover {
 		if strings.Contains(user, e.surrogate) || strings.Contains(pass, e.surrogate) {

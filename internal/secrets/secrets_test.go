@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -309,6 +310,10 @@ func TestInject(t *testing.T) {
 		{name: "SHARED", real: NewValue("REAL-SHARED"), surrogate: "SURR-SHARED", scopes: []string{"api.github.com"}, headers: []string{"Authorization"}},
 	}}
 	ghPair := []Pair{{Real: NewValue(real), Surrogate: sur}}
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	basicPairs := func(realPair, surPair string) []Pair {
+		return append(slices.Clone(ghPair), Pair{Real: NewValue(b64(realPair)), Surrogate: b64(surPair)})
+	}
 	anPair := Pair{Real: NewValue(real2), Surrogate: sur2}
 	foreign := func(h ...string) []Strip {
 		var out []Strip
@@ -344,28 +349,28 @@ func TestInject(t *testing.T) {
 			host:   "api.github.com",
 			in:     http.Header{"Authorization": {basic("x-access-token", sur)}},
 			want:   http.Header{"Authorization": {basic("x-access-token", real)}},
-			result: Injection{Masked: 1, Injected: ghPair},
+			result: Injection{Masked: 1, Injected: basicPairs("x-access-token:"+real, "x-access-token:"+sur)},
 		},
 		{
 			name:   "basic with the token as user",
 			host:   "api.github.com",
 			in:     http.Header{"Authorization": {basic(sur, "x-oauth-basic")}},
 			want:   http.Header{"Authorization": {basic(real, "x-oauth-basic")}},
-			result: Injection{Masked: 1, Injected: ghPair},
+			result: Injection{Masked: 1, Injected: basicPairs(real+":x-oauth-basic", sur+":x-oauth-basic")},
 		},
 		{
 			name:   "basic with the token as user and no password",
 			host:   "api.github.com",
 			in:     http.Header{"Authorization": {basic(sur, "")}},
 			want:   http.Header{"Authorization": {basic(real, "")}},
-			result: Injection{Masked: 1, Injected: ghPair},
+			result: Injection{Masked: 1, Injected: basicPairs(real+":", sur+":")},
 		},
 		{
 			name:   "basic without padding",
 			host:   "api.github.com",
 			in:     http.Header{"Authorization": {"basic " + base64.RawStdEncoding.EncodeToString([]byte("u:"+sur))}},
 			want:   http.Header{"Authorization": {"basic " + base64.StdEncoding.EncodeToString([]byte("u:"+real))}},
-			result: Injection{Masked: 1, Injected: ghPair},
+			result: Injection{Masked: 1, Injected: basicPairs("u:"+real, "u:"+sur)},
 		},
 		{
 			name:   "wildcard scope, trailing dot and upper case host",
