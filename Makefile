@@ -68,7 +68,8 @@ run: test-deps build
 # Container benchmarks interleave the two sides in one run and report ratios.
 bench: test-deps
 	$(GO) test -run '^$$' -bench . -benchtime 10x ./internal/sandbox/ ./internal/sandboxcli/
-	$(GO) test -run '^$$' -bench . ./internal/proxy/ ./internal/allowlist/
+	$(GO) test -run '^$$' -bench . -benchtime 10x ./internal/proxy/
+	$(GO) test -run '^$$' -bench . ./internal/allowlist/
 	$(GO) test -run '^$$' -bench . -benchtime 5x ./internal/gateway/
 
 lint:

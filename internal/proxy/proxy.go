@@ -205,6 +205,9 @@ func New(cfg Config) (*Proxy, error) {
 		IdleConnTimeout:       upstreamPooled,
 		ExpectContinueTimeout: expectContinue,
 		MaxIdleConnsPerHost:   16,
+		// Bulk bodies move in 64 KiB reads and writes, not 4 KiB ones.
+		ReadBufferSize:  64 << 10,
+		WriteBufferSize: 64 << 10,
 		// The agent's Accept-Encoding goes upstream as sent (on a scoped
 		// host it is replaced by identity): the proxy neither asks for
 		// compression nor decodes it behind the agent's back.

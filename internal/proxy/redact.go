@@ -61,7 +61,7 @@ type redactor struct {
 	pats   []pattern
 	minLen int // shortest pattern: the Wu–Manber window
 	maxLen int // longest pattern: how far a match may reach
-	shift  []uint8
+	shift  *[1 << 16]uint8 // indexed by a two-byte block: no bounds check
 	bucket map[uint16][]int // block at the end of the window → patterns
 	first  [256]bool        // first bytes of patterns
 }
@@ -105,7 +105,7 @@ func newRedactor(pairs []secrets.Pair) *redactor {
 	rd := &redactor{pats: pats, minLen: len(pats[len(pats)-1].from), maxLen: len(pats[0].from)}
 	m := min(rd.minLen, maxWindow)
 	rd.minLen = m
-	rd.shift = make([]uint8, 1<<16)
+	rd.shift = new([1 << 16]uint8)
 	for i := range rd.shift {
 		rd.shift[i] = uint8(m - 1)
 	}
@@ -227,16 +227,19 @@ func jsonEscapeSlash(s string) string {
 // and end beyond buf.
 func (rd *redactor) scan(buf []byte, start, limit int) (next, n int) {
 	m := rd.minLen
+	shift := rd.shift
 	pos := start + m - 1
-	for pos-m+1 <= limit && pos < len(buf) {
-		blk := uint16(buf[pos-1])<<8 | uint16(buf[pos])
-		if sh := rd.shift[blk]; sh > 0 {
+	// A window ends at pos; its start pos-m+1 must not pass limit.
+	end := min(len(buf), limit+m)
+	for pos < end {
+		sh := shift[uint16(buf[pos-1])<<8|uint16(buf[pos])]
+		if sh != 0 {
 			pos += int(sh)
 			continue
 		}
 		s := pos - m + 1
 		matched := false
-		for _, i := range rd.bucket[blk] {
+		for _, i := range rd.bucket[uint16(buf[pos-1])<<8|uint16(buf[pos])] {
 			p := &rd.pats[i]
 			if s+len(p.from) <= len(buf) && bytes.Equal(buf[s:s+len(p.from)], p.from) {
 				copy(buf[s:], p.to)
@@ -355,66 +358,78 @@ const redactBufSize = 64 << 10
 
 // redactReader is a response body with every real value replaced, for any
 // split of the body into reads: it holds back only bytes that could still
-// begin a pattern.
+// begin a pattern. With a caller's buffer of some size (ReverseProxy reads
+// 64 KiB) it works in that buffer, so a body is copied again only by the
+// few bytes held back.
 type redactReader struct {
 	rd    *redactor
 	src   io.Reader
 	count *atomic.Int64
-	buf   []byte
-	ready []byte // redacted, not yet returned
-	carry []byte // read, not yet decided (a tail of buf)
-	err   error  // the source's error, returned once ready is out
+	buf   []byte // for reads into a small buffer
+	ready []byte // redacted, not yet returned (a part of buf)
+	carry []byte // read, not yet decided; its own array
+	err   error  // the source's error, returned once everything is out
 	onEOF func() // runs once, when the source is exhausted (trailers)
 }
 
 func newRedactReader(rd *redactor, src io.Reader, count *atomic.Int64) *redactReader {
-	return &redactReader{rd: rd, src: src, count: count}
+	return &redactReader{rd: rd, src: src, count: count, carry: make([]byte, 0, 2*rd.maxLen)}
 }
 
 func (r *redactReader) Read(p []byte) (int, error) {
-	for len(r.ready) == 0 {
+	for {
+		if len(r.ready) > 0 {
+			n := copy(p, r.ready)
+			r.ready = r.ready[n:]
+			return n, nil
+		}
 		if r.err != nil {
 			return 0, r.err
 		}
-		r.fill()
+		if len(p) >= 2*r.rd.maxLen {
+			if n := r.fill(p); n > 0 {
+				return n, nil
+			}
+			continue
+		}
+		if r.buf == nil {
+			r.buf = make([]byte, redactBufSize+r.rd.maxLen)
+		}
+		r.ready = r.buf[:r.fill(r.buf)]
 	}
-	n := copy(p, r.ready)
-	r.ready = r.ready[n:]
-	return n, nil
 }
 
-// fill reads once from the source and decides what it can.
-func (r *redactReader) fill() {
-	if r.buf == nil {
-		r.buf = make([]byte, redactBufSize+r.rd.maxLen)
-	}
-	have := copy(r.buf, r.carry)
-	n, err := r.src.Read(r.buf[have:])
+// fill puts the undecided bytes and one read from the source into buf,
+// redacts what it can decide, keeps the rest, and returns how many of
+// buf's first bytes are final.
+func (r *redactReader) fill(buf []byte) int {
+	have := copy(buf, r.carry)
+	n, err := r.src.Read(buf[have:])
 	have += n
-	buf := r.buf[:have]
+	b := buf[:have]
+	r.carry = r.carry[:0]
 	switch {
 	case err == io.EOF:
 		r.err = err
-		r.count.Add(int64(r.rd.redact(buf)))
-		r.ready, r.carry = buf, nil
+		r.count.Add(int64(r.rd.redact(b)))
 		if r.onEOF != nil {
 			r.onEOF()
 			r.onEOF = nil
 		}
-		return
+		return have
 	case err != nil:
 		// A broken body: what is undecided may be the start of a real
 		// value, and the agent gets a cut-off body anyway.
 		r.err = err
-		next, found := r.rd.scan(buf, 0, have-r.rd.maxLen)
+		next, found := r.rd.scan(b, 0, have-r.rd.maxLen)
 		r.count.Add(int64(found))
-		r.ready, r.carry = buf[:max(next, 0)], nil
-		return
+		return max(next, 0)
 	}
-	next, found := r.rd.scan(buf, 0, have-r.rd.maxLen)
-	next, more := r.rd.tail(buf, max(next, 0))
+	next, found := r.rd.scan(b, 0, have-r.rd.maxLen)
+	next, more := r.rd.tail(b, max(next, 0))
 	r.count.Add(int64(found + more))
-	r.ready, r.carry = buf[:next], buf[next:]
+	r.carry = append(r.carry, b[next:]...)
+	return next
 }
 
 func (r *redactReader) Close() error {
