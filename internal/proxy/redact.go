@@ -59,9 +59,9 @@ type pattern struct {
 // redactor is an immutable set of patterns and its search tables.
 type redactor struct {
 	pats   []pattern
-	minLen int // shortest pattern: the Wu–Manber window
-	maxLen int // longest pattern: how far a match may reach
-	shift  *[1 << 16]uint8 // indexed by a two-byte block: no bounds check
+	minLen int              // shortest pattern: the Wu–Manber window
+	maxLen int              // longest pattern: how far a match may reach
+	shift  *[1 << 16]uint8  // indexed by a two-byte block: no bounds check
 	bucket map[uint16][]int // block at the end of the window → patterns
 	first  [256]bool        // first bytes of patterns
 }
