@@ -3,9 +3,14 @@
 // and HTTPS listeners that intercept every request (TLS terminated with
 // leaf certificates minted from a per-task CA held only in memory), the
 // allowlist enforcement, the swap of surrogate credentials for real ones on
-// scoped hosts, a guarded upstream dialer, and the network log.
+// scoped hosts (the credential injectors of package secrets, run last), the
+// redaction of real values from those hosts' responses, a guarded upstream
+// dialer, deadlines on every phase, and the network log: one Record per
+// decision, rendered as one escaped line.
 //
-// It knows nothing of Podman: the caller hands it listeners.
+// Serve runs a whole proxy process from files (cmd/airut-proxy calls it);
+// New and the Serve* methods run one on listeners the caller hands it. It
+// knows nothing of Podman.
 package proxy
 
 import (
