@@ -617,6 +617,7 @@ func TestSlowPeers(t *testing.T) {
 	stalled := startStallingUpstream(t, stallCA, stall)
 	e2 := newEnv(t, func(c *Config) {
 		c.Timeouts = short
+		c.Timeouts.UpstreamIdle = 2 * time.Second // so that the header timeout is what fires first
 		c.Resolve["api.example.com"] = stalled
 		c.UpstreamCA = append(c.UpstreamCA, stallCA.pem...)
 	})
@@ -698,8 +699,8 @@ func TestSlowPeers(t *testing.T) {
 			t.Errorf("status %d; want 502", resp.StatusCode)
 		}
 		recs := (&hardEnv{px: e2.px}).records(t)
-		if len(recs) != 1 || recs[0].Verdict != VerdictError || !strings.Contains(recs[0].Reason, "timeout") {
-			t.Errorf("records = %+v; want one ERROR with a timeout", recs)
+		if len(recs) != 1 || recs[0].Verdict != VerdictError || !strings.Contains(recs[0].Reason, "timeout awaiting response headers") {
+			t.Errorf("records = %+v; want one ERROR: timeout awaiting response headers", recs)
 		}
 	})
 	t.Run("upstream stalls mid-body", func(t *testing.T) {
