@@ -17,27 +17,9 @@ import (
 	"golang.org/x/net/websocket"
 )
 
-func dialWebSocket(t *testing.T, px *testProxy, host, path string) *websocket.Conn {
-	t.Helper()
-	conn, err := tls.Dial("tcp", px.tlsAddr, &tls.Config{ServerName: host, RootCAs: px.roots, NextProtos: []string{"http/1.1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := websocket.NewConfig("wss://"+host+path, "https://"+host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ws, err := websocket.NewClient(cfg, conn)
-	if err != nil {
-		conn.Close()
-		t.Fatalf("websocket handshake: %v", err)
-	}
-	return ws
-}
-
 func TestWebSocket(t *testing.T) {
 	e := newEnv(t, nil)
-	ws := dialWebSocket(t, e.px, "api.example.com", "/ws")
+	ws := dialWS(t, e.px, "api.example.com", "/ws", "")
 	defer ws.Close()
 	for _, msg := range []string{"hello", strings.Repeat("x", 100<<10)} {
 		if err := websocket.Message.Send(ws, msg); err != nil {

@@ -72,8 +72,8 @@ func main() {
 		os.Exit(2)
 	}
 	for _, h := range hs {
-		k, v, _ := strings.Cut(h, ":")
-		req.Header.Add(strings.TrimSpace(k), strings.TrimSpace(v))
+		k, v := splitHeader(h)
+		req.Header.Add(k, v)
 	}
 	if *user != "" {
 		u, p, _ := strings.Cut(*user, ":")
@@ -125,4 +125,10 @@ func printHeaders(kind string, h http.Header) {
 			fmt.Printf("%s %s: %s\n", kind, k, v)
 		}
 	}
+}
+
+// splitHeader reads a -H argument, "Name: value".
+func splitHeader(h string) (string, string) {
+	k, v, _ := strings.Cut(h, ":")
+	return strings.TrimSpace(k), strings.TrimSpace(v)
 }

@@ -130,8 +130,8 @@ func h2Cmd(args []string) {
 	_ = enc.WriteField(hpack.HeaderField{Name: ":authority", Value: host})
 	_ = enc.WriteField(hpack.HeaderField{Name: ":path", Value: unescape(*path)})
 	for _, h := range hs {
-		k, v, _ := strings.Cut(h, ":")
-		_ = enc.WriteField(hpack.HeaderField{Name: strings.ToLower(strings.TrimSpace(k)), Value: strings.TrimSpace(v)})
+		k, v := splitHeader(h)
+		_ = enc.WriteField(hpack.HeaderField{Name: strings.ToLower(k), Value: v})
 	}
 	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true, EndStream: *protocol == ""})
 	dec := hpack.NewDecoder(4096, func(f hpack.HeaderField) {
@@ -194,8 +194,7 @@ func wsCmd(args []string) {
 		os.Exit(2)
 	}
 	for _, h := range hs {
-		k, v, _ := strings.Cut(h, ":")
-		cfg.Header.Add(strings.TrimSpace(k), strings.TrimSpace(v))
+		cfg.Header.Add(splitHeader(h))
 	}
 	cfg.TlsConfig = &tls.Config{ServerName: cfg.Location.Hostname(), NextProtos: []string{"http/1.1"}}
 	ws, err := websocket.DialConfig(cfg)
