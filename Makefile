@@ -98,7 +98,8 @@ run: test-deps build
 # request after a message arrives beside the bare sandbox start, in one run.
 bench: test-deps test-claude
 	$(GO) test -run '^$$' -bench . -benchtime 10x ./internal/sandbox/ ./internal/sandboxcli/
-	$(GO) test -run '^$$' -bench . ./internal/proxy/ ./internal/allowlist/
+	$(GO) test -run '^$$' -bench . -benchtime 10x ./internal/proxy/
+	$(GO) test -run '^$$' -bench . ./internal/allowlist/
 	$(GO) test -run '^$$' -bench . -benchtime 5x ./internal/gateway/
 
 lint:

@@ -27,7 +27,7 @@ var allowed = map[string][]string{
 	// secrets matches scopes and header names with the allowlist's
 	// Python-fnmatch host rules: one matcher for both, by design.
 	"internal/secrets":       {"internal/allowlist", "internal/atomicfile"},
-	"internal/proxy":         {"internal/allowlist", "internal/secrets"},
+	"internal/proxy":         {"internal/allowlist", "internal/secrets", "internal/atomicfile"}, // the CA file, written atomically
 	"internal/sandbox":       {"internal/allowlist", "internal/secrets"},
 	"internal/agent":         {},
 	"internal/claudecli":     {"internal/atomicfile"},
