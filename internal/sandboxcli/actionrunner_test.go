@@ -96,9 +96,9 @@ func newRunner(t *testing.T, workspace, cache, base string) *runner {
 		steps: map[string]map[string]string{}}
 	root := testkit.ModuleRoot()
 	r.github = map[string]string{
-		"base_ref":                         base,
-		"token":                            "ghs_" + testkit.RandomHex(18),
-		"action_path":                      root,
+		"base_ref":                        base,
+		"token":                           "ghs_" + testkit.RandomHex(18),
+		"action_path":                     root,
 		"event.repository.default_branch": "main",
 	}
 	for _, kv := range os.Environ() {
