@@ -312,3 +312,23 @@ echo out > built.txt && echo tree-writable`
 		t.Errorf("with a replace ref: exit %d stdout %q; want the base rules", code, stdout)
 	}
 }
+
+// TestUnreadableRepositoryFailsClosed: a repository git refuses to read
+// (owned by another user) is an error, never taken for a plain directory
+// whose working files would then be the rules.
+func TestUnreadableRepositoryFailsClosed(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to hand the repository to another user")
+	}
+	_, base := setup(t)
+	dir := repo(t, base, baseRules(base))
+	t.Setenv("HOME", t.TempDir()) // no safe.directory of the host's
+	if err := os.Chown(dir, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := run("run", "--", "echo", "ran")
+	if code != sandboxcli.ExitInfra || stdout != "" || !strings.Contains(stderr, "find the git repository of "+dir) ||
+		!strings.Contains(stderr, "dubious ownership") {
+		t.Errorf("exit %d stdout %q stderr %q; want 125 and git's refusal", code, stdout, stderr)
+	}
+}
