@@ -68,9 +68,12 @@ test-actionlint:
 
 test: test-deps test-mail-deps test-claude test-actionlint test-unit test-rootless
 
+# -timeout: the container suites take minutes each, more on a loaded
+# machine, and go test's default of 10 minutes per package is no limit of
+# ours (CI's is 90 minutes for everything).
 test-unit:
-	$(GO) test -count=1 ./...
-	CGO_ENABLED=1 $(GO) test -count=1 -race $(PKGS_RACE)
+	$(GO) test -count=1 -timeout 30m ./...
+	CGO_ENABLED=1 $(GO) test -count=1 -timeout 30m -race $(PKGS_RACE)
 
 # The container suite again as an unprivileged user with subordinate ids:
 # rootless Podman is the recommended deployment. Test binaries are built
