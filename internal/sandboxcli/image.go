@@ -100,7 +100,6 @@ func contextFromCwd(ctx context.Context, o *runOpts, stderr io.Writer) (fs.FS, e
 	if err != nil {
 		return nil, err
 	}
-	newLogger(stderr, o.verbose).Info("sandbox rules", "from", r.describe(), "trusted", r.trusted)
 	bctx, err := buildContext(ctx, o, r)
 	if err != nil {
 		return nil, fail(ExitUsage, "%v", err)

@@ -65,7 +65,7 @@ func resolveRules(ctx context.Context, cwd, configRef string, getenv func(string
 	case configRef == "HEAD":
 		r.ref, r.why = "HEAD", "--config-ref HEAD"
 	case configRef != "":
-		r.ref, r.trusted, what = configRef, true, "--config-ref "+configRef
+		r.ref, r.trusted, what = remoteRef(ctx, top, configRef), true, "--config-ref "+configRef
 	case base != "":
 		// A pull request's CI: the base branch is the trusted ref even if
 		// the remote has gone missing (fail closed, never HEAD).
@@ -99,6 +99,20 @@ func resolveRules(ctx context.Context, cwd, configRef string, getenv func(string
 	return r, nil
 }
 
+// remoteRef spells REMOTE/BRANCH out as refs/remotes/REMOTE/BRANCH when
+// REMOTE is a remote of the clone, so that no local branch or tag of that
+// name (which git would prefer) stands in for it.
+func remoteRef(ctx context.Context, top, ref string) string {
+	remote, _, ok := strings.Cut(ref, "/")
+	if !ok || strings.HasPrefix(ref, "refs/") {
+		return ref
+	}
+	if remotes, err := gitmirror.Remotes(ctx, top); err == nil && slices.Contains(remotes, remote) {
+		return "refs/remotes/" + ref
+	}
+	return ref
+}
+
 // fetchHint says how to get a missing ref into the clone.
 func fetchHint(ctx context.Context, top, ref string) string {
 	remotes, _ := gitmirror.Remotes(ctx, top)
@@ -106,7 +120,7 @@ func fetchHint(ctx context.Context, top, ref string) string {
 	remote, branch, ok := strings.Cut(name, "/")
 	if !ok || !slices.Contains(remotes, remote) {
 		if !slices.Contains(remotes, "origin") {
-			return fmt.Sprintf("this clone has no remote named origin: name the trusted ref with --config-ref REMOTE/BRANCH")
+			return "this clone has no remote named origin: name the trusted ref with --config-ref REMOTE/BRANCH"
 		}
 		return fmt.Sprintf("fetch it with `git fetch origin %s` and name it --config-ref origin/%s", name, name)
 	}

@@ -120,14 +120,15 @@ func isTerminal(f *os.File) bool {
 	return err == nil
 }
 
-// openRules resolves the rules' source for the working directory and
-// prints the warning when they come from the code under test.
+// openRules resolves the rules' source for the working directory, logs it
+// (--verbose) and prints the warning when it is the code under test.
 func openRules(ctx context.Context, o *runOpts, cwd string, stderr io.Writer) (*rules, error) {
 	r, err := resolveRules(ctx, cwd, o.configRef, os.Getenv)
 	if err != nil {
 		return nil, fail(ExitUsage, "%s", oneLine(err))
 	}
 	r.stderr = stderr
+	newLogger(stderr, o.verbose).Info("sandbox rules", "from", r.describe(), "trusted", r.trusted)
 	if !r.trusted {
 		fmt.Fprintf(stderr, "airut-sandbox: WARNING: the sandbox rules (.airut/) come from %s, the code under test (%s): "+
 			"a change to them in this checkout takes effect, and network_sandbox: false is refused\n", r.describe(), r.why)
@@ -145,7 +146,6 @@ func runCommand(ctx context.Context, o *runOpts, command []string, stdin io.Read
 	if err != nil {
 		return err
 	}
-	logger.Info("sandbox rules", "from", r.describe(), "trusted", r.trusted)
 
 	cfg, err := loadSandboxConfig(ctx, o, r)
 	if err != nil {

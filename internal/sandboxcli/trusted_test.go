@@ -200,10 +200,7 @@ func TestMissingTrustedRef(t *testing.T) {
 			}
 			args := append(append([]string{"run"}, tc.args...), "--", "echo", "ran")
 			code, stdout, stderr := run(args...)
-			want := tc.want
-			if strings.Contains(want, "%s") {
-				want = strings.Replace(want, "%s", dir, 1)
-			}
+			want := strings.Replace(tc.want, "%s", dir, 1)
 			if code != sandboxcli.ExitInfra || stdout != "" || !strings.Contains(stderr, want) ||
 				strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
 				t.Errorf("exit %d stdout %q stderr %q; want 125, nothing run, and one line containing %q", code, stdout, stderr, want)
@@ -306,8 +303,13 @@ echo out > built.txt && echo tree-writable`
 	if code, stdout, _ := run("run", "--", "sh", "-c", "echo $RULES"); code != 0 || stdout != "base\n" {
 		t.Errorf("next run: exit %d stdout %q; want the base rules still", code, stdout)
 	}
+	// A local branch named like the remote one does not stand in for it.
+	testkit.Git(t, dir, "branch", "origin/main", pr)
+	if code, stdout, _ := run("run", "--config-ref", "origin/main", "--", "sh", "-c", "echo $RULES"); code != 0 || stdout != "base\n" {
+		t.Errorf("--config-ref origin/main beside a branch origin/main: exit %d stdout %q; want the remote's rules", code, stdout)
+	}
 	// A replace ref planted some other way is ignored when the rules are read.
-	testkit.Git(t, dir, "replace", testkit.Git(t, dir, "rev-parse", "origin/main"), pr)
+	testkit.Git(t, dir, "replace", testkit.Git(t, dir, "rev-parse", "refs/remotes/origin/main"), pr)
 	if code, stdout, _ := run("run", "--", "sh", "-c", "echo $RULES"); code != 0 || stdout != "base\n" {
 		t.Errorf("with a replace ref: exit %d stdout %q; want the base rules", code, stdout)
 	}
