@@ -84,8 +84,7 @@ type Config struct {
 	// Default DefaultMaxConns.
 	MaxConns int
 	// GraphQL checks requests allowed by a url_prefixes entry with graphql
-	// rules (S5.5). Default nil: such requests are blocked, since letting
-	// them through unchecked would ignore the operator's rules.
+	// rules (S5.5). Default CheckGraphQL.
 	GraphQL Filter
 	// Log receives the network log, one line per Write. Default: discarded.
 	Log io.Writer
@@ -109,6 +108,8 @@ type Proxy struct {
 	timeouts Timeouts
 
 	injectors []secrets.Injector
+	scopers   []gitHubScoper // injectors that carry GitHub App tokens
+	tools     *toolDomains   // what Anthropic's server-side tools may reach
 	redact    atomic.Pointer[redactor]
 	redactMu  sync.Mutex
 	known     map[string]secrets.Pair // real value → pair, for learn
@@ -173,6 +174,9 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Log == nil {
 		cfg.Log = io.Discard
 	}
+	if cfg.GraphQL == nil {
+		cfg.GraphQL = CheckGraphQL
+	}
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -189,7 +193,7 @@ func New(cfg Config) (*Proxy, error) {
 		logger:    logger,
 		conns:     make(map[io.Closer]struct{}),
 		timeouts:  cfg.Timeouts.withDefaults(),
-		injectors: cfg.Replacements.Injectors(),
+		tools:     newToolDomains(cfg.Allowlist),
 		known:     make(map[string]secrets.Pair),
 	}
 	p.learn(cfg.Replacements.Pairs())
@@ -220,6 +224,14 @@ func New(cfg Config) (*Proxy, error) {
 		// Upstream stays HTTP/1.1: it carries WebSocket upgrades, and the
 		// agent's HTTP/2 is terminated here anyway.
 		ForceAttemptHTTP2: false,
+	}
+	// The injectors' own requests (GitHub App token mints) go out through
+	// the same transport as the agent's: same pins, roots and guard.
+	p.injectors = cfg.Replacements.Injectors(secrets.Env{Transport: p.upstream, Logger: logger})
+	for _, inj := range p.injectors {
+		if s, ok := inj.(gitHubScoper); ok {
+			p.scopers = append(p.scopers, s)
+		}
 	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
@@ -316,6 +328,11 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	for _, inj := range p.injectors {
+		if c, ok := inj.(io.Closer); ok {
+			_ = c.Close()
+		}
+	}
 	p.upstream.CloseIdleConnections()
 	done := make(chan struct{})
 	go func() { p.wg.Wait(); close(done) }()
