@@ -186,15 +186,15 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, err
 	}
 	p := &Proxy{
-		cfg:       cfg,
-		listenIP:  listenIP,
-		ca:        ca,
-		netlog:    &netLog{w: cfg.Log},
-		logger:    logger,
-		conns:     make(map[io.Closer]struct{}),
-		timeouts:  cfg.Timeouts.withDefaults(),
-		tools:     newToolDomains(cfg.Allowlist),
-		known:     make(map[string]secrets.Pair),
+		cfg:      cfg,
+		listenIP: listenIP,
+		ca:       ca,
+		netlog:   &netLog{w: cfg.Log},
+		logger:   logger,
+		conns:    make(map[io.Closer]struct{}),
+		timeouts: cfg.Timeouts.withDefaults(),
+		tools:    newToolDomains(cfg.Allowlist),
+		known:    make(map[string]secrets.Pair),
 	}
 	p.learn(cfg.Replacements.Pairs())
 	p.dialer = newDialer(guard{allow: cfg.AllowRanges, self: ownAddresses(listenIP)}, pins, cfg.UpstreamDNS)

@@ -268,7 +268,9 @@ func classify(v string, cover []*entry) (found, valueKind) {
 	return found{}, none
 }
 
-func (e *entry) pairs(real string) []Pair { return []Pair{{Real: NewValue(real), Surrogate: e.surrogate}} }
+func (e *entry) pairs(real string) []Pair {
+	return []Pair{{Real: NewValue(real), Surrogate: e.surrogate}}
+}
 
 // realValue is the credential to send for e: the masked value, or the
 // GitHub App's current installation token (minted on first use, which the
