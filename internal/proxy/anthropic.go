@@ -381,8 +381,8 @@ func (td *toolDomains) tool(typ string, obj []member) ([]byte, error) {
 // "example.com/docs", "*.example.com"): it returns the entry to keep, ""
 // to drop it, or an error for one that blocks the request.
 func (td *toolDomains) domain(typ, d string) (string, error) {
-	host, path, _ := strings.Cut(strings.ToLower(d), "/")
-	host = strings.TrimSuffix(host, ".")
+	host, path, _ := strings.Cut(d, "/")
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
 	if path != "" {
 		path = "/" + path
 	}
