@@ -159,7 +159,9 @@ func TestAddGitHubAppsErrors(t *testing.T) {
 		want string
 	}{
 		{"no app id", func(g *GitHubApp) { g.AppID = "" }, "app_id"},
-		{"bad key", func(g *GitHubApp) { g.PrivateKey = "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n" }, "private_key: want a PEM RSA private key"},
+		{"bad key", func(g *GitHubApp) {
+			g.PrivateKey = "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n"
+		}, "private_key: want a PEM RSA private key"},
 		{"no installation", func(g *GitHubApp) { g.InstallationID = 0 }, "installation_id 0"},
 		{"no scopes", func(g *GitHubApp) { g.Scopes = nil }, "scopes is empty"},
 		{"http base", func(g *GitHubApp) { g.BaseURL = "http://ghe.example/api/v3" }, "base_url"},
@@ -477,8 +479,8 @@ func TestGitHubAppMintRefusedByGitHub(t *testing.T) {
 func TestGitHubScope(t *testing.T) {
 	for _, tc := range []struct {
 		name, prefix, base, host, path string
-		repos                           []string
-		want                            []string
+		repos                          []string
+		want                           []string
 	}{
 		{"github.com, repositories from the mint", "", "", "api.github.com", "/graphql", []string{"app"}, []string{"acme/app"}},
 		{"github.com, every repository listed", "", "", "api.github.com", "/graphql?x=1", nil, []string{"acme/app", "acme/other"}},
