@@ -48,6 +48,23 @@ type ghEnv struct {
 
 func newGHEnv(t testing.TB, ttl time.Duration) *ghEnv {
 	t.Helper()
+	return newGHEnvWith(t, ttl, nil)
+}
+
+// ghOptions vary the environment: GitHub Enterprise Server, or a proxy
+// that resolves and trusts GitHub differently from the defaults.
+type ghOptions struct {
+	enterprise bool // base_url https://ghe.example/api/v3
+	noPin      bool // GitHub's names are not pinned (resolved by UpstreamDNS)
+	noCA       bool // the upstream CA is not trusted
+	dns        string
+}
+
+func newGHEnvWith(t testing.TB, ttl time.Duration, o *ghOptions) *ghEnv {
+	t.Helper()
+	if o == nil {
+		o = &ghOptions{}
+	}
 	ghAppOnce.Do(func() { ghApp = githubtest.NewApp(t) })
 	app := githubtest.Repo{ID: 1296269, Owner: "acme", Name: "app"}
 	gh := githubtest.New(t, ghApp, 42, app, githubtest.Repo{ID: 555, Owner: "acme", Name: "other"})
@@ -56,24 +73,39 @@ func newGHEnv(t testing.TB, ttl time.Duration) *ghEnv {
 	}
 	gh.AddGitRepo(t, "acme", "app", testkit.GitRepo(t, map[string]string{"README": "hello\n"}))
 	ca := testkit.NewTestCA(t)
-	addr := net.JoinHostPort("127.0.0.1", gh.ServeTLS(t, ca.Leaf(t, "api.github.com", "github.com")))
+	addr := net.JoinHostPort("127.0.0.1", gh.ServeTLS(t, ca.Leaf(t, "api.github.com", "github.com", "ghe.example")))
 	m, err := secrets.NewMap(nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m.AddGitHubApps(map[string]secrets.GitHubApp{"GH_TOKEN": {
+	cred := secrets.GitHubApp{
 		AppID: ghApp.ID, PrivateKey: ghApp.KeyPEM, InstallationID: 42,
 		Scopes: []string{"api.github.com", "github.com"}, Repositories: []string{"app"},
-	}}); err != nil {
+	}
+	allow := githubAllowlist
+	if o.enterprise {
+		gh.APIPrefix, gh.GraphQLPath = "/api/v3", "/api/graphql"
+		cred.BaseURL, cred.Scopes = "https://ghe.example/api/v3", []string{"ghe.example"}
+		allow = "domains: [ghe.example]\n"
+	}
+	if err := m.AddGitHubApps(map[string]secrets.GitHubApp{"GH_TOKEN": cred}); err != nil {
 		t.Fatal(err)
 	}
 	sur, _ := m.Surrogate("GH_TOKEN")
-	px := startProxy(t, Config{
-		Allowlist:    mustAllowlist(t, githubAllowlist),
+	cfg := Config{
+		Allowlist:    mustAllowlist(t, allow),
 		Replacements: m.Replacements(),
 		UpstreamCA:   ca.CertPEM,
-		Resolve:      map[string]string{"api.github.com": addr, "github.com": addr},
-	})
+		Resolve:      map[string]string{"api.github.com": addr, "github.com": addr, "ghe.example": addr},
+		UpstreamDNS:  o.dns,
+	}
+	if o.noPin {
+		cfg.Resolve = nil
+	}
+	if o.noCA {
+		cfg.UpstreamCA = nil
+	}
+	px := startProxy(t, cfg)
 	return &ghEnv{px: px, gh: gh, surrogate: sur, app: app}
 }
 
@@ -183,6 +215,54 @@ func TestGitHubAppMintFailureAnswers502(t *testing.T) {
 	}
 	if n := len(e.gh.Calls()); n != 0 {
 		t.Errorf("upstream reached %d times; want never without a token", n)
+	}
+}
+
+// TestGitHubEnterprise: with base_url https://HOST/api/v3 the token comes
+// from /api/v3/app/… and GraphQL at /api/graphql is scoped.
+func TestGitHubEnterprise(t *testing.T) {
+	e := newGHEnvWith(t, 0, &ghOptions{enterprise: true})
+	c := e.px.client(false)
+	q := func(owner, name string) string {
+		b, _ := jsonMarshal(map[string]any{"query": "{ repository(owner: \"" + owner + "\", name: \"" + name + "\") { name } }"})
+		return b
+	}
+	if st, body := e.do(t, c, "POST", "https://ghe.example/api/graphql", "token "+e.surrogate, q("acme", "app")); st != 200 {
+		t.Errorf("in scope: %d %s", st, body)
+	}
+	if st, body := e.do(t, c, "POST", "https://ghe.example/api/graphql", "token "+e.surrogate, q("acme", "other")); st != 403 || !strings.Contains(body, "acme/other") {
+		t.Errorf("out of scope: %d %s; want 403", st, body)
+	}
+	if st, _ := e.do(t, c, "GET", "https://ghe.example/api/v3/repos/acme/app", "token "+e.surrogate, ""); st != 200 {
+		t.Errorf("REST: %d", st)
+	}
+	if m := e.gh.Mints(); len(m) != 1 || m[0].Status != 201 {
+		t.Errorf("mints %+v; want one at the Enterprise API", m)
+	}
+}
+
+// TestGitHubAppMintResolvesLikeTheAgent: the proxy's own token request
+// goes through the same resolver, address guard and trust as the agent's.
+func TestGitHubAppMintResolvesLikeTheAgent(t *testing.T) {
+	dns := testkit.NewDNSServer(t, "127.0.0.1", map[string]string{"api.github.com": "127.0.0.1"})
+	for _, tc := range []struct {
+		name string
+		o    ghOptions
+		want string
+	}{
+		{"resolved to loopback: refused by the address guard", ghOptions{noPin: true, dns: dns.Addr}, "address denied"},
+		{"upstream CA not trusted", ghOptions{noCA: true}, "certificate"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newGHEnvWith(t, 0, &tc.o)
+			st, body := e.do(t, e.px.client(false), "GET", "https://api.github.com/repos/acme/app", "token "+e.surrogate, "")
+			if st != http.StatusBadGateway || !strings.Contains(body, "credential_unavailable") || !strings.Contains(body, tc.want) {
+				t.Errorf("got %d %s; want 502 credential_unavailable with %q", st, body, tc.want)
+			}
+			if n := len(e.gh.Mints()); n != 0 {
+				t.Errorf("%d mints reached the fake; want none", n)
+			}
+		})
 	}
 }
 
