@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -176,36 +175,16 @@ func fromJSON(body []byte) (*gqlRequest, error) {
 // jsonObject reads one JSON object's top-level members, refusing
 // duplicate keys and trailing data.
 func jsonObject(data []byte) (map[string]json.RawMessage, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	tok, err := dec.Token()
+	items, err := members(data)
 	if err != nil {
 		return nil, err
 	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
-		return nil, errors.New("not an object")
-	}
-	out := map[string]json.RawMessage{}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, err
+	out := make(map[string]json.RawMessage, len(items))
+	for _, m := range items {
+		if _, dup := out[m.key]; dup {
+			return nil, fmt.Errorf("key %q appears twice", m.key)
 		}
-		key, _ := tok.(string)
-		if _, dup := out[key]; dup {
-			return nil, fmt.Errorf("key %q appears twice", key)
-		}
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return nil, err
-		}
-		out[key] = raw
-	}
-	if _, err := dec.Token(); err != nil {
-		return nil, err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("data after the object")
+		out[m.key] = m.val
 	}
 	return out, nil
 }

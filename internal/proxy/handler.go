@@ -448,29 +448,26 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 		p.credentialError(w, st, err)
 		return
 	}
-	reason := err.Error()
-	st.rec.Verdict, st.rec.Reason = VerdictError, reason
-	writeJSON(w, http.StatusBadGateway, map[string]string{
-		"error":   "upstream_error",
-		"host":    st.host,
-		"path":    st.target,
-		"method":  st.rec.Method,
-		"message": "The proxy could not complete the request upstream: " + reason,
-	})
+	badGateway(w, st, "upstream_error", "The proxy could not complete the request upstream: ", err)
 }
 
 // credentialError answers a request whose credential could not be had (a
 // GitHub App token that could not be minted): 502, with the reason, and
 // the request never went upstream.
 func (p *Proxy) credentialError(w http.ResponseWriter, st *reqState, err error) {
+	badGateway(w, st, "credential_unavailable", "The proxy could not obtain the credential for this request, so it was not sent: ", err)
+}
+
+// badGateway is the one place a request becomes a 502 and an ERROR record.
+func badGateway(w http.ResponseWriter, st *reqState, code, message string, err error) {
 	reason := err.Error()
 	st.rec.Verdict, st.rec.Reason = VerdictError, reason
 	writeJSON(w, http.StatusBadGateway, map[string]string{
-		"error":   "credential_unavailable",
+		"error":   code,
 		"host":    st.host,
 		"path":    st.target,
 		"method":  st.rec.Method,
-		"message": "The proxy could not obtain the credential for this request, so it was not sent: " + reason,
+		"message": message + reason,
 	})
 }
 

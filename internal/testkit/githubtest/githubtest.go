@@ -32,7 +32,6 @@ import (
 	"fmt"
 	"io"
 	"math/big"
-	"net"
 	"net/http"
 	"net/http/cgi"
 	"os"
@@ -47,6 +46,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/airut/airut/internal/testkit"
 )
 
 // App is a GitHub App: its ids and its key pair.
@@ -244,19 +245,7 @@ func (s *Server) AddGitRepo(t testing.TB, owner, name, src string) string {
 // ends, and returns the port.
 func (s *Server) ServeTLS(t testing.TB, cert tls.Certificate) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "0.0.0.0:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, port, _ := net.SplitHostPort(l.Addr().String())
-	srv := &http.Server{
-		Handler:           s,
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}},
-		ReadHeaderTimeout: 10 * time.Second,
-	}
-	go func() { _ = srv.ServeTLS(l, "", "") }()
-	t.Cleanup(func() { srv.Close() })
-	return port
+	return testkit.ServeTLS(t, s, cert)
 }
 
 var (
