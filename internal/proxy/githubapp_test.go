@@ -58,6 +58,8 @@ type ghOptions struct {
 	noPin      bool // GitHub's names are not pinned (resolved by UpstreamDNS)
 	noCA       bool // the upstream CA is not trusted
 	dns        string
+	echo       string // addr of an echoing upstream for echo.github.test, in the App's scope
+	echoCA     []byte // its CA
 }
 
 func newGHEnvWith(t testing.TB, ttl time.Duration, o *ghOptions) *ghEnv {
@@ -83,6 +85,10 @@ func newGHEnvWith(t testing.TB, ttl time.Duration, o *ghOptions) *ghEnv {
 		Scopes: []string{"api.github.com", "github.com"}, Repositories: []string{"app"},
 	}
 	allow := githubAllowlist
+	if o.echo != "" {
+		cred.Scopes = append(cred.Scopes, "echo.github.test")
+		allow += "  - host: echo.github.test\n"
+	}
 	if o.enterprise {
 		gh.APIPrefix, gh.GraphQLPath = "/api/v3", "/api/graphql"
 		cred.BaseURL, cred.Scopes = "https://ghe.example/api/v3", []string{"ghe.example"}
@@ -98,6 +104,10 @@ func newGHEnvWith(t testing.TB, ttl time.Duration, o *ghOptions) *ghEnv {
 		UpstreamCA:   ca.CertPEM,
 		Resolve:      map[string]string{"api.github.com": addr, "github.com": addr, "ghe.example": addr},
 		UpstreamDNS:  o.dns,
+	}
+	if o.echo != "" {
+		cfg.Resolve["echo.github.test"] = o.echo
+		cfg.UpstreamCA = append(append([]byte(nil), ca.CertPEM...), o.echoCA...)
 	}
 	if o.noPin {
 		cfg.Resolve = nil
@@ -263,6 +273,43 @@ func TestGitHubAppMintResolvesLikeTheAgent(t *testing.T) {
 				t.Errorf("%d mints reached the fake; want none", n)
 			}
 		})
+	}
+}
+
+// TestGitHubAppTokenRedacted: a minted token echoed by a scoped upstream
+// (headers, body, base64) reaches the agent as the surrogate only.
+func TestGitHubAppTokenRedacted(t *testing.T) {
+	ca := testkit.NewTestCA(t)
+	up := testkit.NewLenient(t, ca, "127.0.0.1", "echo.github.test")
+	e := newGHEnvWith(t, 0, &ghOptions{echo: up.TLSAddr, echoCA: ca.CertPEM})
+	for _, mode := range []string{"raw", "b64", "json"} {
+		req, _ := http.NewRequest("GET", "https://echo.github.test/reflect/"+mode, nil)
+		req.Header.Set("Authorization", "token "+e.surrogate)
+		resp, err := e.px.client(false).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var hdr strings.Builder
+		_ = resp.Header.Write(&hdr)
+		for _, tok := range e.gh.Tokens() {
+			for _, form := range []string{tok.Value, base64.StdEncoding.EncodeToString([]byte("token " + tok.Value))} {
+				if strings.Contains(string(body), form) || strings.Contains(hdr.String(), form) {
+					t.Errorf("%s: the minted token reached the agent", mode)
+				}
+			}
+		}
+		if !strings.Contains(hdr.String(), e.surrogate) {
+			t.Errorf("%s: response headers %q; want the surrogate in place of the token", mode, hdr.String())
+		}
+		lines := e.px.log.take()
+		if len(lines) != 1 || !strings.Contains(lines[0], "[token: github-app]") || !strings.Contains(lines[0], "[redacted: ") {
+			t.Errorf("%s: log %q; want the token and redaction tags", mode, lines)
+		}
+	}
+	if len(e.gh.Tokens()) != 1 {
+		t.Fatalf("%d tokens minted; want 1", len(e.gh.Tokens()))
 	}
 }
 
