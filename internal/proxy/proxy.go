@@ -2,8 +2,11 @@
 // responder that answers every A query with the proxy's own address, HTTP
 // and HTTPS listeners that intercept every request (TLS terminated with
 // leaf certificates minted from a per-task CA held only in memory), the
-// allowlist enforcement, the swap of surrogate credentials for real ones on
-// scoped hosts (the credential injectors of package secrets, run last), the
+// allowlist enforcement, the request filters (the GraphQL operation check
+// and GitHub App repository scope, S5.5; the rewrite of Anthropic's
+// server-side tools, S5.6), the swap of surrogate credentials for real ones
+// on scoped hosts (the credential injectors of package secrets, run last
+// after every filter), the
 // redaction of real values from those hosts' responses, a guarded upstream
 // dialer, deadlines on every phase, and the network log: one Record per
 // decision, rendered as one escaped line.
