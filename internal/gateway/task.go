@@ -143,10 +143,19 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 	for name, v := range rc.Secrets {
 		plain[name] = v.Reveal()
 	}
-	if !rc.Network.SandboxEnabled && len(masked) > 0 {
-		return infra("masked_secrets need the network sandbox, which is disabled for this repo")
+	apps := map[string]secrets.GitHubApp{}
+	for name, a := range rc.GitHubAppCredentials {
+		apps[name] = secrets.GitHubApp{AppID: a.AppID, PrivateKey: a.PrivateKey.Reveal(), InstallationID: a.InstallationID,
+			Scopes: a.Scopes, BaseURL: a.BaseURL, Permissions: a.Permissions, Repositories: a.Repositories,
+			AllowForeignCredentials: a.AllowForeignCredentials}
+	}
+	if !rc.Network.SandboxEnabled && len(masked)+len(apps) > 0 {
+		return infra("masked_secrets and github_app_credentials need the network sandbox, which is disabled for this repo")
 	}
 	smap, err := secrets.NewMap(masked, plain)
+	if err == nil {
+		err = smap.AddGitHubApps(apps)
+	}
 	if err != nil {
 		return infra("secrets: %v", err)
 	}
