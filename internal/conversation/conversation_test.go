@@ -406,17 +406,20 @@ func TestOutbox(t *testing.T) {
 	if diff := cmp.Diff([]string{"b.png", "report.txt"}, files); diff != "" {
 		t.Errorf("outbox files (-want +got):\n%s", diff)
 	}
-	if data, err := d.ReadOutboxFile("report.txt", 0); err != nil || string(data) != "hello" {
+	if data, err := d.ReadOutboxFile("report.txt", -1); err != nil || string(data) != "hello" {
 		t.Errorf("ReadOutboxFile(report.txt) = %q, %v; want hello", data, err)
 	}
 	for _, name := range []string{"passwd", "alias.txt", "sub", "../conversation.json", "sub/deep.txt"} {
-		if _, err := d.ReadOutboxFile(name, 0); err == nil {
+		if _, err := d.ReadOutboxFile(name, -1); err == nil {
 			t.Errorf("ReadOutboxFile(%q) succeeded; want refusal", name)
 		}
 	}
 	// Size limit: at the limit is read, over it is refused and kept.
 	if data, err := d.ReadOutboxFile("report.txt", 5); err != nil || string(data) != "hello" {
 		t.Errorf("ReadOutboxFile(report.txt, 5) = %q, %v; want hello", data, err)
+	}
+	if data, err := d.ReadOutboxFile("report.txt", 0); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("ReadOutboxFile(report.txt, 0) = %q, %v; want ErrTooLarge", data, err)
 	}
 	if _, err := d.ReadOutboxFile("report.txt", 4); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("ReadOutboxFile(report.txt, 4): %v; want ErrTooLarge", err)

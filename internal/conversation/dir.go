@@ -236,7 +236,7 @@ func (d *Dir) StatOutbox() ([]OutboxFile, error) {
 
 // ReadOutboxFile reads one file listed by OutboxFiles, refusing anything
 // that is not (or no longer) a regular file in the outbox root, and a file
-// larger than max bytes (ErrTooLarge; max <= 0 means no limit). The limit
+// larger than max bytes (ErrTooLarge; a negative max means no limit). The limit
 // holds while reading too: a file that grows past it is refused.
 func (d *Dir) ReadOutboxFile(name string, max int64) ([]byte, error) {
 	if !isBaseName(name) {
@@ -254,18 +254,18 @@ func (d *Dir) ReadOutboxFile(name string, max int64) ([]byte, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("read outbox file %q: not a regular file", name)
 	}
-	if max > 0 && fi.Size() > max {
+	if max >= 0 && fi.Size() > max {
 		return nil, fmt.Errorf("read outbox file %q: %d bytes, over %d: %w", name, fi.Size(), max, ErrTooLarge)
 	}
 	var rd io.Reader = f
-	if max > 0 {
+	if max >= 0 {
 		rd = io.LimitReader(f, max+1)
 	}
 	data, err := io.ReadAll(rd)
 	if err != nil {
 		return nil, fmt.Errorf("read outbox file %q: %w", name, err)
 	}
-	if max > 0 && int64(len(data)) > max {
+	if max >= 0 && int64(len(data)) > max {
 		return nil, fmt.Errorf("read outbox file %q: grew over %d bytes: %w", name, max, ErrTooLarge)
 	}
 	return data, nil

@@ -2,12 +2,7 @@ package gateway
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"os"
 	"time"
-
-	"github.com/airut/airut/internal/conversation"
 )
 
 // gcLoop removes old conversations (and unused images) at start and then
@@ -26,15 +21,16 @@ func (g *Gateway) gcLoop(ctx context.Context) {
 }
 
 func (g *Gateway) collectGarbage(ctx context.Context) {
-	days := g.cfg.Execution.ConversationMaxAgeDays
 	g.mu.Lock()
-	repos := make([]*repoHandler, 0, len(g.repos))
-	for _, h := range g.repos {
-		repos = append(repos, h)
+	cfg := g.cfg
+	var repos []*repoHandler
+	for _, s := range g.slots {
+		if s.h != nil {
+			repos = append(repos, s.h)
+		}
 	}
-	busy := len(g.jobs) > 0
 	g.mu.Unlock()
-	if days > 0 {
+	if days := cfg.Execution.ConversationMaxAgeDays; days > 0 {
 		for _, h := range repos {
 			removed, err := h.collectConversations(time.Duration(days)*24*time.Hour, g.now())
 			if err != nil {
@@ -45,79 +41,45 @@ func (g *Gateway) collectGarbage(ctx context.Context) {
 			}
 		}
 	}
-	// An image built for a task that has not started its container yet
-	// looks unused; pruning only while idle keeps it.
-	if g.cfg.Execution.ImagePrune && !busy {
-		if removed, err := g.cache.Prune(ctx); err != nil {
-			g.log.Warn("image prune failed", logError, err)
-		} else if len(removed) > 0 {
-			g.log.Info("pruned unused images", "count", len(removed))
-		}
+	if cfg.Execution.ImagePrune {
+		g.pruneImages(ctx)
+	}
+}
+
+// pruneImages removes unused images, but only while no task is between
+// resolving its image and the end of its container: such an image looks
+// unused to the engine. The check is made now, not from a view taken
+// before the conversations were collected, and it holds for the whole
+// prune: a task that starts meanwhile waits for the prune to end, then
+// resolves (and if need be rebuilds) its image.
+func (g *Gateway) pruneImages(ctx context.Context) {
+	if !g.imageMu.TryLock() {
+		g.log.Debug("image prune skipped: a task is using its image")
+		return
+	}
+	defer g.imageMu.Unlock()
+	removed, err := g.currentBackend().Images.Prune(ctx)
+	if err != nil {
+		g.log.Warn("image prune failed", logError, err)
+	} else if len(removed) > 0 {
+		g.log.Info("pruned unused images", "count", len(removed))
 	}
 }
 
 // collectConversations removes the conversations last active more than
 // maxAge before now. A conversation with a job queued, pending, running or
 // replying is kept however old it is: its job has not taken the
-// conversation lock yet, or has let go of it to send the reply. gcMu keeps
-// a message from being mapped to a conversation while it is removed.
+// conversation lock yet, or has let go of it to send the reply. The check
+// is made for each conversation at the moment it is moved to the trash,
+// under gcMu, which keeps a message from being mapped to it meanwhile; the
+// move is a rename, and the deletion runs after gcMu is let go, so intake
+// never waits for a workspace to be deleted.
 func (h *repoHandler) collectConversations(maxAge time.Duration, now time.Time) ([]string, error) {
 	h.gcMu.Lock()
-	defer h.gcMu.Unlock()
-	ids, err := h.store.List()
-	if err != nil {
-		return nil, err
+	moved, err := h.store.TrashOlderThan(maxAge, now, h.busy)
+	h.gcMu.Unlock()
+	if terr := h.store.EmptyTrash(); terr != nil && err == nil {
+		err = terr
 	}
-	var removed []string
-	var errs []error
-	for _, id := range ids {
-		if h.busy(id) {
-			continue
-		}
-		dir, err := h.store.Open(id)
-		if errors.Is(err, conversation.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		updated, err := lastActivity(dir)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if now.Sub(updated) <= maxAge {
-			continue
-		}
-		// Another process (a second gateway on the same state) may hold it.
-		l, err := h.store.TryLock(id)
-		if err != nil {
-			if !errors.Is(err, conversation.ErrLocked) && !errors.Is(err, conversation.ErrNotFound) {
-				errs = append(errs, err)
-			}
-			continue
-		}
-		err = os.RemoveAll(dir.Path)
-		l.Unlock()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("remove conversation %s: %w", id, err))
-			continue
-		}
-		removed = append(removed, id)
-	}
-	return removed, errors.Join(errs...)
-}
-
-// lastActivity is the record's updated time, or the directory's mtime when
-// the record is missing or unreadable (a crash mid-create).
-func lastActivity(dir *conversation.Dir) (time.Time, error) {
-	if r, err := dir.Load(); err == nil && !r.Updated.IsZero() {
-		return r.Updated, nil
-	}
-	fi, err := os.Stat(dir.Path)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("conversation %s: %w", dir.ID, err)
-	}
-	return fi.ModTime(), nil
+	return moved, err
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/emersion/go-message/mail"
 
+	"github.com/airut/airut/internal/cli"
 	"github.com/airut/airut/internal/config"
 	"github.com/airut/airut/internal/gateway"
 	"github.com/airut/airut/internal/redact"
@@ -188,7 +189,7 @@ func (h *harness) start(o harnessOpts) {
 	}
 	logger := slog.New(redact.NewHandler(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}), h.reg))
 	gw, err := gateway.New(cfg, gateway.Options{
-		StateDir: h.state, Logger: logger, Registry: h.reg, Prefix: h.prefix,
+		StateDir: h.state, Logger: logger, Registry: h.reg, Prefix: h.prefix, Channels: cli.ChannelFactories(),
 		ProxyBinary: filepath.Join(h.bins, "airut-proxy"), StopGrace: 2 * time.Second,
 	})
 	if err != nil {

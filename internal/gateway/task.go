@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/airut/airut/internal/agent"
+	"github.com/airut/airut/internal/channel"
 	"github.com/airut/airut/internal/conversation"
 	"github.com/airut/airut/internal/repoconfig"
 	"github.com/airut/airut/internal/sandbox"
@@ -85,7 +86,9 @@ func (j *job) execute(items []*item, log *slog.Logger) (tr taskResult) {
 
 func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []*item, log *slog.Logger) taskResult {
 	h, g := j.h, j.h.g
-	rc := h.rc
+	rc := j.rc
+	prog := j.startProgress(items, log)
+	defer prog.stop()
 	rec, err := dir.Load()
 	if err != nil {
 		return infra("conversation %s: %v", j.conv, err)
@@ -110,11 +113,14 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 			return infra("network allowlist: %v", err)
 		}
 	}
-	claudeBin, err := g.claudeBinary(rc)
+	claudeBin, err := claudeBinary(j.cfg, rc)
 	if err != nil {
 		return infra("%v", err)
 	}
-	image, err := g.cache.Ensure(ctx, buildCtx)
+	// From here to the end of the run, the image prune keeps off (gc.go).
+	g.imageMu.RLock()
+	defer g.imageMu.RUnlock()
+	image, err := j.backend.Images.Ensure(ctx, buildCtx)
 	if err != nil {
 		return infra("building the container image failed: %v", err)
 	}
@@ -143,7 +149,7 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 	var provider sandbox.NetworkProvider
 	mode := sandbox.NetworkSandboxed
 	if rc.Network.SandboxEnabled {
-		p, cleanup, err := j.proxyNetwork(dir, allowData, smap)
+		p, cleanup, err := j.proxyNetwork(dir, allowData, smap, log)
 		if err != nil {
 			return infra("network sandbox: %v", err)
 		}
@@ -157,8 +163,8 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 	var names []string
 	var msgs []agent.PromptMessage
 	for _, it := range items {
-		for _, a := range it.msg.Attachments {
-			n, err := dir.SaveAttachment(a.Name, a.Data)
+		for _, a := range it.atts {
+			n, err := saveSpooled(dir, a)
 			if err != nil {
 				return infra("saving attachment %q: %v", a.Name, err)
 			}
@@ -183,11 +189,12 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 	}
 	g.tracker.update(j.id, func(ti *TaskInfo) { ti.Model = model })
 
+	prog.phase(channel.PhaseRunning)
 	run := func(session, prompt string) taskResult {
 		return j.runAgent(ctx, agentRun{
 			dir: dir, image: image, claudeBin: claudeBin, env: env, mode: mode, provider: provider,
 			opts: agent.Options{Model: model, Effort: rc.Effort, SessionID: session}, prompt: prompt,
-		}, log)
+		}, prog, log)
 	}
 	tr := run(rec.SessionID, agent.Prompt(in))
 	if rec.SessionID != "" && tr.outcome.Retryable() {
@@ -197,6 +204,23 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 	}
 	tr.model = model
 	return tr
+}
+
+// saveSpooled copies one spooled attachment into the conversation's inbox.
+func saveSpooled(dir *conversation.Dir, a spooled) (string, error) {
+	f, err := os.Open(a.Path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	return dir.SaveAttachmentFrom(a.Name, f)
+}
+
+// publish puts an event about this task on the bus.
+func (j *job) publish(kind EventKind, fill func(*Event)) {
+	e := Event{Kind: kind, Repo: j.h.id, Conversation: j.conv, Task: j.id}
+	fill(&e)
+	j.h.g.bus.Publish(e)
 }
 
 // ensureWorkspace clones the workspace on a conversation's first task.
@@ -221,13 +245,13 @@ func ensureWorkspace(ctx context.Context, h *repoHandler, dir *conversation.Dir)
 
 // proxyNetwork prepares the network sandbox of one task: the replacement
 // map for the proxy and the network log appended to the conversation.
-func (j *job) proxyNetwork(dir *conversation.Dir, allowData []byte, smap *secrets.Map) (*sandbox.ProxyNetwork, func(), error) {
+func (j *job) proxyNetwork(dir *conversation.Dir, allowData []byte, smap *secrets.Map, log *slog.Logger) (sandbox.NetworkProvider, func(), error) {
 	g := j.h.g
 	bin, err := g.proxyBinary()
 	if err != nil {
 		return nil, nil, err
 	}
-	proxyImage, err := g.cache.EnsureProxy(j.ctx, bin)
+	proxyImage, err := j.backend.Images.EnsureProxy(j.ctx, bin)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -241,13 +265,13 @@ func (j *job) proxyNetwork(dir *conversation.Dir, allowData []byte, smap *secret
 		return nil, nil, err
 	}
 	var upstreamCA []byte
-	if p := g.cfg.Network.UpstreamCA; p != "" {
+	if p := j.cfg.Network.UpstreamCA; p != "" {
 		if upstreamCA, err = os.ReadFile(p); err != nil {
 			os.RemoveAll(tmp)
 			return nil, nil, fmt.Errorf("network.upstream_ca: %w", err)
 		}
 	}
-	dns := g.cfg.Network.UpstreamDNS
+	dns := j.cfg.Network.UpstreamDNS
 	if dns != "" {
 		if _, _, err := net.SplitHostPort(dns); err != nil {
 			dns = net.JoinHostPort(dns, "53")
@@ -259,15 +283,17 @@ func (j *job) proxyNetwork(dir *conversation.Dir, allowData []byte, smap *secret
 		return nil, nil, err
 	}
 	var mu sync.Mutex
-	p := &sandbox.ProxyNetwork{
-		Runner: g.run, ProxyImage: proxyImage, Allowlist: allowData, ReplacementFile: repl,
-		Resolve: g.cfg.Network.Resolve, UpstreamCA: upstreamCA, UpstreamDNS: dns,
+	p := j.backend.ProxyNetwork(sandbox.ProxyNetwork{
+		ProxyImage: proxyImage, Allowlist: allowData, ReplacementFile: repl,
+		Resolve: j.cfg.Network.Resolve, UpstreamCA: upstreamCA, UpstreamDNS: dns,
 		NetworkLog: func(line string) {
+			line = g.opts.Registry.Redact(line)
 			mu.Lock()
-			defer mu.Unlock()
-			fmt.Fprintln(f, g.opts.Registry.Redact(line))
+			fmt.Fprintln(f, line)
+			mu.Unlock()
+			j.publish(EventNetwork, func(e *Event) { e.Line = line })
 		},
-	}
+	})
 	return p, func() {
 		mu.Lock()
 		f.Close()
@@ -290,12 +316,13 @@ type agentRun struct {
 // runAgent runs Claude Code once in a fresh container and classifies how
 // it ended. The session id is saved even from a run that did not succeed,
 // so a timed-out task can be resumed.
-func (j *job) runAgent(ctx context.Context, a agentRun, log *slog.Logger) taskResult {
-	h, g := j.h, j.h.g
-	rc := h.rc
+func (j *job) runAgent(ctx context.Context, a agentRun, prog *progress, log *slog.Logger) taskResult {
+	g := j.h.g
+	rc := j.rc
 	reader := agent.NewReader(0)
 	reader.OnTodo = func(todos []agent.Todo) {
 		g.tracker.update(j.id, func(ti *TaskInfo) { ti.Todos = append([]agent.Todo(nil), todos...) })
+		prog.todos(todos)
 	}
 	var errMu sync.Mutex
 	var stderr []string
@@ -329,10 +356,13 @@ func (j *job) runAgent(ctx context.Context, a agentRun, log *slog.Logger) taskRe
 		Stdout: func(line []byte) {
 			reader.Feed(line)
 			login.feed(line)
-			if _, err := agent.ParseEvent(line); err == nil {
-				if err := a.dir.AppendEvent(bytes.TrimSpace(line)); err != nil {
+			if ev, err := agent.ParseEvent(line); err == nil {
+				line = bytes.TrimSpace(line)
+				if err := a.dir.AppendEvent(line); err != nil {
 					log.Warn("event not recorded", logError, err)
 				}
+				data := agentEventData(line, ev.Type, g.opts.Registry)
+				j.publish(EventAgent, func(e *Event) { e.Data = data })
 			}
 		},
 		Stderr: func(line []byte) {
@@ -344,7 +374,7 @@ func (j *job) runAgent(ctx context.Context, a agentRun, log *slog.Logger) taskRe
 			}
 		},
 	}
-	sres := g.run.Run(ctx, spec)
+	sres := j.backend.Runner.Run(ctx, spec)
 	if len(sres.LimitsNotEnforced) > 0 {
 		log.Warn("resource limits not enforced on this host", "limits", strings.Join(sres.LimitsNotEnforced, ","))
 	}

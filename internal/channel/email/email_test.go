@@ -85,7 +85,7 @@ func (h *harness) run(t *testing.T, ch *email.Channel) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- ch.Run(ctx, func(_ context.Context, m *channel.Message) { h.received <- m })
+		done <- ch.Run(ctx, func(_ context.Context, m *channel.Message) error { h.received <- m; return nil })
 	}()
 	var once sync.Once
 	stop = func() {
@@ -252,7 +252,7 @@ func TestReceiveReplyDone(t *testing.T) {
 	if got := len(h.imap.Inbox(t)); got != 1 {
 		t.Fatalf("got %d messages in INBOX before Done; want 1", got)
 	}
-	if err := ch.Done(context.Background(), msg); err != nil {
+	if err := ch.Done(context.Background(), msg, channel.OutcomeSuccess); err != nil {
 		t.Fatalf("Done: %v", err)
 	}
 	if got := h.imap.Inbox(t); len(got) != 0 {
@@ -393,7 +393,7 @@ func TestPolling(t *testing.T) {
 				t.Errorf("got %q; want polled", got)
 			}
 			// Done works without UIDPLUS too (plain EXPUNGE).
-			if err := ch.Done(context.Background(), msg); err != nil {
+			if err := ch.Done(context.Background(), msg, channel.OutcomeSuccess); err != nil {
 				t.Fatalf("Done: %v", err)
 			}
 			if got := len(h.imap.Inbox(t)); got != 1 {
@@ -430,7 +430,7 @@ func TestReconnectAfterDrop(t *testing.T) {
 	}
 	// Done's own connection survives a drop too.
 	h.imap.DropConnections()
-	if err := ch.Done(context.Background(), first); err != nil {
+	if err := ch.Done(context.Background(), first, channel.OutcomeSuccess); err != nil {
 		t.Fatalf("Done after drop: %v", err)
 	}
 }

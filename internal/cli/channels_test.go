@@ -1,4 +1,4 @@
-package gateway
+package cli
 
 import (
 	"fmt"
@@ -6,13 +6,15 @@ import (
 	"testing"
 
 	"github.com/airut/airut/internal/config"
+	"github.com/airut/airut/internal/gateway"
 	"github.com/airut/airut/internal/redact"
 )
 
-// The default factory maps airut.yaml's email section onto the email
+// The email factory maps airut.yaml's email section onto the email
 // channel; with microsoft_oauth2 the channel logs in with XOAUTH2, and the
-// password (which email.New refuses beside OAuth2) is not passed on.
-func TestEmailChannelsConfigMapping(t *testing.T) {
+// password (which email.New refuses beside OAuth2) is not passed on. A repo
+// without an email section gets no email channel.
+func TestEmailChannelConfigMapping(t *testing.T) {
 	base := `config_version: 5
 repos:
   app:
@@ -44,9 +46,15 @@ repos:
 			if err != nil || cfg.Err() != nil {
 				t.Fatalf("config: %v %v", err, cfg.Err())
 			}
-			chans, err := EmailChannels("")("app", cfg.Repos["app"], func(string) bool { return false }, slog.New(slog.DiscardHandler))
-			if err != nil || len(chans) != 1 || chans[0].Name() != "email" {
-				t.Fatalf("got %d channels, %v; want one email channel", len(chans), err)
+			env := gateway.ChannelEnv{RepoID: "app", Repo: cfg.Repos["app"], Config: cfg, StateDir: t.TempDir(),
+				Exists: func(string) bool { return false }, Logger: slog.New(slog.DiscardHandler)}
+			ch, err := ChannelFactories()["email"](env)
+			if err != nil || ch == nil || ch.Name() != "email" {
+				t.Fatalf("got %v, %v; want the email channel", ch, err)
+			}
+			env.Repo = &config.Repo{RepoURL: "x"}
+			if ch, err := ChannelFactories()["email"](env); ch != nil || err != nil {
+				t.Errorf("repo without email: got %v, %v; want no channel", ch, err)
 			}
 		})
 	}
