@@ -103,8 +103,8 @@ const (
 type Bus struct {
 	now func() time.Time
 
-	mu   sync.Mutex
-	seq  uint64
+	mu        sync.Mutex
+	seq       uint64
 	ring      []Event // oldest first
 	ringBytes int
 	maxEvents int

@@ -226,6 +226,7 @@ func (j *job) deliver(items []*item, log *slog.Logger) {
 	}
 	r.Attachments, atts = nil, nil // let the data go before the slow part
 
+	recorded := true
 	for _, m := range p.Messages {
 		err := h.journal.update(m.Key, func(e *journalEntry) {
 			e.Replied, e.Reply, e.Outcome = true, nil, p.Outcome
@@ -234,10 +235,14 @@ func (j *job) deliver(items []*item, log *slog.Logger) {
 			}
 		})
 		if err != nil {
-			log.Warn("cannot record the reply", logSource, m.SourceID, logError, err)
+			recorded = false
+			log.Warn("cannot record the reply; the outbox is kept", logSource, m.SourceID, logError, err)
 		}
 	}
-	if failed == nil && dir != nil && len(sent) > 0 {
+	// Only once every message is durably "replied" may the attachments
+	// go: until then a restart sends the journaled reply again, and it
+	// must find them.
+	if failed == nil && recorded && dir != nil && len(sent) > 0 {
 		if err := dir.ClearOutbox(sent); err != nil {
 			log.Warn("outbox not cleared", logError, err)
 		}

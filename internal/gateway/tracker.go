@@ -54,8 +54,8 @@ type TaskInfo struct {
 	// ReplyFailed: the channel refused the reply permanently (an SMTP
 	// 5xx); it is not retried, and the outbox is kept.
 	ReplyFailed bool
-	Usage      agent.Usage
-	Cost       float64
+	Usage       agent.Usage
+	Cost        float64
 	// CoalescedInto is the task that ran this task's message.
 	CoalescedInto string
 	// Messages is how many messages the task answers (more than one when
