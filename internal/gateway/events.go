@@ -103,9 +103,12 @@ const (
 type Bus struct {
 	now func() time.Time
 
-	mu        sync.Mutex
-	seq       uint64
-	ring      []Event // oldest first
+	mu  sync.Mutex
+	seq uint64
+	// ring is a circular buffer of the kept events: n of them, the
+	// oldest at head. It grows by doubling up to maxEvents.
+	ring      []*Event
+	head, n   int
 	ringBytes int
 	maxEvents int
 	maxBytes  int
@@ -122,14 +125,15 @@ func NewBus(now func() time.Time) *Bus {
 
 // Subscription receives the events its filter matches, in Seq order.
 type Subscription struct {
-	c   chan Event
+	c   chan *Event
 	bus *Bus
 	f   Filter
 	err error // guarded by bus.mu; set when c is closed
 }
 
-// Events is closed when the subscription ends; Err then says why.
-func (s *Subscription) Events() <-chan Event { return s.c }
+// Events is closed when the subscription ends; Err then says why. The
+// events are shared with other subscribers: read them, never change them.
+func (s *Subscription) Events() <-chan *Event { return s.c }
 
 // Err is nil while the subscription runs or after Close, and
 // ErrSubscriberTooSlow when the bus dropped it.
@@ -172,23 +176,26 @@ func (b *Bus) SubscribeFrom(seq uint64, f Filter) (*Subscription, error) {
 		seq = b.seq // a client ahead of us (after a restart) starts now
 	}
 	oldest := b.seq + 1 // when nothing is kept
-	if len(b.ring) > 0 {
-		oldest = b.ring[0].Seq
+	if b.n > 0 {
+		oldest = b.at(0).Seq
 	}
 	if seq+1 < oldest {
 		return nil, ErrEventsLost
 	}
-	var replay []Event
-	for i := range b.ring {
-		if e := &b.ring[i]; e.Seq > seq && f.match(e) {
-			replay = append(replay, *e)
+	var replay []*Event
+	for i := 0; i < b.n; i++ {
+		if e := b.at(i); e.Seq > seq && f.match(e) {
+			replay = append(replay, e)
 		}
 	}
 	return b.add(f, DefaultSubscriberBuffer+len(replay), replay), nil
 }
 
-func (b *Bus) add(f Filter, buf int, replay []Event) *Subscription {
-	s := &Subscription{c: make(chan Event, buf), bus: b, f: f}
+// at is the i-th kept event, oldest first; b.mu is held.
+func (b *Bus) at(i int) *Event { return b.ring[(b.head+i)%len(b.ring)] }
+
+func (b *Bus) add(f Filter, buf int, replay []*Event) *Subscription {
+	s := &Subscription{c: make(chan *Event, buf), bus: b, f: f}
 	for _, e := range replay {
 		s.c <- e
 	}
@@ -217,31 +224,47 @@ func (b *Bus) Publish(e Event) {
 	if e.Time.IsZero() {
 		e.Time = b.now()
 	}
-	b.keep(e)
+	p := &e
+	b.keep(p)
 	for s := range b.subs {
-		if !s.f.match(&e) {
+		if !s.f.match(p) {
 			continue
 		}
 		select {
-		case s.c <- e:
+		case s.c <- p:
 		default:
 			b.drop(s, ErrSubscriberTooSlow)
 		}
 	}
 }
 
-// keep appends e to the ring, evicting the oldest events beyond the
-// limits; b.mu is held. The ring is a slice used as a queue: evicted
-// slots are zeroed so their data can be collected, and append moves the
-// live part to a fresh array when the old one is used up.
-func (b *Bus) keep(e Event) {
-	b.ring = append(b.ring, e)
-	b.ringBytes += e.size()
-	for len(b.ring) > 1 && (len(b.ring) > b.maxEvents || b.ringBytes > b.maxBytes) {
-		b.ringBytes -= b.ring[0].size()
-		b.ring[0] = Event{}
-		b.ring = b.ring[1:]
+// keep adds e to the ring, evicting the oldest events beyond the
+// limits; b.mu is held.
+func (b *Bus) keep(e *Event) {
+	if b.n == len(b.ring) && len(b.ring) < b.maxEvents {
+		grown := make([]*Event, min(max(2*len(b.ring), 64), b.maxEvents))
+		for i := 0; i < b.n; i++ {
+			grown[i] = b.at(i)
+		}
+		b.ring, b.head = grown, 0
 	}
+	if b.n == len(b.ring) {
+		b.evict()
+	}
+	b.ring[(b.head+b.n)%len(b.ring)] = e
+	b.n++
+	b.ringBytes += e.size()
+	for b.n > 1 && b.ringBytes > b.maxBytes {
+		b.evict()
+	}
+}
+
+func (b *Bus) evict() {
+	e := b.ring[b.head]
+	b.ringBytes -= e.size()
+	b.ring[b.head] = nil
+	b.head = (b.head + 1) % len(b.ring)
+	b.n--
 }
 
 // agentEventData is what the bus carries of one stream-json line:

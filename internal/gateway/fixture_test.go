@@ -272,6 +272,29 @@ type fixtureOpts struct {
 	noSandboxNet  bool
 }
 
+// podmanPrefix names what the fixtures create on real Podman: one per test
+// process, so that the images are built once; TestMain removes them.
+var podmanPrefix = "airut-gwu-" + testkit.RandomHex(4)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if engine, err := exec.LookPath("podman"); err == nil {
+		_ = exec.Command(engine, "network", "rm", "-f", podmanPrefix+"-egress").Run()
+		if out, err := exec.Command(engine, "images", "--format", "{{.Repository}}:{{.Tag}}").Output(); err == nil {
+			var imgs []string
+			for _, l := range strings.Fields(string(out)) {
+				if strings.HasPrefix(l, "localhost/"+podmanPrefix) {
+					imgs = append(imgs, l)
+				}
+			}
+			if len(imgs) > 0 {
+				_ = exec.Command(engine, append([]string{"rmi", "-f"}, imgs...)...).Run()
+			}
+		}
+	}
+	os.Exit(code)
+}
+
 // backends lists the backends a test that drives the sandbox should run
 // on: the host sandbox everywhere, and real Podman where it is (always
 // under CI=true, where it must be).
@@ -297,7 +320,7 @@ func newFixture(t testing.TB, o fixtureOpts) *fixture {
 	if o.podman {
 		f.engine = testkit.RequireEngine(t)
 		dockerfile = testkit.DefaultDockerfile(testkit.BaseImage(t, f.engine))
-		f.prefix = "airut-gwu-" + testkit.RandomHex(4)
+		f.prefix = podmanPrefix
 	}
 	f.origin = testkit.GitRepo(t, map[string]string{
 		".airut/container/Dockerfile":   dockerfile,
@@ -432,18 +455,6 @@ func (f *fixture) cleanup() {
 			out, err := exec.Command(f.engine, args...).CombinedOutput()
 			if s := strings.TrimSpace(string(out)); err != nil || s != "" {
 				f.t.Errorf("left behind (%s): %s %v", args[0], s, err)
-			}
-		}
-		_ = exec.Command(f.engine, "network", "rm", "-f", f.prefix+"-egress").Run()
-		if out, _ := exec.Command(f.engine, "images", "--format", "{{.Repository}}:{{.Tag}}").Output(); len(out) > 0 {
-			var imgs []string
-			for _, l := range strings.Fields(string(out)) {
-				if strings.HasPrefix(l, "localhost/"+f.prefix) {
-					imgs = append(imgs, l)
-				}
-			}
-			if len(imgs) > 0 {
-				_ = exec.Command(f.engine, append([]string{"rmi", "-f"}, imgs...)...).Run()
 			}
 		}
 	}

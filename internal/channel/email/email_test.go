@@ -192,6 +192,7 @@ func TestReceiveReplyDone(t *testing.T) {
 	msg := h.next(t)
 	want := &channel.Message{
 		SourceID:      msg.SourceID,
+		MessageID:     "orig-1@example.com",
 		SenderAddress: "juergen@example.com",
 		SenderName:    "Jürgen Müller",
 		Time:          msg.Time,
