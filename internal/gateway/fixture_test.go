@@ -448,14 +448,8 @@ func (f *fixture) cleanup() {
 		}
 	}
 	if f.engine != "" {
-		for _, args := range [][]string{
-			{"ps", "-a", "--filter", "name=^" + f.prefix + "-", "--format", "{{.Names}}"},
-			{"network", "ls", "--filter", "name=^" + f.prefix + "-conv", "--format", "{{.Name}}"},
-		} {
-			out, err := exec.Command(f.engine, args...).CombinedOutput()
-			if s := strings.TrimSpace(string(out)); err != nil || s != "" {
-				f.t.Errorf("left behind (%s): %s %v", args[0], s, err)
-			}
+		if left := testkit.Leftovers(f.engine, f.prefix); len(left) > 0 {
+			f.t.Errorf("left behind: %s", strings.Join(left, ", "))
 		}
 	}
 	for _, id := range f.o.repos {

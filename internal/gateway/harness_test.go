@@ -55,6 +55,7 @@ type harness struct {
 }
 
 type harnessOpts struct {
+	imagePrune    bool
 	maxConcurrent int
 	timeout       int // resource_limits.timeout, seconds; 0 = 300
 	shutdown      int // execution.shutdown_timeout, seconds; 0 = 20
@@ -91,7 +92,7 @@ execution:
   max_concurrent: {{.Max}}
   shutdown_timeout: {{.Shutdown}}
   claude_binary: {{.Claude}}
-  image_prune: false
+  image_prune: {{.Prune}}
 repos:
 {{- range .Repos}}
   {{.ID}}:
@@ -138,6 +139,7 @@ func (h *harness) configYAML(o harnessOpts, repos []tmplRepo) []byte {
 	err := configTemplate.Execute(&b, map[string]any{
 		"Max": o.maxConcurrent, "Claude": filepath.Join(h.bins, "fakeclaude"), "Origin": h.origin,
 		"Timeout": o.timeout, "Shutdown": o.shutdown, "IMAPPort": h.imap.Port, "SMTPPort": h.smtp.Port, "Repos": repos,
+		"Prune": o.imagePrune,
 	})
 	if err != nil {
 		h.t.Fatal(err)
@@ -222,18 +224,8 @@ func (h *harness) stop() {
 
 func (h *harness) assertNoLeftovers() {
 	h.t.Helper()
-	for _, args := range [][]string{
-		{"ps", "-a", "--filter", "name=^" + h.prefix + "-", "--format", "{{.Names}}"},
-		{"network", "ls", "--filter", "name=^" + h.prefix + "-conv", "--format", "{{.Name}}"},
-	} {
-		out, err := exec.Command(h.engine, args...).CombinedOutput()
-		if err != nil {
-			h.t.Errorf("%v: %v %s", args, err, out)
-			continue
-		}
-		if s := strings.TrimSpace(string(out)); s != "" {
-			h.t.Errorf("left behind (%s): %s", args[0], s)
-		}
+	if left := testkit.Leftovers(h.engine, h.prefix); len(left) > 0 {
+		h.t.Errorf("left behind: %s", strings.Join(left, ", "))
 	}
 	_ = exec.Command(h.engine, "network", "rm", "-f", h.prefix+"-egress").Run()
 }
