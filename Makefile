@@ -69,7 +69,10 @@ run: test-deps build
 bench: test-deps
 	$(GO) test -run '^$$' -bench . -benchtime 10x ./internal/sandbox/ ./internal/sandboxcli/
 	$(GO) test -run '^$$' -bench . ./internal/proxy/ ./internal/allowlist/
-	$(GO) test -run '^$$' -bench . -benchtime 5x ./internal/gateway/
+	$(GO) test -run '^$$' -bench 'MessageToAgentStart|BareSandboxStart' -benchtime 5x ./internal/gateway/
+	$(GO) test -run '^$$' -bench BusPublish ./internal/gateway/
+	# 200 messages over 20 conversations, max_concurrent 3: about a minute.
+	$(GO) test -run '^$$' -bench Soak -benchtime 1x -timeout 30m ./internal/gateway/
 
 lint:
 	gofmt -l . | (! grep .)
