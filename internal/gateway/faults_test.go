@@ -417,6 +417,43 @@ func TestGCDoesNotStallIntake(t *testing.T) {
 	}
 }
 
+// TestGCForgetsStaleJournal: a journal entry (and its spool) of a message
+// that its source never handed over again is forgotten once it is older
+// than the conversations; one in progress is kept.
+func TestGCForgetsStaleJournal(t *testing.T) {
+	clock := newTestClock()
+	f := newFixture(t, fixtureOpts{maxAgeDays: 7, clock: clock.Now})
+	ch := f.chans["app"]
+	g := f.start()
+	h := f.handler("app")
+	stale := &journalEntry{Key: "src\x00fake\x00gone", Channel: "fake", SourceID: "gone", Conversation: "0badc0de", Received: clock.Now()}
+	if err := h.journal.put(stale); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.spool.put(stale.Key, []channel.Attachment{{Name: "a", Data: []byte("x")}}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Add(30 * 24 * time.Hour)
+	if err := ch.hand(t, msg("7:9", block("in progress"))); err != nil {
+		t.Fatal(err)
+	}
+	running := f.taskFor("7:9")
+	f.waitStarted("app", running.Conversation)
+	clock.Add(30 * 24 * time.Hour) // the running one is old too, but in flight
+	g.collectGarbage(context.Background())
+	if e, _ := h.journal.get(stale.Key); e != nil {
+		t.Errorf("stale entry kept: %+v", e)
+	}
+	if atts, _ := h.spool.list(stale.Key); len(atts) != 0 {
+		t.Errorf("stale spool kept: %v", atts)
+	}
+	if e, _ := h.journal.get(messageKey("fake", msg("7:9", block("in progress")))); e == nil {
+		t.Errorf("the running message's entry was forgotten")
+	}
+	f.release("app", running.Conversation)
+	ch.wait(t, "the reply", func() bool { return len(ch.replies) == 1 })
+}
+
 // TestGCKeepsQueuedConversation: an old conversation that a new message
 // was just queued for is not removed by garbage collection before its task
 // takes the conversation lock; an old idle one is.

@@ -39,6 +39,9 @@ func (g *Gateway) collectGarbage(ctx context.Context) {
 			if len(removed) > 0 {
 				g.log.Info("removed old conversations", logRepo, h.id, "count", len(removed))
 			}
+			if n := h.collectJournal(time.Duration(days)*24*time.Hour, g.now()); n > 0 {
+				g.log.Info("forgot messages that never came back from their source", logRepo, h.id, "count", n)
+			}
 		}
 	}
 	if cfg.Execution.ImagePrune {
@@ -82,4 +85,34 @@ func (h *repoHandler) collectConversations(maxAge time.Duration, now time.Time) 
 		err = terr
 	}
 	return moved, err
+}
+
+// collectJournal forgets the journal entries (and spools) of messages
+// received more than maxAge ago that are not in progress: their source
+// never handed them over again (deleted by hand, another client), and
+// their conversation is as old as the ones just collected.
+func (h *repoHandler) collectJournal(maxAge time.Duration, now time.Time) int {
+	entries, err := h.journal.entries()
+	if err != nil {
+		h.log.Warn("message journal partly unreadable", logError, err)
+	}
+	n := 0
+	for _, e := range entries {
+		if now.Sub(e.Received) <= maxAge {
+			continue
+		}
+		// Under h.mu, intake cannot take the message meanwhile: it marks
+		// a message in flight before it reads the journal.
+		h.mu.Lock()
+		if h.inflight[e.Key] == nil && h.convs[e.Conversation] == nil {
+			if err := h.journal.remove(e.Key); err != nil {
+				h.log.Warn("cannot forget an old message", logError, err)
+			} else {
+				_ = h.spool.remove(e.Key)
+				n++
+			}
+		}
+		h.mu.Unlock()
+	}
+	return n
 }

@@ -238,10 +238,8 @@ func (j *journal) remove(key string) error {
 	return nil
 }
 
-// submittedEntries returns the entries of Submit messages, oldest first,
-// for replay at start. Unreadable entries are reported, not skipped
-// silently.
-func (j *journal) submittedEntries() ([]*journalEntry, error) {
+// entries returns every readable entry; unreadable ones are reported.
+func (j *journal) entries() ([]*journalEntry, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	files, err := os.ReadDir(j.dir)
@@ -259,10 +257,24 @@ func (j *journal) submittedEntries() ([]*journalEntry, error) {
 			errs = append(errs, err)
 			continue
 		}
-		if e != nil && e.Submitted != nil {
+		if e != nil {
 			out = append(out, e)
 		}
 	}
 	slices.SortStableFunc(out, func(a, b *journalEntry) int { return a.Received.Compare(b.Received) })
 	return out, errors.Join(errs...)
+}
+
+// submittedEntries returns the entries of Submit messages, oldest first,
+// for replay at start. Unreadable entries are reported, not skipped
+// silently.
+func (j *journal) submittedEntries() ([]*journalEntry, error) {
+	all, err := j.entries()
+	var out []*journalEntry
+	for _, e := range all {
+		if e.Submitted != nil {
+			out = append(out, e)
+		}
+	}
+	return out, err
 }
