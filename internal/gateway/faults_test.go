@@ -138,7 +138,7 @@ func testReplyFailures(t *testing.T, podman bool) {
 		}
 		return nil
 	}
-	g := f.start()
+	f.start()
 
 	// Transient: retried, sent once, outbox cleared.
 	if err := ch.hand(t, msg("1:1", "@@run echo report > ../outbox/report.txt\n@@reply first")); err != nil {
@@ -198,7 +198,7 @@ func testReplyFailures(t *testing.T, podman bool) {
 	mu.Lock()
 	afterRestart = true
 	mu.Unlock()
-	g = f.start()
+	g := f.start()
 	if err := ch.hand(t, m2); err != nil {
 		t.Fatal(err)
 	}

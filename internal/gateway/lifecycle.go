@@ -70,7 +70,10 @@ type repoSlot struct {
 type cmdKind int
 
 const (
-	cmdConfigure cmdKind = iota // rc is the new config
+	// cmdConfigure applies the repo's section of the config in force
+	// (read when the command is served, so that of two reloads in a row
+	// the later always wins).
+	cmdConfigure cmdKind = iota
 	cmdStart
 	cmdStop
 	cmdRestart
@@ -79,7 +82,6 @@ const (
 
 type slotCmd struct {
 	kind cmdKind
-	rc   *config.Repo
 	// ctx bounds a drain; when it ends, the tasks still running are
 	// cancelled and their messages stay at the source.
 	ctx   context.Context
@@ -186,6 +188,11 @@ func (s *repoSlot) manage(rc *config.Repo) {
 			cur = nil
 		}
 	}
+	latest := func() {
+		if next, ok := g.config().Repos[s.id]; ok {
+			rc = next
+		}
+	}
 	_ = start()
 	for {
 		select {
@@ -198,7 +205,11 @@ func (s *repoSlot) manage(rc *config.Repo) {
 			switch c.kind {
 			case cmdConfigure:
 				old := rc
-				rc = c.rc
+				next, ok := g.config().Repos[s.id]
+				if !ok {
+					break // removed meanwhile: a cmdRemove follows
+				}
+				rc = next
 				switch {
 				case cur == nil:
 					if retry != nil || s.state() == RepoFailed {
@@ -217,6 +228,7 @@ func (s *repoSlot) manage(rc *config.Repo) {
 				}
 			case cmdStart:
 				if cur == nil {
+					latest()
 					attempt = 0
 					err = start()
 				}
@@ -225,6 +237,7 @@ func (s *repoSlot) manage(rc *config.Repo) {
 					g.setStatus(s, nil, RepoReloading, "")
 				}
 				stop(c.ctx)
+				latest()
 				attempt = 0
 				err = start()
 			case cmdStop, cmdRemove:
@@ -232,12 +245,21 @@ func (s *repoSlot) manage(rc *config.Repo) {
 				stop(c.ctx)
 				if c.kind == cmdRemove {
 					g.mu.Lock()
-					if g.slots[s.id] == s {
+					next, back := g.cfg.Repos[s.id]
+					back = back && !g.closing
+					if !back && g.slots[s.id] == s {
 						delete(g.slots, s.id)
 					}
 					g.mu.Unlock()
-					c.reply <- nil
-					return
+					if !back {
+						c.reply <- nil
+						return
+					}
+					// Added back while it drained: it runs again.
+					rc = next
+					attempt = 0
+					err = start()
+					break
 				}
 				g.setStatus(s, nil, RepoStopped, "")
 			}
@@ -435,7 +457,7 @@ func (g *Gateway) applyRepos(old, cfg *config.Config) {
 		if restartAll {
 			kind = cmdRestart
 		}
-		go func() { _ = s.send(context.Background(), slotCmd{kind: kind, rc: rc, ctx: context.Background()}) }()
+		go func() { _ = s.send(context.Background(), slotCmd{kind: kind, ctx: context.Background()}) }()
 	}
 }
 

@@ -227,11 +227,7 @@ func TestApplyConfig(t *testing.T) {
 	if _, n := replyOf(replies, "24:2"); n != 1 {
 		t.Errorf("the running task's replies: %d; want it finished before the restart", n)
 	}
-	app.mu.Lock()
-	if app.runs != 2 {
-		t.Errorf("channel runs: %d; want 2 (restarted once)", app.runs)
-	}
-	app.mu.Unlock()
+	app.wait(t, "the channel to run again (restarted once)", func() bool { return app.runs == 2 })
 
 	// An invalid section: the repo keeps running its previous config.
 	bad := f.config()

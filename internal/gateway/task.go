@@ -149,7 +149,7 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 	var provider sandbox.NetworkProvider
 	mode := sandbox.NetworkSandboxed
 	if rc.Network.SandboxEnabled {
-		p, cleanup, err := j.proxyNetwork(dir, allowData, smap, log)
+		p, cleanup, err := j.proxyNetwork(dir, allowData, smap)
 		if err != nil {
 			return infra("network sandbox: %v", err)
 		}
@@ -245,7 +245,7 @@ func ensureWorkspace(ctx context.Context, h *repoHandler, dir *conversation.Dir)
 
 // proxyNetwork prepares the network sandbox of one task: the replacement
 // map for the proxy and the network log appended to the conversation.
-func (j *job) proxyNetwork(dir *conversation.Dir, allowData []byte, smap *secrets.Map, log *slog.Logger) (sandbox.NetworkProvider, func(), error) {
+func (j *job) proxyNetwork(dir *conversation.Dir, allowData []byte, smap *secrets.Map) (sandbox.NetworkProvider, func(), error) {
 	g := j.h.g
 	bin, err := g.proxyBinary()
 	if err != nil {
