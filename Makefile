@@ -8,9 +8,9 @@ export CGO_ENABLED ?= 0
 export CONTAINERS_CONF ?= $(CURDIR)/contrib/containers.conf
 BIN := bin
 TEST_USER ?= airut-test
-PKGS_RACE := ./internal/sandbox/... ./internal/redact/... ./internal/conversation/... ./internal/channel/... ./internal/agent/... ./internal/proxy/... ./internal/gateway/...
+PKGS_RACE := ./internal/sandbox/... ./internal/claudecli/... ./internal/redact/... ./internal/conversation/... ./internal/channel/... ./internal/agent/... ./internal/proxy/... ./internal/gateway/...
 
-.PHONY: all build test test-deps test-unit test-rootless bench lint run clean
+.PHONY: all build test test-deps test-claude test-mail-deps test-unit test-rootless bench lint run clean
 AIRUT_CONFIG ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/airut/airut.yaml
 
 all: build
@@ -30,7 +30,35 @@ test-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-test: test-deps test-unit test-rootless
+# The Claude Code release the tests run (pinned in internal/testkit/claude.go),
+# installed from the npm registry with the gateway's own installer (sha512
+# integrity checked) into ~/.cache/airut/claude-binaries: downloaded once
+# per machine, not once per run.
+test-claude:
+	$(GO) run ./internal/testkit/installclaude
+
+# Debian's Dovecot and Postfix for the email suite against real mail
+# servers (internal/testkit/mailtest starts its own instances from a temp
+# dir on loopback ports; nothing under /etc is configured or started).
+# Postfix is preseeded to "No configuration" so its package writes no
+# main.cf of its own, and a temporary policy-rc.d keeps the packages from
+# starting the system-wide daemons.
+MAIL_PKGS := dovecot-imapd dovecot-lmtpd postfix
+test-mail-deps:
+	@missing=""; \
+	for p in $(MAIL_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "missing packages:$$missing (run make test-mail-deps as root)"; exit 1; fi; \
+	  echo "installing:$$missing"; \
+	  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
+	  policy=""; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; policy=1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; rc=$$?; \
+	  if [ -n "$$policy" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
+	  exit $$rc; \
+	fi
+
+test: test-deps test-mail-deps test-claude test-unit test-rootless
 
 test-unit:
 	$(GO) test -count=1 ./...
@@ -66,7 +94,9 @@ run: test-deps build
 	exec ./$(BIN)/airut run --config $(AIRUT_CONFIG)
 
 # Container benchmarks interleave the two sides in one run and report ratios.
-bench: test-deps
+# BenchmarkRealClaudeFirstRequest (gateway) reports the real CLI's first API
+# request after a message arrives beside the bare sandbox start, in one run.
+bench: test-deps test-claude
 	$(GO) test -run '^$$' -bench . -benchtime 10x ./internal/sandbox/ ./internal/sandboxcli/
 	$(GO) test -run '^$$' -bench . ./internal/proxy/ ./internal/allowlist/
 	$(GO) test -run '^$$' -bench 'MessageToAgentStart|BareSandboxStart' -benchtime 5x ./internal/gateway/

@@ -28,8 +28,10 @@ type Options struct {
 // Command returns the argv that runs Claude Code headless with the prompt
 // read from standard input and stream-json on standard output.
 //
-// --verbose is not optional: Claude Code refuses stream-json output in
-// print mode without it.
+// Plain -p reads the prompt from stdin; "-p -" would make the real CLI
+// take "-" as prompt text and put "-\n" before ours. --verbose is not
+// optional: Claude Code refuses stream-json output in print mode without
+// it.
 func Command(opts Options) []string {
 	model := opts.Model
 	if model == "" {
@@ -44,19 +46,37 @@ func Command(opts Options) []string {
 		argv = append(argv, "--effort", opts.Effort)
 	}
 	return append(argv,
-		"-p", "-",
+		"-p",
 		"--dangerously-skip-permissions",
 		"--output-format", "stream-json",
 		"--verbose",
 	)
 }
 
+// ConfigDir is where the agent's Claude Code keeps its state: the mounted
+// /root/.claude. Without CLAUDE_CONFIG_DIR the CLI writes .claude.json
+// beside it in $HOME, which is not mounted and is lost between tasks.
+const ConfigDir = "/root/.claude"
+
 // Env returns the variables the agent container always gets on top of the
-// task's own. Background tasks are disabled because the container is torn
-// down as soon as Claude Code exits: a background shell would be killed
-// mid-work and its output would never reach the reply.
+// task's own:
+//   - IS_SANDBOX=1: the real CLI refuses --dangerously-skip-permissions as
+//     root without it (the entrypoint sets it too);
+//   - CLAUDE_CONFIG_DIR: see ConfigDir;
+//   - CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 and DISABLE_AUTOUPDATER=1:
+//     no telemetry, feature-flag or update traffic carrying the key;
+//   - CLAUDE_CODE_ENABLE_TODO_TOOLS=1: current CLIs track the todo list
+//     with TaskCreate/TaskUpdate only when asked to;
+//   - CLAUDE_CODE_DISABLE_BACKGROUND_TASKS=1: the container is torn down as
+//     soon as Claude Code exits, so a background shell would be killed
+//     mid-work and its output would never reach the reply.
 func Env() map[string]string {
 	return map[string]string{
-		"CLAUDE_CODE_DISABLE_BACKGROUND_TASKS": "1",
+		"IS_SANDBOX":        "1",
+		"CLAUDE_CONFIG_DIR": ConfigDir,
+		"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+		"DISABLE_AUTOUPDATER":                      "1",
+		"CLAUDE_CODE_ENABLE_TODO_TOOLS":            "1",
+		"CLAUDE_CODE_DISABLE_BACKGROUND_TASKS":     "1",
 	}
 }

@@ -9,7 +9,8 @@ import (
 )
 
 func TestCommand(t *testing.T) {
-	tail := []string{"-p", "-", "--dangerously-skip-permissions", "--output-format", "stream-json", "--verbose"}
+	// Plain -p: the prompt comes on stdin ("-p -" would be the prompt "-").
+	tail := []string{"-p", "--dangerously-skip-permissions", "--output-format", "stream-json", "--verbose"}
 	tests := []struct {
 		name string
 		opts Options
@@ -30,8 +31,16 @@ func TestCommand(t *testing.T) {
 }
 
 func TestEnv(t *testing.T) {
-	if got := Env()["CLAUDE_CODE_DISABLE_BACKGROUND_TASKS"]; got != "1" {
-		t.Errorf("CLAUDE_CODE_DISABLE_BACKGROUND_TASKS = %q; want 1", got)
+	want := map[string]string{
+		"IS_SANDBOX":        "1",
+		"CLAUDE_CONFIG_DIR": "/root/.claude",
+		"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+		"DISABLE_AUTOUPDATER":                      "1",
+		"CLAUDE_CODE_ENABLE_TODO_TOOLS":            "1",
+		"CLAUDE_CODE_DISABLE_BACKGROUND_TASKS":     "1",
+	}
+	if diff := cmp.Diff(want, Env()); diff != "" {
+		t.Errorf("Env mismatch (-want +got):\n%s", diff)
 	}
 }
 

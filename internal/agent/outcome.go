@@ -4,14 +4,18 @@ package agent
 // and shown on the dashboard.
 type Outcome string
 
-// Outcomes. Classify decides the first five; the gateway sets
+// Outcomes. Classify decides the first six; the gateway sets
 // OutcomeInfrastructure and OutcomeCancelled itself because they happen
 // around the agent, not in it.
 const (
-	OutcomeSuccess        Outcome = "success"
-	OutcomeTimeout        Outcome = "timeout"
-	OutcomePromptTooLong  Outcome = "prompt_too_long"
-	OutcomeSessionLost    Outcome = "session_lost"
+	OutcomeSuccess       Outcome = "success"
+	OutcomeTimeout       Outcome = "timeout"
+	OutcomePromptTooLong Outcome = "prompt_too_long"
+	OutcomeSessionLost   Outcome = "session_lost"
+	// OutcomeAuthFailed: the API refused the Claude credential (401/403).
+	// Never retried with a fresh session: it would lose the context and
+	// fail the same way.
+	OutcomeAuthFailed     Outcome = "auth_failed"
 	OutcomeError          Outcome = "error"
 	OutcomeInfrastructure Outcome = "infrastructure"
 	OutcomeCancelled      Outcome = "cancelled"
@@ -24,8 +28,12 @@ func (o Outcome) Retryable() bool {
 }
 
 // Classify decides a finished run's outcome, in this order: killed by the
-// timeout; exit 0; the output says the prompt is too long; a resumed run
-// shows an API 4xx error or an unknown session; anything else is an error.
+// timeout; exit 0; the prompt is too long; a resumed run whose session
+// could not be continued (an unknown session id, or the API rejecting the
+// request, typically its history); the API refused the credential;
+// anything else is an error. The CLI's structured fields decide first
+// (terminal_reason, api_error_status, the <synthetic> message's error);
+// its words (result text, errors, stderr) only when those are silent.
 // r may be nil when the agent produced no output at all.
 func Classify(timedOut bool, exitCode int, r *Reader, stderrTail []string, resumed bool) Outcome {
 	if timedOut {
@@ -34,23 +42,32 @@ func Classify(timedOut bool, exitCode int, r *Reader, stderrTail []string, resum
 	if exitCode == 0 {
 		return OutcomeSuccess
 	}
-	var promptTooLong, sessionLost bool
-	if r != nil {
-		r.mu.Lock()
-		promptTooLong, sessionLost = r.promptTooLong, r.sessionLost
-		r.mu.Unlock()
+	if r == nil {
+		r = NewReader(0)
 	}
-	for _, line := range stderrTail {
-		pt, sl := errorMarkers(line)
-		promptTooLong = promptTooLong || pt
-		sessionLost = sessionLost || sl
-	}
+	r.mu.Lock()
+	d := r.diagnose(stderrTail)
+	r.mu.Unlock()
 	switch {
-	case promptTooLong:
+	case d.promptTooLong:
 		return OutcomePromptTooLong
-	case sessionLost && resumed:
+	case resumed && (d.noSession || d.rejected):
 		return OutcomeSessionLost
+	case d.auth:
+		return OutcomeAuthFailed
 	default:
 		return OutcomeError
 	}
+}
+
+// Unavailable reports whether a failed run's cause was the model service:
+// rate-limited or failing (HTTP 429, 5xx, "overloaded") after the CLI's
+// own retries. The reply then says to try again later.
+func Unavailable(r *Reader, stderrTail []string) bool {
+	if r == nil {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.diagnose(stderrTail).unavailable
 }

@@ -363,6 +363,15 @@ func TestClassifyOrder(t *testing.T) {
 		{"api 4xx on stderr", false, 1, nil, []string{"API Error: 404 not found"}, true, OutcomeSessionLost},
 		{"api 4xx not resumed", false, 1, nil, []string{"API Error: 404 not found"}, false, OutcomeError},
 		{"api 5xx", false, 1, nil, []string{"API Error: 529 overloaded"}, true, OutcomeError},
+		{"api 401 on stderr resumed", false, 1, nil, []string{"API Error: 401 invalid x-api-key"}, true, OutcomeAuthFailed},
+		{"invalid api key words", false, 1, nil, []string{"Invalid API key · Fix external API key"}, true, OutcomeAuthFailed},
+		{"2.1 rate limit words", false, 1, nil, []string{"API Error: Request rejected (429) · slow down"}, true, OutcomeError},
+		{"structured 401 beats a 400 in the words", false, 1,
+			readerOf(t, `{"type":"result","subtype":"success","is_error":true,"api_error_status":401,"result":"API Error: 400 odd"}`), nil, true, OutcomeAuthFailed},
+		{"synthetic authentication_failed", false, 1,
+			readerOf(t, `{"type":"assistant","error":"authentication_failed","message":{"model":"<synthetic>","content":[{"type":"text","text":"Please log in"}]}}`), nil, true, OutcomeAuthFailed},
+		{"killed while retrying a 401", false, 143,
+			readerOf(t, `{"type":"system","subtype":"api_retry","attempt":3,"error_status":401,"error":"authentication_failed"}`), nil, true, OutcomeAuthFailed},
 		{"nothing", false, 2, nil, nil, true, OutcomeError},
 	}
 	for _, tc := range tests {
@@ -411,4 +420,13 @@ func TestReaderConcurrentUse(t *testing.T) {
 	if todos != 2 {
 		t.Errorf("got %d todo callbacks; want 2", todos)
 	}
+}
+
+func readerOf(t *testing.T, lines ...string) *Reader {
+	t.Helper()
+	r := NewReader(0)
+	for _, l := range lines {
+		r.Feed([]byte(l))
+	}
+	return r
 }

@@ -12,18 +12,16 @@
 package allowlist
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"os"
-	"regexp"
-	"strconv"
+	"slices"
 	"strings"
 
-	"github.com/airut/airut/internal/fileerr"
 	"gopkg.in/yaml.v3"
+
+	"github.com/airut/airut/internal/yamlwalk"
 )
 
 // Allowlist is a parsed .airut/network-allowlist.yaml. The zero value (and
@@ -83,206 +81,62 @@ func Load(path string) (*Allowlist, error) {
 // pattern not starting with '/' or a wildcard, and methods that are not
 // known HTTP methods. CONNECT, TRACE and TRACK are rejected because the
 // proxy always refuses them. Null domains or url_prefixes mean none.
+// Values are YAML strings: 8080 is not a host pattern, and tags such as
+// !env are refused (the file is the repository's, read as written).
 // Anchors and aliases work; merge keys ("<<") and a second YAML document
 // are errors.
+//
+// The error matches ErrInvalid, and errors.As finds its yamlwalk.Errors.
 func Parse(data []byte, filename string) (*Allowlist, error) {
-	p := &parser{file: filename}
-	root, err := p.decode(data)
+	root, err := yamlwalk.Parse(filename, data)
 	if err != nil {
-		return nil, err
+		var errs yamlwalk.Errors
+		errors.As(err, &errs)
+		return nil, &parseError{errs}
 	}
+	w := yamlwalk.New(filename, yamlwalk.Options{ListKeys: true})
 	al := &Allowlist{}
-	if root != nil {
-		p.top(root, al)
-	}
-	if len(p.problems) > 0 {
-		return nil, errors.Join(p.problems...)
+	top(w.Root(root), al)
+	if errs := w.Errors(); len(errs) > 0 {
+		return nil, &parseError{errs}
 	}
 	return al, nil
 }
 
-// problem is one validation error. It matches ErrInvalid without repeating
-// its text, so a joined list reads as one problem per line.
-type problem struct {
-	file string
-	line int
-	key  string
-	msg  string
-}
+// parseError is every problem of one file, one per line. It matches
+// ErrInvalid without repeating its text.
+type parseError struct{ errs yamlwalk.Errors }
 
-func (e *problem) Error() string { return fileerr.Format(e.file, e.line, e.key, e.msg) }
+func (e *parseError) Error() string { return e.errs.Error() }
 
-func (e *problem) Unwrap() error { return ErrInvalid }
+func (e *parseError) Unwrap() []error { return []error{ErrInvalid, e.errs} }
 
-type parser struct {
-	file     string
-	problems []error
-}
+func contains(list []string, s string) bool { return slices.Contains(list, s) }
 
-func (p *parser) addf(n *yaml.Node, key, format string, args ...any) {
-	line := 0
-	if n != nil {
-		line = n.Line
-	}
-	p.problems = append(p.problems, &problem{file: p.file, line: line, key: key, msg: fmt.Sprintf(format, args...)})
-}
-
-var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
-
-// decode returns the root node of the single document in data, or nil for
-// an empty document.
-func (p *parser) decode(data []byte) (root *yaml.Node, err error) {
-	// yaml.v3 has panicked on hostile input before; a bad file must be an
-	// error, never a crash of the gateway.
-	defer func() {
-		if r := recover(); r != nil {
-			root = nil
-			err = &problem{file: p.file, msg: fmt.Sprintf("YAML parser failed: %v", r)}
-		}
-	}()
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var doc yaml.Node
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, nil
-		}
-		return nil, p.syntaxError(err)
-	}
-	var extra yaml.Node
-	switch err := dec.Decode(&extra); {
-	case errors.Is(err, io.EOF):
-	case err != nil:
-		return nil, p.syntaxError(err)
-	default:
-		return nil, &problem{file: p.file, line: extra.Line, msg: "only one YAML document is allowed"}
-	}
-	if len(doc.Content) == 0 {
-		return nil, nil
-	}
-	return doc.Content[0], nil
-}
-
-func (p *parser) syntaxError(err error) error {
-	msg := err.Error()
-	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
-		line, _ := strconv.Atoi(m[1])
-		return &problem{file: p.file, line: line, msg: "YAML syntax error: " + m[2]}
-	}
-	return &problem{file: p.file, msg: "YAML syntax error: " + strings.TrimPrefix(msg, "yaml: ")}
-}
-
-// resolve follows aliases so that anchors work like in the reference.
-func resolve(n *yaml.Node) *yaml.Node {
-	for i := 0; n != nil && n.Kind == yaml.AliasNode && i < 100; i++ {
-		n = n.Alias
-	}
-	return n
-}
-
-// describe names a node's type for "got X" messages.
-func describe(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "mapping"
-	case yaml.SequenceNode:
-		return "list"
-	case yaml.ScalarNode:
-		switch t := n.ShortTag(); t {
-		case "!!str":
-			return "string"
-		case "!!int":
-			return "integer"
-		case "!!bool":
-			return "boolean"
-		case "!!float":
-			return "number"
-		case "!!null":
-			return "null"
-		default:
-			return "value tagged " + t
-		}
-	}
-	return "unexpected YAML node"
-}
-
-func isNull(n *yaml.Node) bool {
-	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
-}
-
-func isString(n *yaml.Node) bool {
-	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!str"
-}
-
-// fields walks a mapping, reporting non-string, duplicate and unknown keys,
-// and calls fn for each known key with its resolved value.
-func (p *parser) fields(m *yaml.Node, key string, known []string, fn func(name string, v *yaml.Node)) {
-	seen := map[string]int{}
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		k, v := resolve(m.Content[i]), resolve(m.Content[i+1])
-		if k == nil || v == nil {
-			continue
-		}
-		if k.ShortTag() == "!!merge" {
-			p.addf(k, join(key, "<<"), "merge keys are not supported; write the keys out")
-			continue
-		}
-		if !isString(k) {
-			p.addf(k, key, "keys must be strings, got %s", describe(k))
-			continue
-		}
-		name := k.Value
-		if first, dup := seen[name]; dup {
-			p.addf(k, join(key, name), "duplicate key (first at line %d)", first)
-			continue
-		}
-		seen[name] = k.Line
-		if !contains(known, name) {
-			p.addf(k, join(key, name), "unknown key (expected one of: %s)", strings.Join(known, ", "))
-			continue
-		}
-		fn(name, v)
-	}
-}
-
-func join(parent, child string) string {
-	if parent == "" {
-		return child
-	}
-	return parent + "." + child
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-func (p *parser) top(root *yaml.Node, al *Allowlist) {
-	root = resolve(root)
-	if isNull(root) {
+func top(n yamlwalk.Node, al *Allowlist) {
+	if n.IsNull() {
 		return
 	}
-	if root.Kind != yaml.MappingNode {
-		p.addf(root, "", "top level must be a mapping with domains and url_prefixes, got %s", describe(root))
+	if n.YAML().Kind != yaml.MappingNode {
+		n.Errorf("top level must be a mapping with domains and url_prefixes, got %s", n.Describe())
 		return
 	}
-	p.fields(root, "", []string{"domains", "url_prefixes"}, func(name string, v *yaml.Node) {
+	n.Fields("a mapping", []string{"domains", "url_prefixes"}, func(name string, v yamlwalk.Node) {
+		if v.IsNull() {
+			return // none: less access, never more
+		}
 		switch name {
 		case "domains":
-			for i, item := range p.list(v, "domains", "host patterns", true) {
-				key := fmt.Sprintf("domains[%d]", i)
-				if s, ok := p.str(item, key); ok {
-					if host, ok := p.hostPattern(item, key, s); ok {
+			for _, item := range v.List("a list of host patterns") {
+				if s, ok := item.String("a string"); ok {
+					if host, ok := hostPattern(item, s); ok {
 						al.Domains = append(al.Domains, host)
 					}
 				}
 			}
 		case "url_prefixes":
-			for i, item := range p.list(v, "url_prefixes", "entries", true) {
-				if e, ok := p.urlPrefix(item, fmt.Sprintf("url_prefixes[%d]", i)); ok {
+			for _, item := range v.List("a list of entries") {
+				if e, ok := urlPrefix(item); ok {
 					al.URLPrefixes = append(al.URLPrefixes, e)
 				}
 			}
@@ -290,92 +144,56 @@ func (p *parser) top(root *yaml.Node, al *Allowlist) {
 	})
 }
 
-// list returns the items of a sequence node. A null is an empty list where
-// nullOK, since there an empty list means less access, never more.
-func (p *parser) list(n *yaml.Node, key, what string, nullOK bool) []*yaml.Node {
-	if nullOK && isNull(n) {
-		return nil
-	}
-	if n.Kind != yaml.SequenceNode {
-		p.addf(n, key, "must be a list of %s, got %s", what, describe(n))
-		return nil
-	}
-	items := make([]*yaml.Node, 0, len(n.Content))
-	for _, item := range n.Content {
-		items = append(items, resolve(item))
-	}
-	return items
-}
-
-func (p *parser) str(n *yaml.Node, key string) (string, bool) {
-	if !isString(n) {
-		p.addf(n, key, "must be a string, got %s", describe(n))
-		return "", false
-	}
-	return n.Value, true
-}
-
-func (p *parser) urlPrefix(n *yaml.Node, key string) (URLPrefix, bool) {
+func urlPrefix(n yamlwalk.Node) (URLPrefix, bool) {
 	var e URLPrefix
-	if n.Kind != yaml.MappingNode {
-		p.addf(n, key, "must be a mapping with host, path, methods, graphql, got %s", describe(n))
-		return e, false
-	}
-	before := len(p.problems)
+	before := n.Walker().ErrorCount()
 	hasHost := false
-	p.fields(n, key, []string{"host", "path", "methods", "graphql"}, func(name string, v *yaml.Node) {
-		fkey := join(key, name)
+	ok := n.Fields("a mapping with host, path, methods, graphql", []string{"host", "path", "methods", "graphql"}, func(name string, v yamlwalk.Node) {
 		switch name {
 		case "host":
 			hasHost = true
-			if s, ok := p.str(v, fkey); ok {
-				e.Host, _ = p.hostPattern(v, fkey, s)
+			if s, ok := v.String("a string"); ok {
+				e.Host, _ = hostPattern(v, s)
 			}
 		case "path":
-			if s, ok := p.str(v, fkey); ok {
+			if s, ok := v.String("a string"); ok {
 				e.Path = s
-				p.checkPath(v, fkey, s)
+				checkPath(v, s)
 			}
 		case "methods":
-			if v.Kind != yaml.SequenceNode {
-				p.addf(v, fkey, "must be a list of HTTP methods, got %s", describe(v))
-				return
-			}
-			for i, item := range p.list(v, fkey, "HTTP methods", false) {
-				mkey := fmt.Sprintf("%s[%d]", fkey, i)
-				if s, ok := p.str(item, mkey); ok {
-					if m, ok := p.method(item, mkey, s); ok {
+			for _, item := range v.List("a list of HTTP methods") {
+				if s, ok := item.String("a string"); ok {
+					if m, ok := method(item, s); ok {
 						e.Methods = append(e.Methods, m)
 					}
 				}
 			}
 		case "graphql":
-			e.GraphQL = p.graphQL(v, fkey)
+			e.GraphQL = graphQL(v)
 		}
 	})
-	if !hasHost {
-		p.addf(n, key, "host is required")
+	if !ok {
+		return e, false
 	}
-	return e, len(p.problems) == before
+	if !hasHost {
+		n.Errorf("host is required")
+	}
+	return e, n.Walker().ErrorCount() == before
 }
 
-func (p *parser) graphQL(n *yaml.Node, key string) *GraphQL {
-	if n.Kind != yaml.MappingNode {
-		p.addf(n, key, "must be a mapping with queries, mutations, subscriptions, got %s", describe(n))
-		return nil
-	}
+func graphQL(n yamlwalk.Node) *GraphQL {
 	g := &GraphQL{}
-	p.fields(n, key, []string{"queries", "mutations", "subscriptions"}, func(name string, v *yaml.Node) {
-		fkey := join(key, name)
+	ok := n.Fields("a mapping with queries, mutations, subscriptions", []string{"queries", "mutations", "subscriptions"}, func(name string, v yamlwalk.Node) {
 		var out []string
-		for i, item := range p.list(v, fkey, "field name patterns", true) {
-			ikey := fmt.Sprintf("%s[%d]", fkey, i)
-			if s, ok := p.str(item, ikey); ok {
-				if s == "" {
-					p.addf(item, ikey, "must not be empty")
-					continue
+		if !v.IsNull() { // none: no operation of the type
+			for _, item := range v.List("a list of field name patterns") {
+				if s, ok := item.String("a string"); ok {
+					if s == "" {
+						item.Errorf("must not be empty")
+						continue
+					}
+					out = append(out, s)
 				}
-				out = append(out, s)
 			}
 		}
 		switch name {
@@ -387,12 +205,15 @@ func (p *parser) graphQL(n *yaml.Node, key string) *GraphQL {
 			g.Subscriptions = out
 		}
 	})
+	if !ok {
+		return nil
+	}
 	return g
 }
 
 // hostPattern validates and normalises a host pattern: lower-case, one
 // trailing dot removed, IPv6 literals in canonical form without brackets.
-func (p *parser) hostPattern(n *yaml.Node, key, s string) (string, bool) {
+func hostPattern(n yamlwalk.Node, s string) (string, bool) {
 	h := strings.TrimSuffix(strings.ToLower(s), ".")
 	if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
 		if ip, err := netip.ParseAddr(h[1 : len(h)-1]); err == nil && ip.Is6() && ip.Zone() == "" {
@@ -404,21 +225,21 @@ func (p *parser) hostPattern(n *yaml.Node, key, s string) (string, bool) {
 	}
 	switch {
 	case h == "":
-		p.addf(n, key, "host pattern must not be empty")
+		n.Errorf("host pattern must not be empty")
 	case strings.Contains(h, "://"):
-		p.addf(n, key, "must be a host name, not a URL: %q", s)
+		n.Errorf("must be a host name, not a URL: %q", s)
 	case strings.Contains(h, "/"):
-		p.addf(n, key, "must be a host name without a path (use url_prefixes with path): %q", s)
+		n.Errorf("must be a host name without a path (use url_prefixes with path): %q", s)
 	case strings.Count(h, ":") == 1:
-		p.addf(n, key, "must not include a port (the port is never part of matching): %q", s)
+		n.Errorf("must not include a port (the port is never part of matching): %q", s)
 	case strings.HasPrefix(h, "."):
-		p.addf(n, key, "a leading dot matches no host; write %q to match subdomains", "*"+h)
+		n.Errorf("a leading dot matches no host; write %q to match subdomains", "*"+h)
 	case strings.ContainsAny(h, "[]") && !hasWildcard(h):
-		p.addf(n, key, "brackets are a character class only in a pattern with '*' or '?'; without them %q is compared exactly and matches no host", s)
+		n.Errorf("brackets are a character class only in a pattern with '*' or '?'; without them %q is compared exactly and matches no host", s)
 	default:
 		for _, c := range h {
 			if !isHostPatternChar(c) {
-				p.addf(n, key, "invalid character %q in host pattern %q (internationalised names must be written in xn-- form)", c, s)
+				n.Errorf("invalid character %q in host pattern %q (internationalised names must be written in xn-- form)", c, s)
 				return "", false
 			}
 		}
@@ -431,13 +252,13 @@ func isHostPatternChar(c rune) bool {
 	return 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || strings.ContainsRune("-._*?[]!:", c)
 }
 
-func (p *parser) checkPath(n *yaml.Node, key, s string) {
+func checkPath(n yamlwalk.Node, s string) {
 	switch {
 	case s == "":
 	case strings.ContainsRune(s, 0):
-		p.addf(n, key, "must not contain a NUL character")
+		n.Errorf("must not contain a NUL character")
 	case !strings.ContainsRune("/*?[", rune(s[0])):
-		p.addf(n, key, "must start with '/' or a wildcard (request paths always start with '/'): %q", s)
+		n.Errorf("must start with '/' or a wildcard (request paths always start with '/'): %q", s)
 	}
 }
 
@@ -454,15 +275,15 @@ var knownMethods = []string{
 // refused because clients reach the proxy transparently (SPEC S4).
 var refusedMethods = []string{"CONNECT", "TRACE", "TRACK"}
 
-func (p *parser) method(n *yaml.Node, key, s string) (string, bool) {
+func method(n yamlwalk.Node, s string) (string, bool) {
 	m := strings.ToUpper(s)
 	switch {
 	case contains(knownMethods, m):
 		return m, true
 	case contains(refusedMethods, m):
-		p.addf(n, key, "%s is always refused by the proxy and cannot be allowed", m)
+		n.Errorf("%s is always refused by the proxy and cannot be allowed", m)
 	default:
-		p.addf(n, key, "unknown HTTP method %q (expected one of: %s)", s, strings.Join(knownMethods, ", "))
+		n.Errorf("unknown HTTP method %q (expected one of: %s)", s, strings.Join(knownMethods, ", "))
 	}
 	return "", false
 }

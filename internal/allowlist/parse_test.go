@@ -9,10 +9,14 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/airut/airut/internal/testkit/golden"
 )
 
 // TestParseInvalidFiles parses every testdata/invalid/*.yaml; each states
-// the error text it expects in "# want: <substring>" comment lines.
+// the error text it expects in "# want: <substring>" comment lines, and
+// the whole output is in the .err file beside it (-update rewrites them),
+// so a change to any message is seen in review.
 func TestParseInvalidFiles(t *testing.T) {
 	files, err := filepath.Glob(filepath.Join("testdata", "invalid", "*.yaml"))
 	if err != nil {
@@ -52,6 +56,7 @@ func TestParseInvalidFiles(t *testing.T) {
 					t.Errorf("error\n%s\ndoes not contain %q", err, w)
 				}
 			}
+			golden.Check(t, strings.TrimSuffix(file, ".yaml")+".err", []byte(err.Error()+"\n"))
 		})
 	}
 }

@@ -26,18 +26,19 @@ var allowed = map[string][]string{
 	// proxy2 moves the proxy's main into proxy.Serve; until then the
 	// command also reads the allowlist and the replacement map itself.
 	"cmd/airut-proxy":     {"internal/proxy", "internal/allowlist", "internal/secrets", "internal/atomicfile"},
-	"internal/allowlist":  {"internal/fileerr"},
-	"internal/fileerr":    {},
+	"internal/allowlist":  {"internal/yamlwalk"},
+	"internal/yamlwalk":   {},
 	"internal/atomicfile": {},
 	"internal/redact":     {},
-	"internal/config":     {"internal/fileerr", "internal/redact"},
-	"internal/repoconfig": {"internal/allowlist", "internal/fileerr"},
+	"internal/config":     {"internal/yamlwalk", "internal/redact"},
+	"internal/repoconfig": {"internal/allowlist", "internal/yamlwalk"},
 	// secrets matches scopes and header names with the allowlist's
 	// Python-fnmatch host rules: one matcher for both, by design.
 	"internal/secrets":       {"internal/allowlist", "internal/atomicfile"},
 	"internal/proxy":         {"internal/allowlist", "internal/secrets"},
 	"internal/sandbox":       {"internal/allowlist", "internal/secrets"},
 	"internal/agent":         {},
+	"internal/claudecli":     {"internal/atomicfile"},
 	"internal/conversation":  {"internal/atomicfile"},
 	"internal/gitmirror":     {},
 	"internal/channel":       {},
@@ -47,7 +48,7 @@ var allowed = map[string][]string{
 	"internal/channel/web":   {"internal/channel", "internal/markdown"},
 	// The gateway imports the channel contract only: channels are
 	// registered with it from cli.
-	"internal/gateway": {"internal/atomicfile", "internal/config", "internal/redact", "internal/repoconfig", "internal/allowlist",
+	"internal/gateway": {"internal/atomicfile", "internal/config", "internal/redact", "internal/repoconfig", "internal/allowlist", "internal/claudecli",
 		"internal/secrets", "internal/sandbox", "internal/agent", "internal/conversation", "internal/gitmirror",
 		"internal/channel"},
 	"internal/sandboxcli": {"internal/repoconfig", "internal/sandbox", "internal/secrets", "internal/allowlist"},

@@ -3,6 +3,7 @@ package cli
 import (
 	"github.com/airut/airut/internal/channel"
 	"github.com/airut/airut/internal/channel/email"
+	"github.com/airut/airut/internal/channel/slack"
 	"github.com/airut/airut/internal/gateway"
 )
 
@@ -46,14 +47,14 @@ func emailChannel(env gateway.ChannelEnv) (channel.Channel, error) {
 		IMAP: email.IMAPConfig{
 			Server: e.IMAP.Server, Port: e.IMAP.Port,
 			Username: e.Account.Username, Password: pw,
-			TLS: imapTLS, UseIdle: e.IMAP.UseIdle,
+			TLS: imapTLS, CAFile: e.IMAP.CAFile, UseIdle: e.IMAP.UseIdle,
 			PollInterval:          e.IMAP.PollIntervalDuration(),
 			IdleReconnectInterval: e.IMAP.IdleReconnectDuration(),
 		},
 		SMTP: email.SMTPConfig{
 			Server: e.SMTP.Server, Port: e.SMTP.Port,
 			Username: e.Account.Username, Password: pw,
-			RequireAuth: e.SMTP.RequireAuth, TLS: smtpTLS,
+			RequireAuth: e.SMTP.RequireAuth, TLS: smtpTLS, CAFile: e.SMTP.CAFile,
 		},
 		OAuth2:                    oauth,
 		From:                      e.Account.From,
@@ -68,11 +69,24 @@ func emailChannel(env gateway.ChannelEnv) (channel.Channel, error) {
 	return ch, nil
 }
 
-// slackChannel is a placeholder until the Slack channel exists: a repo
-// with only a Slack section fails to start with this reason.
+// slackChannel maps repos.<id>.slack onto the Slack channel; its thread
+// map and inbox live in the channel's state directory.
 func slackChannel(env gateway.ChannelEnv) (channel.Channel, error) {
-	if env.Repo.Slack != nil {
-		env.Logger.Warn("slack channel is not available in this build; ignoring it")
+	sc := env.Repo.Slack
+	if sc == nil {
+		return nil, nil
 	}
-	return nil, nil
+	rules := make([]slack.Rule, len(sc.Authorized))
+	for i, r := range sc.Authorized {
+		rules[i] = slack.Rule{WorkspaceMembers: r.WorkspaceMembers, UserGroup: r.UserGroup, UserID: r.UserID}
+	}
+	ch, err := slack.New(slack.Config{
+		BotToken: sc.BotToken.Reveal(), AppToken: sc.AppToken.Reveal(), APIURL: sc.APIURL,
+		Authorized: rules, AllowedChannels: sc.AllowedChannels,
+		StateDir: env.StateDir, Exists: env.Exists,
+	}, env.Logger)
+	if err != nil {
+		return nil, err
+	}
+	return ch, nil
 }

@@ -59,3 +59,37 @@ repos:
 		})
 	}
 }
+
+// The Slack factory maps repos.<id>.slack onto the Slack channel, its
+// state (thread map, inbox) in the channel's state directory.
+func TestSlackChannelConfigMapping(t *testing.T) {
+	yaml := []byte(`config_version: 5
+repos:
+  app:
+    repo_url: https://example.org/app.git
+    slack:
+      bot_token: xoxb-1111-2222-abcdef
+      app_token: xapp-1-A111-2222-abcdef
+      authorized:
+        - user_group: engineers
+        - user_id: U123
+      allowed_channels: [C1]
+`)
+	cfg, err := config.Parse("airut.yaml", yaml, config.MapEnv(nil), redact.NewRegistry())
+	if err != nil || cfg.Err() != nil {
+		t.Fatalf("config: %v %v", err, cfg.Err())
+	}
+	env := gateway.ChannelEnv{RepoID: "app", Repo: cfg.Repos["app"], Config: cfg, StateDir: t.TempDir(),
+		Exists: func(string) bool { return false }, Logger: slog.New(slog.DiscardHandler)}
+	ch, err := ChannelFactories()["slack"](env)
+	if err != nil || ch == nil || ch.Name() != "slack" {
+		t.Fatalf("got %v, %v; want the Slack channel", ch, err)
+	}
+	if ch, err := ChannelFactories()["email"](env); ch != nil || err != nil {
+		t.Errorf("email factory for a Slack-only repo: %v, %v; want none", ch, err)
+	}
+	env.Repo = &config.Repo{RepoURL: "x"}
+	if ch, err := ChannelFactories()["slack"](env); ch != nil || err != nil {
+		t.Errorf("repo without slack: got %v, %v; want no channel", ch, err)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -20,7 +21,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/airut/airut/internal/channel/email"
 	"github.com/airut/airut/internal/config"
+	"github.com/airut/airut/internal/gateway"
 	"github.com/airut/airut/internal/redact"
 	"github.com/airut/airut/internal/sandbox"
 )
@@ -87,6 +90,7 @@ func runChecks(ctx context.Context, engine, configPath string) []finding {
 	}
 	if cfg != nil {
 		out = append(out, mailChecks(ctx, cfg)...)
+		out = append(out, claudeChecks(ctx, cfg)...)
 	}
 	if engine == "" {
 		engine = "podman"
@@ -241,8 +245,14 @@ func isStatic(path string) bool {
 	return true
 }
 
-// mailChecks dials every repo's IMAP and SMTP server. An unreachable server
-// does not stop the sandbox, so it is a warning; the gateway keeps retrying.
+// mailProbeTimeout bounds one repo's mail check: both logins, TLS
+// included, on a server that accepts the connection and then stalls.
+const mailProbeTimeout = 20 * time.Second
+
+// mailChecks logs in to every repo's IMAP server and authenticates to its
+// SMTP server with the channel's own Probe, so a wrong password or an
+// untrusted certificate fails here and not at the first message. Each
+// failure is fatal for that repo's mail and says what to change.
 func mailChecks(ctx context.Context, cfg *config.Config) []finding {
 	var out []finding
 	ids := make([]string, 0, len(cfg.Repos))
@@ -251,28 +261,73 @@ func mailChecks(ctx context.Context, cfg *config.Config) []finding {
 	}
 	sort.Strings(ids)
 	for _, id := range ids {
-		e := cfg.Repos[id].Email
-		if e == nil {
+		rc := cfg.Repos[id]
+		if rc.Email == nil {
 			continue
 		}
-		for _, srv := range []struct {
-			kind, host string
-			port       int
+		e := rc.Email
+		ch, err := emailChannel(gateway.ChannelEnv{RepoID: id, Repo: rc, Config: cfg,
+			Exists: func(string) bool { return false }, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			out = append(out, finding{fatal: true, what: fmt.Sprintf("repo %s: email channel: %v", id, err), hint: "airut config validate"})
+			continue
+		}
+		mc, ok := ch.(*email.Channel)
+		if !ok {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, mailProbeTimeout)
+		for _, side := range []struct {
+			kind, key, addr string
+			probe           func(context.Context) error
 		}{
-			{"IMAP", e.IMAP.Server, e.IMAP.Port}, {"SMTP", e.SMTP.Server, e.SMTP.Port},
+			{"IMAP", "imap", net.JoinHostPort(e.IMAP.Server, strconv.Itoa(e.IMAP.Port)), mc.ProbeIMAP},
+			{"SMTP", "smtp", net.JoinHostPort(e.SMTP.Server, strconv.Itoa(e.SMTP.Port)), mc.ProbeSMTP},
 		} {
-			addr := net.JoinHostPort(srv.host, strconv.Itoa(srv.port))
-			what := fmt.Sprintf("repo %s: %s server %s", id, srv.kind, addr)
-			d := net.Dialer{Timeout: 5 * time.Second}
-			c, err := d.DialContext(ctx, "tcp", addr)
-			if err != nil {
-				out = append(out, finding{what: what + ": unreachable (" + err.Error() + ")",
-					hint: "check the server name and port in airut.yaml, DNS, and outbound firewall rules"})
+			what := fmt.Sprintf("repo %s: %s server %s", id, side.kind, side.addr)
+			err := side.probe(pctx)
+			if err == nil {
+				done := "login works"
+				if side.key == "smtp" {
+					done = "connection works"
+					if e.SMTP.RequireAuth {
+						done = "authentication works"
+					}
+				}
+				out = append(out, finding{ok: true, what: what + ": " + done})
 				continue
 			}
-			c.Close()
-			out = append(out, finding{ok: true, what: what + ": reachable"})
+			out = append(out, mailFinding(what, "repos."+id+".email", side.key, err))
 		}
+		cancel()
 	}
 	return out
+}
+
+// mailFinding turns one side's probe failure into a finding with the fix
+// for its kind of problem.
+func mailFinding(what, prefix, side string, err error) finding {
+	f := finding{fatal: true, what: what + ": " + err.Error()}
+	var pe *email.ProbeError
+	problem := email.ProblemOther
+	if errors.As(err, &pe) {
+		problem = pe.Problem
+		f.what = what + ": " + pe.Err.Error()
+	}
+	switch problem {
+	case email.ProblemUnreachable:
+		f.what = what + ": unreachable (" + strings.TrimPrefix(f.what, what+": ") + ")"
+		f.hint = fmt.Sprintf("check %s.%s.server and .port, DNS, and outbound firewall rules", prefix, side)
+	case email.ProblemCertificate:
+		f.what = what + ": certificate not trusted (" + strings.TrimPrefix(f.what, what+": ") + ")"
+		f.hint = fmt.Sprintf("if the server's certificate comes from a private CA, set %s.%s.ca_file to that CA's PEM file; "+
+			"%s.%s.server must be a name the certificate carries", prefix, side, prefix, side)
+	case email.ProblemLogin:
+		f.what = what + ": login refused (" + strings.TrimPrefix(f.what, what+": ") + ")"
+		f.hint = fmt.Sprintf("check %s.account.username and %s.account.password (or the !env variable it names, and .env); "+
+			"for Microsoft 365, %s.microsoft_oauth2", prefix, prefix, prefix)
+	default:
+		f.hint = fmt.Sprintf("check the %s settings under %s (tls, port, starttls, require_auth) against what the server offers", strings.ToUpper(side), prefix)
+	}
+	return f
 }

@@ -1,6 +1,7 @@
 package cli_test
 
 import (
+	"crypto/tls"
 	"debug/elf"
 	"fmt"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/airut/airut/internal/testkit"
+	"github.com/airut/airut/internal/testkit/mailtest"
 )
 
 // trialImage is the repository of the images `airut check` imports for its
@@ -342,36 +344,81 @@ func fmtFixes(fixes map[string]string) string {
 	return b.String()
 }
 
+// TestCheckMailServers: `airut check` logs in to IMAP and authenticates
+// to SMTP with the channel's own probe, over TLS with the configured CA,
+// and names the fix for each kind of failure. The old check only opened
+// TCP, so a wrong password and an untrusted certificate both passed.
 func TestCheckMailServers(t *testing.T) {
-	isolate(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	ca := testkit.NewTestCA(t)
+	srvTLS := &tls.Config{Certificates: []tls.Certificate{ca.Leaf(t, "localhost")}}
+	caFile := filepath.Join(t.TempDir(), "mail-ca.pem")
+	writeFile(t, caFile, string(ca.CertPEM), 0o644)
+	imapSrv := mailtest.NewIMAPServer(t, mailtest.IMAPOptions{TLS: srvTLS})
+	smtpSrv := mailtest.NewSMTPServer(t, mailtest.SMTPOptions{TLS: srvTLS, Username: imapSrv.Username, Password: imapSrv.Password})
 	closed, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	closedPort := closed.Addr().(*net.TCPAddr).Port
 	closed.Close()
-	openPort := l.Addr().(*net.TCPAddr).Port
-	yaml := fmt.Sprintf(`config_version: 5
+
+	tests := []struct {
+		name               string
+		password, caLine   string
+		imapPort, smtpPort int
+		want               []wantFinding
+	}{
+		{name: "login and auth work", password: imapSrv.Password, caLine: "ca_file: " + caFile,
+			want: []wantFinding{
+				{re: `\[ok  \] repo mail: IMAP server localhost:\d+: login works`},
+				{re: `\[ok  \] repo mail: SMTP server localhost:\d+: authentication works`},
+			}},
+		{name: "wrong password", password: "wrong-pass-99", caLine: "ca_file: " + caFile,
+			want: []wantFinding{
+				{re: `\[FAIL\] repo mail: IMAP server localhost:\d+: login refused \(imap login as airut@example.com: .*\)`,
+					fix: "check repos.mail.email.account.username and repos.mail.email.account.password"},
+				{re: `\[FAIL\] repo mail: SMTP server localhost:\d+: login refused \(smtp auth as airut@example.com: .*\)`,
+					fix: "repos.mail.email.account.password"},
+			}},
+		{name: "untrusted certificate", password: imapSrv.Password,
+			want: []wantFinding{
+				{re: `\[FAIL\] repo mail: IMAP server localhost:\d+: certificate not trusted \(.*x509: certificate signed by unknown authority\)`,
+					fix: "set repos.mail.email.imap.ca_file to that CA's PEM file"},
+				{re: `\[FAIL\] repo mail: SMTP server localhost:\d+: certificate not trusted \(.*unknown authority\)`,
+					fix: "set repos.mail.email.smtp.ca_file"},
+			}},
+		{name: "unreachable", password: imapSrv.Password, caLine: "ca_file: " + caFile, imapPort: closedPort, smtpPort: closedPort,
+			want: []wantFinding{
+				{re: `\[FAIL\] repo mail: IMAP server localhost:\d+: unreachable \(.*connection refused\)`,
+					fix: "check repos.mail.email.imap.server and .port"},
+				{re: `\[FAIL\] repo mail: SMTP server localhost:\d+: unreachable \(.*connection refused\)`,
+					fix: "check repos.mail.email.smtp.server and .port"},
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			isolate(t)
+			if tt.imapPort == 0 {
+				tt.imapPort, tt.smtpPort = imapSrv.Port, smtpSrv.Port
+			}
+			t.Setenv("TEST_MAIL_PW", tt.password)
+			yaml := fmt.Sprintf(`config_version: 5
 repos:
   mail:
     repo_url: https://example.org/m.git
     email:
-      account: {username: u, from: u@example.org, password: pw-1234}
-      imap: {server: 127.0.0.1, port: %d}
-      smtp: {server: 127.0.0.1, port: %d}
+      account: {username: airut@example.com, from: airut@example.com, password: !env TEST_MAIL_PW}
+      imap: {server: localhost, port: %d, %s}
+      smtp: {server: localhost, port: %d, require_auth: true, starttls: true, %s}
       auth: {authorized_senders: [boss@example.org], trusted_authserv_id: mx.example.org}
-`, openPort, closedPort)
-	path := filepath.Join(t.TempDir(), "airut.yaml")
-	writeFile(t, path, yaml, 0o600)
-	r := airut(t, "check", "--config", path, "--container-command", "/nonexistent/bin/podman")
-	wantIMAP := fmt.Sprintf("[ok  ] repo mail: IMAP server 127.0.0.1:%d: reachable", openPort)
-	wantSMTP := fmt.Sprintf("[WARN] repo mail: SMTP server 127.0.0.1:%d: unreachable", closedPort)
-	if !strings.Contains(r.stdout, wantIMAP) || !strings.Contains(r.stdout, wantSMTP) {
-		t.Errorf("check output:\n%s\nwant lines %q and %q", r.stdout, wantIMAP, wantSMTP)
+`, tt.imapPort, tt.caLine, tt.smtpPort, strings.ReplaceAll(tt.caLine, "imap", "smtp"))
+			path := filepath.Join(t.TempDir(), "airut.yaml")
+			writeFile(t, path, yaml, 0o600)
+			r := airut(t, "check", "--config", path, "--container-command", "/nonexistent/bin/podman")
+			checkFindings(t, r.stdout, tt.want)
+			if strings.Contains(r.stdout, "wrong-pass-99") {
+				t.Errorf("check output shows the password:\n%s", r.stdout)
+			}
+		})
 	}
 }

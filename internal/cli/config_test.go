@@ -176,14 +176,14 @@ func TestStarterConfigValidates(t *testing.T) {
 			name:     "required variable unset",
 			env:      map[string]string{"ANTHROPIC_API_KEY": "sk-ant-x", "GH_TOKEN": "ghp_x"},
 			wantCode: 1,
-			wantStderr: "airut.yaml:97: repos.my-project.email.account.password: required " +
+			wantStderr: "airut.yaml:102: repos.my-project.email.account.password: required " +
 				"(environment variable AIRUT_EMAIL_PASSWORD is not set)",
 		},
 		{
 			name:     "required variable empty",
 			env:      map[string]string{"AIRUT_EMAIL_PASSWORD": ""},
 			wantCode: 1,
-			wantStderr: "airut.yaml:97: repos.my-project.email.account.password: required " +
+			wantStderr: "airut.yaml:102: repos.my-project.email.account.password: required " +
 				"(environment variable AIRUT_EMAIL_PASSWORD is empty)",
 		},
 	}

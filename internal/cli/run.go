@@ -63,6 +63,11 @@ func newRunCmd(configPath *string, stderr io.Writer) *cobra.Command {
 				return err
 			}
 			logger.Info("airut gateway starting", "version", Version, "config", path, "state", state, "repos", len(cfg.Repos))
+			if len(cfg.Repos) == 0 {
+				// Otherwise a first `make run` sits idle after one log line
+				// and nothing says why.
+				fmt.Fprint(stderr, noReposMessage(path, len(cfg.RepoErrors)))
+			}
 			return g.Run(cmd.Context())
 		},
 	}
@@ -73,4 +78,16 @@ func newRunCmd(configPath *string, stderr io.Writer) *cobra.Command {
 	cmd.Flags().StringVar(&prefix, "prefix", gateway.DefaultPrefix, "name prefix of containers, networks and images")
 	_ = cmd.Flags().MarkHidden("prefix")
 	return cmd
+}
+
+// noReposMessage is what the console says when no repository can run.
+func noReposMessage(path string, failed int) string {
+	why := "No repository is configured"
+	if failed > 0 {
+		why = fmt.Sprintf("No repository can run (%d failed validation: `airut config validate --config %s` says why)", failed, path)
+	}
+	return why + ", so this gateway has nothing to do and will stay idle.\n" +
+		"To give it work: add a repository under `repos:` in " + path + "\n" +
+		"(repo_url and an email: or slack: channel; `airut config init` writes a commented example),\n" +
+		"check it with `airut check --config " + path + "`, and start `airut run` again.\n"
 }

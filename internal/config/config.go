@@ -71,9 +71,12 @@ type Execution struct {
 	// Default true.
 	ImagePrune bool `yaml:"image_prune"`
 	// ClaudeBinary is the host path of the Claude Code executable mounted
-	// into containers, for repos that do not set their own. Default ""
-	// (`claude` found on PATH).
+	// into containers, for repos that set neither claude_binary nor
+	// claude_version. Default "" (`claude` found on PATH).
 	ClaudeBinary string `yaml:"claude_binary"`
+	// ClaudeRegistry is the npm registry claude_version installs from (a
+	// mirror). Default "" (https://registry.npmjs.org).
+	ClaudeRegistry string `yaml:"claude_registry"`
 }
 
 // ShutdownTimeoutDuration returns ShutdownTimeout as a time.Duration.
@@ -103,9 +106,11 @@ type Network struct {
 	// UpstreamCA is a PEM file of extra CA certificates the proxy trusts
 	// upstream, beside the system roots (private CAs). Default "" (none).
 	UpstreamCA string `yaml:"upstream_ca"`
-	// Resolve pins host names to IP addresses for the proxy (split-horizon
-	// deployments, internal services). A pinned address is the operator's
-	// choice and is exempt from the private-range guard. Default none.
+	// Resolve pins host names to addresses for the proxy (split-horizon
+	// deployments, internal services): an IP ("10.0.0.5") or IP:PORT
+	// ("10.0.0.5:8443", the port replacing the request's). A pinned address
+	// is the operator's choice and is exempt from the private-range guard.
+	// Default none.
 	Resolve map[string]string `yaml:"resolve"`
 }
 
@@ -118,12 +123,14 @@ type Repo struct {
 	// Effort is passed as --effort (low, medium, high, max). Default ""
 	// (the flag is left out and Claude Code uses its own default).
 	Effort string `yaml:"effort"`
-	// ClaudeVersion is the Claude Code version: semver, "latest" or
-	// "stable". Default "latest".
+	// ClaudeVersion is the Claude Code version the gateway installs from
+	// the npm registry: a version (2.1.3), "latest" or "stable". Default ""
+	// (claude_binary, else execution.claude_binary, else `claude` on PATH).
+	// Exclusive with claude_binary.
 	ClaudeVersion string `yaml:"claude_version"`
 	// ClaudeBinary is the host path of the Claude Code executable mounted
-	// read-only into the container. Default execution.claude_binary, else
-	// "" (`claude` found on PATH).
+	// read-only into the container. Default execution.claude_binary when
+	// claude_version is unset, else "" (`claude` found on PATH).
 	ClaudeBinary string `yaml:"claude_binary"`
 	// ContainerPath is the directory in the repo holding the Dockerfile and
 	// its build context; relative, without "..". Default ".airut/container".
@@ -225,6 +232,10 @@ type IMAP struct {
 	// PollInterval is the seconds between polls when IDLE is off, at least
 	// 0.1. Default 60.
 	PollInterval float64 `yaml:"poll_interval"`
+	// CAFile is a PEM file of CA certificates trusted for this connection
+	// only, for a server with a private CA; an absolute path, checked at
+	// load. Default "" (the system roots).
+	CAFile string `yaml:"ca_file" json:",omitempty"`
 	// UseIdle waits for new mail with IMAP IDLE instead of polling.
 	// Default true.
 	UseIdle bool `yaml:"use_idle"`
@@ -252,6 +263,8 @@ type SMTP struct {
 	// StartTLS requires STARTTLS. Default true. false is for a local relay
 	// that does not offer it: STARTTLS is still used whenever offered.
 	StartTLS bool `yaml:"starttls"`
+	// CAFile is as IMAP.CAFile, for the SMTP connection. Default "".
+	CAFile string `yaml:"ca_file" json:",omitempty"`
 }
 
 // EmailAuth is email.auth.
@@ -293,6 +306,9 @@ type Slack struct {
 	// AllowedChannels are the channel ids where @-mentions are answered.
 	// Default none (every channel the app is in). DMs are not affected.
 	AllowedChannels []string `yaml:"allowed_channels"`
+	// APIURL is the Web API base, for Slack-compatible servers and egress
+	// proxies. Default "" (https://slack.com/api/).
+	APIURL string `yaml:"api_url"`
 }
 
 // SlackRule is one entry of slack.authorized; exactly one field is set, as
@@ -421,28 +437,32 @@ type Deliver struct {
 // Recipients is a list of addresses that may be written as a single string.
 type Recipients []string
 
-func (c *Config) setDefaults() {
+// SetDefaults sets the defaults documented on each field.
+func (c *Config) SetDefaults() {
 	c.Version = CurrentVersion
 	c.Execution = Execution{MaxConcurrent: 3, ShutdownTimeout: 60, ConversationMaxAgeDays: 7, ImagePrune: true}
 	c.Dashboard = Dashboard{Enabled: true, Host: "127.0.0.1", Port: 5200}
 	c.ContainerCommand = "podman"
 }
 
-func (r *Repo) setDefaults() {
+// SetDefaults sets the defaults documented on each field.
+func (r *Repo) SetDefaults() {
 	r.Model = "opus"
-	r.ClaudeVersion = "latest"
 	r.ContainerPath = ".airut/container"
 	r.Network.SandboxEnabled = true
 }
 
-func (e *Email) setDefaults() {
+// SetDefaults sets the defaults documented on each field.
+func (e *Email) SetDefaults() {
 	e.IMAP = IMAP{Port: 993, TLS: true, ConnectRetries: 3, PollInterval: 60, UseIdle: true, IdleReconnectInterval: 1740}
 	e.SMTP = SMTP{Port: 587, RequireAuth: true, StartTLS: true}
 }
 
-func (g *GitHubAppCredential) setDefaults() { g.BaseURL = DefaultGitHubAPI }
+// SetDefaults sets the defaults documented on each field.
+func (g *GitHubAppCredential) SetDefaults() { g.BaseURL = DefaultGitHubAPI }
 
-func (s *Schedule) setDefaults() {
+// SetDefaults sets the defaults documented on each field.
+func (s *Schedule) SetDefaults() {
 	s.Enable = true
 	s.OutputLimit = 102400
 	s.Deliver.Channel = "email"
@@ -473,5 +493,5 @@ func (c *Config) Err() error {
 	if len(all) == 0 {
 		return nil
 	}
-	return all.sorted()
+	return all.Sorted()
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -16,9 +15,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/airut/airut/internal/redact"
+	"github.com/airut/airut/internal/testkit/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 // testEnv is the environment every testdata file is loaded with.
 var testEnv = map[string]string{
@@ -51,24 +49,6 @@ func loadTestdata(t *testing.T, path string, reg *redact.Registry) (*Config, err
 	return Load(path, MapEnv(testEnv), reg)
 }
 
-// checkGolden compares got with the file at path, or rewrites it with -update.
-func checkGolden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read golden (run with -update to create): %v", err)
-	}
-	if diff := cmp.Diff(string(want), string(got)); diff != "" {
-		t.Errorf("%s mismatch (-want +got):\n%s", path, diff)
-	}
-}
-
 // TestValidConfigs loads testdata/valid/*.yaml and compares the result, as
 // JSON (secrets masked), with the .json file beside it.
 func TestValidConfigs(t *testing.T) {
@@ -89,7 +69,7 @@ func TestValidConfigs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			checkGolden(t, strings.TrimSuffix(file, ".yaml")+".json", append(got, '\n'))
+			golden.Check(t, strings.TrimSuffix(file, ".yaml")+".json", append(got, '\n'))
 		})
 	}
 }
@@ -124,7 +104,7 @@ func TestInvalidConfigs(t *testing.T) {
 					t.Errorf("errors contain the value of %s:\n%s", name, b.String())
 				}
 			}
-			checkGolden(t, strings.TrimSuffix(file, ".yaml")+".err", []byte(b.String()))
+			golden.Check(t, strings.TrimSuffix(file, ".yaml")+".err", []byte(b.String()))
 		})
 	}
 }
@@ -171,7 +151,7 @@ func TestFullConfigValues(t *testing.T) {
 		{"deliver.to scalar", app.Schedules["daily"].Deliver.To, Recipients{"alice@example.org"}},
 		{"deliver.to list", app.Schedules["nightly"].Deliver.To, Recipients{"a@example.org", "b@example.org"}},
 		{"schedule enable default", app.Schedules["daily"].Enable, true},
-		{"claude_binary from execution", app.ClaudeBinary, "/opt/claude/bin/claude"},
+		{"claude_version keeps execution.claude_binary out", app.ClaudeBinary, ""},
 		{"claude_binary own", cfg.Repos["docs"].ClaudeBinary, "/usr/local/bin/claude"},
 		{"limits via anchor", cfg.Repos["docs"].ResourceLimits, ResourceLimits{Timeout: 3600, Memory: "8g", CPUs: 1.5, PidsLimit: 512}},
 		{"docs model default", cfg.Repos["docs"].Model, "opus"},
@@ -346,13 +326,13 @@ repos:
 
 func TestStarterConfig(t *testing.T) {
 	starter := StarterConfig()
-	for _, want := range []string{"!env AIRUT_EMAIL_PASSWORD", "execution:", "dashboard:", "network:", "repos:", "masked_secrets:", "signing_credentials:", "github_app_credentials:", "schedules:", "slack:"} {
+	for _, want := range []string{"!env AIRUT_EMAIL_PASSWORD", "claude_version: latest", "CLAUDE_CODE_OAUTH_TOKEN", "path: /v1/messages*", "execution:", "dashboard:", "network:", "repos:", "masked_secrets:", "signing_credentials:", "github_app_credentials:", "schedules:", "slack:"} {
 		if !bytes.Contains(starter, []byte(want)) {
 			t.Errorf("starter config lacks %q", want)
 		}
 	}
 	t.Run("loads with its variables set", func(t *testing.T) {
-		dir := writeFiles(t, map[string]string{"airut.yaml": string(starter), ".env": "AIRUT_EMAIL_PASSWORD=starter-password\n"})
+		dir := writeFiles(t, map[string]string{"airut.yaml": string(starter), ".env": "AIRUT_EMAIL_PASSWORD=starter-password\nANTHROPIC_API_KEY=sk-ant-starter\n"})
 		reg := redact.NewRegistry()
 		cfg, err := Load(filepath.Join(dir, "airut.yaml"), nil, reg)
 		if err != nil {
@@ -366,6 +346,12 @@ func TestStarterConfig(t *testing.T) {
 		}
 		if reg.Redact("starter-password") != redact.Mask {
 			t.Error("starter password not registered")
+		}
+		// The Claude credential is offered masked, scoped to the API.
+		m, ok := cfg.Repos["my-project"].MaskedSecrets["ANTHROPIC_API_KEY"]
+		if cfg.Repos["my-project"].ClaudeVersion != "latest" || !ok || (!slices.Equal(m.Scopes, []string{"api.anthropic.com"}) || !slices.Equal(m.Headers, []string{"x-api-key"})) {
+			t.Errorf("claude_version %q, ANTHROPIC_API_KEY %+v; want latest and a masked key on api.anthropic.com x-api-key",
+				cfg.Repos["my-project"].ClaudeVersion, m)
 		}
 	})
 	t.Run("names the missing variable", func(t *testing.T) {
@@ -459,5 +445,80 @@ repos:
 	}
 	if !RepoChanged(old.Repos["a"], nil) {
 		t.Error("RepoChanged(repo, nil) = false; want true")
+	}
+}
+
+func TestSlackAPIURL(t *testing.T) {
+	tests := []struct{ name, line, want, wantErr string }{
+		{"default", "", "", ""},
+		{"set", "api_url: http://127.0.0.1:9/api/", "http://127.0.0.1:9/api/", ""},
+		{"not a url", "api_url: slack.example", "", "repos.app.slack.api_url: must be an http(s) URL"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := writeFiles(t, map[string]string{"airut.yaml": `
+repos:
+  app:
+    repo_url: https://example.org/a.git
+    slack:
+      bot_token: xoxb-token-a
+      app_token: xapp-token-a
+      authorized: [{workspace_members: true}]
+      ` + tc.line + "\n"})
+			cfg, err := Load(filepath.Join(dir, "airut.yaml"), MapEnv(nil), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.wantErr != "" {
+				if e := cfg.Err(); e == nil || !strings.Contains(e.Error(), tc.wantErr) {
+					t.Fatalf("errors %v; want %q", e, tc.wantErr)
+				}
+				return
+			}
+			if got := cfg.Repos["app"].Slack.APIURL; got != tc.want {
+				t.Errorf("api_url %q; want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestClaudeSource: a repo's Claude Code is its claude_binary, else its
+// claude_version, else execution.claude_binary (else PATH, at run time).
+func TestClaudeSource(t *testing.T) {
+	const repo = `
+    repo_url: https://example.org/a.git
+    email:
+      account: {username: USER, from: "u@example.org", password: pw-123456}
+      imap: {server: imap.example.org}
+      smtp: {server: smtp.example.org}
+      auth: {authorized_senders: ["ok@example.org"], trusted_authserv_id: mx}
+`
+	r := func(user string) string { return strings.ReplaceAll(repo, "USER", user) }
+	yaml := "execution:\n  claude_binary: /opt/global/claude\n  claude_registry: https://npm.example.org\nrepos:\n" +
+		"  own:\n    claude_binary: /opt/own/claude" + r("a") +
+		"  versioned:\n    claude_version: stable" + r("b") +
+		"  plain:" + r("c")
+	cfg, err := Parse("airut.yaml", []byte(yaml), MapEnv(nil), redact.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Err(); err != nil {
+		t.Fatal(err)
+	}
+	type src struct{ Binary, Version string }
+	got := map[string]src{}
+	for id, r := range cfg.Repos {
+		got[id] = src{r.ClaudeBinary, r.ClaudeVersion}
+	}
+	want := map[string]src{
+		"own":       {"/opt/own/claude", ""},
+		"versioned": {"", "stable"},
+		"plain":     {"/opt/global/claude", ""},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("claude sources (-want +got):\n%s", diff)
+	}
+	if cfg.Execution.ClaudeRegistry != "https://npm.example.org" {
+		t.Errorf("claude_registry = %q", cfg.Execution.ClaudeRegistry)
 	}
 }

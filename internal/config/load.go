@@ -7,14 +7,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"reflect"
 	"regexp"
-	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/airut/airut/internal/redact"
+	"github.com/airut/airut/internal/yamlwalk"
 )
 
 // Load reads the config file at path. The .env file beside it, if any, is
@@ -64,78 +63,69 @@ func MapEnv(m map[string]string) Environ {
 	}
 }
 
-var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
-
 // Parse is Load without the file system: name is the file name used in
 // error messages, env resolves !env.
 func Parse(name string, data []byte, env Environ, reg *redact.Registry) (*Config, error) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		if m := yamlLineRE.FindStringSubmatch(err.Error()); m != nil {
-			line, _ := strconv.Atoi(m[1])
-			return nil, Errors{{File: name, Line: line, Msg: m[2]}}
-		}
-		return nil, Errors{{File: name, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}}
+	root, err := yamlwalk.Parse(name, data)
+	if err != nil {
+		return nil, err
 	}
-	d := newDecoder(name, env)
+	if env == nil {
+		env = noEnv
+	}
+	w := yamlwalk.New(name, walkOptions(env))
 	cfg := &Config{}
-	cfg.setDefaults()
-
-	root := &doc
-	if root.Kind == yaml.DocumentNode && len(root.Content) > 0 {
-		root = root.Content[0]
+	cfg.SetDefaults()
+	doc := w.Root(root) // an empty file is a valid config with no repos
+	switch {
+	case doc.IsNull():
+	case doc.YAML().Kind != yaml.MappingNode:
+		doc.Errorf("the config must be a mapping, got %s", doc.Describe())
+	default:
+		doc.Decode(cfg)
 	}
-	if root.Kind == yaml.DocumentNode || root.Kind == 0 || isNull(root) || (root.Kind == yaml.ScalarNode && root.Tag == "" && root.Value == "") {
-		root = nil // an empty file is a valid config with no repos
-	}
-	if root != nil {
-		if root.Kind != yaml.MappingNode {
-			d.errorf(root.Line, "", "the config must be a mapping, not %s", kindName(root))
-		} else {
-			for i := 0; i+1 < len(root.Content); i += 2 {
-				if root.Content[i].Value == "vars" {
-					d.lines["vars"] = root.Content[i].Line
-					d.readVars(root.Content[i+1])
-				}
-			}
-			d.decodeStruct(root, reflect.ValueOf(cfg).Elem(), "")
-		}
-	}
-	d.validate(cfg)
-	reg.Add(d.secrets...)
+	(&validator{w: w}).validate(cfg)
+	reg.Add(w.Secrets()...)
 
 	// Messages quote bad values; one read from the environment may be a
 	// secret in the wrong place, so none of those is shown.
 	envValues := redact.NewRegistry()
-	envValues.Add(d.secrets...)
-	for _, s := range d.sources {
-		envValues.Add(s.value)
-	}
-	for _, e := range d.errs {
-		e.Msg = envValues.Redact(e.Msg)
+	envValues.Add(w.Secrets()...)
+	envValues.Add(w.EnvValues()...)
+	errs := w.Errors()
+	for _, e := range errs {
+		e.Message = envValues.Redact(e.Message)
 	}
 
 	var global Errors
 	repoErrs := map[string]Errors{}
-	for _, e := range d.errs {
-		if e.repo == "" {
-			global = append(global, e)
+	for _, e := range errs {
+		if id, ok := repoOf(e.Path); ok {
+			repoErrs[id] = append(repoErrs[id], e)
 		} else {
-			repoErrs[e.repo] = append(repoErrs[e.repo], e)
+			global = append(global, e)
 		}
 	}
 	if len(global) > 0 {
 		// Report the repos' problems too, so one pass fixes the file.
-		return nil, d.errs.sorted()
+		return nil, errs
 	}
 	for id, es := range repoErrs {
 		if cfg.RepoErrors == nil {
 			cfg.RepoErrors = map[string]error{}
 		}
-		cfg.RepoErrors[id] = es.sorted()
+		cfg.RepoErrors[id] = es
 		delete(cfg.Repos, id)
 	}
 	return cfg, nil
+}
+
+// repoOf returns the repo id an error under repos.<id> belongs to.
+func repoOf(p yamlwalk.Path) (string, bool) {
+	if len(p) < 2 || p[0].Index >= 0 || p[0].Key != "repos" || p[1].Index >= 0 {
+		return "", false
+	}
+	return p[1].Key, true
 }
 
 // ReadDotEnv reads a .env file: NAME=value lines, "#" comments, an optional

@@ -78,6 +78,9 @@ type Task struct {
 	// Reply is the reply text as sent (the gateway may shorten it), kept
 	// so a fresh session can be told where the conversation was.
 	Reply string `json:"reply,omitempty"`
+	// Stderr is the last lines the agent wrote to its standard error,
+	// redacted, for diagnosing a failed run after the fact.
+	Stderr []string `json:"stderr,omitempty"`
 }
 
 // Usage is a run's token usage.

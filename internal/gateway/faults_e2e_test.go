@@ -27,7 +27,7 @@ func (h *harness) mailsAbout(s string) int {
 	return n
 }
 
-func convOf(subject string) string {
+func convID(subject string) string {
 	i := strings.Index(subject, "[ID:")
 	if i < 0 {
 		return ""
@@ -46,7 +46,7 @@ func TestSMTPFaults(t *testing.T) {
 
 	h.send(outMail{Subject: "refused", MessageID: "<refused@example.com>", Body: blockScript("refused reply")})
 	ack := h.waitMail(1)
-	conv := convOf(ack.Subject)
+	conv := convID(ack.Subject)
 	h.waitStarted(conv)
 	h.smtp.FailNextWith(1, 554)
 	h.release(conv)
@@ -71,9 +71,9 @@ func TestSMTPFaults(t *testing.T) {
 	// A 4xx: retried, then sent.
 	h.send(outMail{Subject: "later", Body: blockScript("sent after 451s")})
 	ack2 := h.waitMail(3)
-	h.waitStarted(convOf(ack2.Subject))
+	h.waitStarted(convID(ack2.Subject))
 	h.smtp.FailNext(2)
-	h.release(convOf(ack2.Subject))
+	h.release(convID(ack2.Subject))
 	h.waitMail(4)
 	h.waitInboxEmpty()
 	if h.smtp.Rejected() != 3 {
@@ -121,7 +121,7 @@ func TestEngineKilledMidTask(t *testing.T) {
 	h := newHarness(t)
 	h.start(harnessOpts{})
 	h.send(outMail{Subject: "doomed", Body: blockScript("never")})
-	conv := convOf(h.waitMail(1).Subject)
+	conv := convID(h.waitMail(1).Subject)
 	h.waitStarted(conv)
 	out, err := exec.Command("pgrep", "-f", "run .*--name "+h.prefix+"-"+conv+"-").Output()
 	pids := strings.Fields(string(out))
@@ -211,7 +211,7 @@ func TestLargeOutboxFile(t *testing.T) {
 	if !strings.Contains(r.Text, "big.bin (50.0 MiB)") {
 		t.Errorf("reply: %q; want big.bin named as left in the outbox", r.Text)
 	}
-	conv := convOf(r.Subject)
+	conv := convID(r.Subject)
 	fi, err := os.Stat(filepath.Join(h.convDir(conv), "outbox", "big.bin"))
 	if err != nil || fi.Size() != 50<<20 {
 		t.Errorf("big.bin after the reply: %v; want it kept in the outbox", err)

@@ -355,6 +355,7 @@ func (f *fixture) config() *config.Config {
 
 func (f *fixture) repoConfig() *config.Repo {
 	return &config.Repo{RepoURL: f.origin, Model: "opus", ContainerPath: ".airut/container",
+		ClaudeBinary:   filepath.Join(f.bins, "fakeclaude"),
 		Network:        config.RepoNetwork{SandboxEnabled: !f.o.noSandboxNet},
 		ResourceLimits: config.ResourceLimits{Timeout: f.o.timeout}}
 }

@@ -68,7 +68,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -76,6 +75,7 @@ import (
 	"time"
 
 	"github.com/airut/airut/internal/channel"
+	"github.com/airut/airut/internal/claudecli"
 	"github.com/airut/airut/internal/config"
 	"github.com/airut/airut/internal/redact"
 	"github.com/airut/airut/internal/sandbox"
@@ -83,6 +83,10 @@ import (
 
 // DefaultPrefix names the gateway's containers, networks and images.
 const DefaultPrefix = "airut"
+
+// ClaudeBinariesDir holds, under the state directory, the Claude Code
+// versions installed for claude_version.
+const ClaudeBinariesDir = "claude-binaries"
 
 // gcInterval is how often old conversations and unused images are removed.
 const gcInterval = time.Hour
@@ -177,10 +181,12 @@ type timing struct {
 
 // Gateway runs every configured repository.
 type Gateway struct {
-	opts    Options
-	log     *slog.Logger
-	now     func() time.Time
-	bus     *Bus
+	opts Options
+	log  *slog.Logger
+	now  func() time.Time
+	bus  *Bus
+	// claude installs claude_version releases under <state>/claude-binaries.
+	claude  *claudecli.Installer
 	tracker *tracker
 	timing  timing
 
@@ -256,10 +262,12 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		cfg:        cfg,
 		backend:    backend,
 		ownBackend: own,
-		slots:      map[string]*repoSlot{},
-		invalid:    map[string]string{},
-		jobs:       map[string]*job{},
-		pool:       pool{max: max(cfg.Execution.MaxConcurrent, 1)},
+		claude: &claudecli.Installer{Dir: filepath.Join(opts.StateDir, ClaudeBinariesDir),
+			Registry: cfg.Execution.ClaudeRegistry, Now: opts.Clock, Logger: opts.Logger},
+		slots:   map[string]*repoSlot{},
+		invalid: map[string]string{},
+		jobs:    map[string]*job{},
+		pool:    pool{max: max(cfg.Execution.MaxConcurrent, 1)},
 		timing: timing{
 			replyMin: replyRetryFirst, replyMax: replyRetryCap,
 			doneMin: doneRetryFirst, doneMax: doneRetryCap,
@@ -453,30 +461,15 @@ func (g *Gateway) Cancel(taskID string) error {
 	return nil
 }
 
-// claudeBinary resolves the host path of the Claude Code executable.
-func claudeBinary(cfg *config.Config, rc *config.Repo) (string, error) {
-	p := rc.ClaudeBinary
-	if p == "" {
-		p = cfg.Execution.ClaudeBinary
-	}
-	if p == "" {
-		found, err := exec.LookPath("claude")
-		if err != nil {
-			return "", errors.New("claude binary: none configured (claude_binary) and `claude` is not on PATH")
-		}
-		p = found
-	}
-	abs, err := filepath.Abs(p)
-	if err != nil {
-		return "", fmt.Errorf("claude binary %s: %w", p, err)
-	}
-	// The mount follows symlinks on the host; resolving it here makes a
-	// dangling link a clear error rather than a container start failure.
-	real, err := filepath.EvalSymlinks(abs)
+// claudeBinary resolves the host path of a repo's Claude Code executable:
+// its claude_binary, else its claude_version (installed on first use),
+// else `claude` on PATH.
+func (g *Gateway) claudeBinary(ctx context.Context, rc *config.Repo) (string, error) {
+	loc, err := g.claude.Locate(ctx, rc.ClaudeBinary, rc.ClaudeVersion)
 	if err != nil {
 		return "", fmt.Errorf("claude binary: %w", err)
 	}
-	return real, nil
+	return loc.Path, nil
 }
 
 func (g *Gateway) proxyBinary() (string, error) {

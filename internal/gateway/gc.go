@@ -3,6 +3,9 @@ package gateway
 import (
 	"context"
 	"time"
+
+	"github.com/airut/airut/internal/claudecli"
+	"github.com/airut/airut/internal/config"
 )
 
 // gcLoop removes old conversations (and unused images) at start and then
@@ -44,23 +47,26 @@ func (g *Gateway) collectGarbage(ctx context.Context) {
 			}
 		}
 	}
-	if cfg.Execution.ImagePrune {
-		g.pruneImages(ctx)
-	}
+	g.collectIdle(ctx, cfg)
 }
 
-// pruneImages removes unused images, but only while no task is between
-// resolving its image and the end of its container: such an image looks
-// unused to the engine. The check is made now, not from a view taken
-// before the conversations were collected, and it holds for the whole
-// prune: a task that starts meanwhile waits for the prune to end, then
-// resolves (and if need be rebuilds) its image.
-func (g *Gateway) pruneImages(ctx context.Context) {
+// collectIdle removes unused images and Claude Code versions, but only
+// while no task is between resolving them and the end of its container:
+// an image (or a binary) resolved but not yet mounted looks unused. The
+// check is made now, not from a view taken before the conversations were
+// collected, and it holds for the whole collection: a task that starts
+// meanwhile waits for it to end, then resolves (and if need be rebuilds or
+// installs) what it needs.
+func (g *Gateway) collectIdle(ctx context.Context, cfg *config.Config) {
 	if !g.imageMu.TryLock() {
-		g.log.Debug("image prune skipped: a task is using its image")
+		g.log.Debug("image prune and Claude version GC skipped: a task is using its image")
 		return
 	}
 	defer g.imageMu.Unlock()
+	g.collectClaudeVersions(cfg)
+	if !cfg.Execution.ImagePrune {
+		return
+	}
 	removed, err := g.currentBackend().Images.Prune(ctx)
 	if err != nil {
 		g.log.Warn("image prune failed", logError, err)
@@ -115,4 +121,28 @@ func (h *repoHandler) collectJournal(maxAge time.Duration, now time.Time) int {
 		h.mu.Unlock()
 	}
 	return n
+}
+
+// collectClaudeVersions removes installed Claude Code versions that no
+// repo's claude_version names; a tag keeps what it last resolved to.
+func (g *Gateway) collectClaudeVersions(cfg *config.Config) {
+	var keep []string
+	for _, rc := range cfg.Repos {
+		switch v := rc.ClaudeVersion; {
+		case v == "":
+		case claudecli.IsTag(v):
+			if last := g.claude.LastResolved(v); last != "" {
+				keep = append(keep, last)
+			}
+		default:
+			keep = append(keep, v)
+		}
+	}
+	removed, err := g.claude.GC(keep)
+	if err != nil {
+		g.log.Warn("claude version gc failed", logError, err)
+	}
+	if len(removed) > 0 {
+		g.log.Info("removed unused Claude Code versions", "versions", removed)
+	}
 }

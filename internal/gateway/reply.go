@@ -62,6 +62,34 @@ func replyText(tr taskResult) string {
 		b.WriteString("The agent's session for this conversation could not be resumed, and the task " +
 			"could not finish. Reply to this message to try again in a fresh session.")
 		quoteTail(&b, tr)
+	case agent.OutcomeAuthFailed:
+		status := ""
+		if s := tr.res.APIErrorStatus; s != 0 {
+			status = fmt.Sprintf(" (HTTP %d)", s)
+		}
+		fmt.Fprintf(&b, "The Claude API refused the agent's credential%s, so the task could not run. ", status)
+		if tr.credential != "" {
+			fmt.Fprintf(&b, "The operator should check this repository's %s in airut.yaml: the key or "+
+				"token must be valid, not revoked or expired, and scoped to api.anthropic.com.", tr.credential)
+		} else {
+			b.WriteString("This repository has no ANTHROPIC_API_KEY or CLAUDE_CODE_OAUTH_TOKEN in its " +
+				"masked_secrets: the operator should add one, scoped to api.anthropic.com.")
+		}
+		b.WriteString("\n\nThe conversation is kept: reply to this message to continue once the credential is fixed.")
+		quoteTail(&b, tr)
+	case agent.OutcomeError:
+		if tr.unavailable {
+			status := ""
+			if s := tr.res.APIErrorStatus; s != 0 {
+				status = fmt.Sprintf(" (HTTP %d)", s)
+			}
+			fmt.Fprintf(&b, "The model service is unavailable or rate-limited%s, and the agent gave up "+
+				"after retrying. This is not a problem with your request: the conversation is kept, so "+
+				"reply to this message later to continue.", status)
+			quoteTail(&b, tr)
+			break
+		}
+		fallthrough
 	default:
 		fmt.Fprintf(&b, "The agent stopped with an error (exit code %d) before finishing.", tr.exitCode)
 		if r := strings.TrimSpace(tr.res.Reply); r != "" && r != agent.NoOutputReply {
@@ -77,9 +105,18 @@ func replyText(tr taskResult) string {
 }
 
 // quoteTail quotes the last lines of the agent's output: stderr when it
-// said something, else the raw stdout lines.
+// said something; else, for a run the CLI reported as failed, its own
+// words (the result's errors or text), which read better than the JSON
+// they came in; else the raw stdout lines.
 func quoteTail(b *strings.Builder, tr taskResult) {
 	lines := tr.stderr
+	if len(lines) == 0 && tr.res.IsError {
+		if len(tr.res.Errors) > 0 {
+			lines = tr.res.Errors
+		} else if r := strings.TrimSpace(tr.res.Reply); r != "" && r != agent.NoOutputReply {
+			lines = strings.Split(r, "\n")
+		}
+	}
 	if len(lines) == 0 {
 		lines = tr.res.Tail
 	}

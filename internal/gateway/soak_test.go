@@ -79,7 +79,7 @@ func BenchmarkSoak(b *testing.B) {
 		for _, s := range subjects {
 			a := acks[s]
 			h.send(outMail{Subject: "Re: " + s, InReplyTo: a.MessageID,
-				Body: fmt.Sprintf("@@reply %s follow-up %d", convOf(s), k)})
+				Body: fmt.Sprintf("@@reply %s follow-up %d", convID(s), k)})
 		}
 	}
 	total := threads * (1 + followUps)
@@ -125,7 +125,7 @@ func BenchmarkSoak(b *testing.B) {
 		s := parseMail(b, m.Data)
 		if !strings.Contains(s.Text, "working on") {
 			replies++
-			repliesPerConv[convOf(s.Subject)]++
+			repliesPerConv[convID(s.Subject)]++
 		}
 	}
 	if replies != ran {

@@ -17,7 +17,9 @@ import (
 
 	"github.com/airut/airut/internal/agent"
 	"github.com/airut/airut/internal/channel"
+	"github.com/airut/airut/internal/config"
 	"github.com/airut/airut/internal/conversation"
+	"github.com/airut/airut/internal/redact"
 	"github.com/airut/airut/internal/repoconfig"
 	"github.com/airut/airut/internal/sandbox"
 	"github.com/airut/airut/internal/secrets"
@@ -41,10 +43,16 @@ type taskResult struct {
 	// subscription: Claude Code ran on a subscription login, where the
 	// cost it reports is notional.
 	subscription bool
-	model        string
-	started      time.Time
-	finished     time.Time
-	dir          *conversation.Dir
+	// unavailable: the run failed on the model service (429, 5xx) after
+	// the CLI's own retries.
+	unavailable bool
+	// credential names the Claude credential the repo configures, for an
+	// auth_failed reply ("" when it has none).
+	credential string
+	model      string
+	started    time.Time
+	finished   time.Time
+	dir        *conversation.Dir
 }
 
 // infra builds the result of a failure around the agent.
@@ -113,13 +121,14 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 			return infra("network allowlist: %v", err)
 		}
 	}
-	claudeBin, err := claudeBinary(j.cfg, rc)
+	// From here to the end of the run, the image prune and the Claude
+	// version GC keep off what this task resolves (gc.go).
+	g.imageMu.RLock()
+	defer g.imageMu.RUnlock()
+	claudeBin, err := g.claudeBinary(ctx, rc)
 	if err != nil {
 		return infra("%v", err)
 	}
-	// From here to the end of the run, the image prune keeps off (gc.go).
-	g.imageMu.RLock()
-	defer g.imageMu.RUnlock()
 	image, err := j.backend.Images.Ensure(ctx, buildCtx)
 	if err != nil {
 		return infra("building the container image failed: %v", err)
@@ -203,6 +212,7 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 		tr.recovered = true
 	}
 	tr.model = model
+	tr.credential = claudeCredential(rc)
 	return tr
 }
 
@@ -221,6 +231,24 @@ func (j *job) publish(kind EventKind, fill func(*Event)) {
 	e := Event{Kind: kind, Repo: j.h.id, Conversation: j.conv, Task: j.id}
 	fill(&e)
 	j.h.g.bus.Publish(e)
+}
+
+// claudeCredentialNames are the variables Claude Code authenticates with.
+var claudeCredentialNames = []string{"ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN"}
+
+// claudeCredential names where the repo's Claude credential is configured,
+// as the operator finds it in airut.yaml: "masked_secrets.ANTHROPIC_API_KEY".
+func claudeCredential(rc *config.Repo) string {
+	var found []string
+	for _, name := range claudeCredentialNames {
+		if _, ok := rc.MaskedSecrets[name]; ok {
+			found = append(found, "masked_secrets."+name)
+		}
+		if _, ok := rc.Secrets[name]; ok {
+			found = append(found, "secrets."+name)
+		}
+	}
+	return strings.Join(found, " and ")
 }
 
 // ensureWorkspace clones the workspace on a conversation's first task.
@@ -320,6 +348,11 @@ func (j *job) runAgent(ctx context.Context, a agentRun, prog *progress, log *slo
 	g := j.h.g
 	rc := j.rc
 	reader := agent.NewReader(0)
+	if a.opts.SessionID != "" {
+		// CLIs without model_usage_since_last_result report only the
+		// session's running total: this task's cost is its growth.
+		reader.PrevTotalCostUSD = lastTotalCost(a.dir, a.opts.SessionID)
+	}
 	reader.OnTodo = func(todos []agent.Todo) {
 		g.tracker.update(j.id, func(ti *TaskInfo) { ti.Todos = append([]agent.Todo(nil), todos...) })
 		prog.todos(todos)
@@ -382,8 +415,11 @@ func (j *job) runAgent(ctx context.Context, a agentRun, prog *progress, log *slo
 	tail := append([]string(nil), stderr...)
 	errMu.Unlock()
 	res := reader.Result()
+	if len(tail) > 0 {
+		log.Debug("agent stderr", "exit_code", sres.ExitCode, "lines", strings.Join(tail, "\n"))
+	}
 	tr := taskResult{res: res, exitCode: sres.ExitCode, stderr: tail, reason: sres.Reason, timeout: limits.Timeout,
-		subscription: login.subscription()}
+		subscription: login.subscription(), unavailable: agent.Unavailable(reader, tail)}
 	switch sres.Outcome {
 	case sandbox.OutcomeInfrastructure:
 		tr.outcome = agent.OutcomeInfrastructure
@@ -466,6 +502,7 @@ func (j *job) record(items []*item, tr taskResult, reply string) {
 			Usage: conversation.Usage{InputTokens: u.InputTokens, OutputTokens: u.OutputTokens,
 				CacheCreationInputTokens: u.CacheCreationInputTokens, CacheReadInputTokens: u.CacheReadInputTokens},
 			Cost: tr.res.CostUSD, NumTurns: tr.res.NumTurns, Sender: items[0].msg.SenderAddress, Reply: reply,
+			Stderr: redactLines(g.opts.Registry, tr.stderr),
 		})
 		for _, it := range items[1:] {
 			r.Tasks = append(r.Tasks, conversation.Task{ID: it.taskID, Started: tr.started, Finished: now,
@@ -476,4 +513,27 @@ func (j *job) record(items []*item, tr taskResult, reply string) {
 	if err != nil && !errors.Is(err, context.Canceled) {
 		j.h.log.Warn("conversation record not updated", logConv, j.conv, logError, err)
 	}
+}
+
+// lastTotalCost is the running total the session reported at its last
+// result, read back from the conversation's events.jsonl (0 when none).
+func lastTotalCost(dir *conversation.Dir, session string) float64 {
+	f, err := os.Open(dir.EventsPath())
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	total, _ := agent.LastTotalCost(f, session)
+	return total
+}
+
+func redactLines(reg *redact.Registry, lines []string) []string {
+	if len(lines) == 0 {
+		return nil
+	}
+	out := make([]string, len(lines))
+	for i, l := range lines {
+		out[i] = reg.Redact(l)
+	}
+	return out
 }

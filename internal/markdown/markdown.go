@@ -1,5 +1,5 @@
 // Package markdown renders the agent's Markdown replies for each channel:
-// HTML (with a plain-text alternative) for email, and later Slack mrkdwn.
+// HTML (with a plain-text alternative) for email, and mrkdwn for Slack.
 //
 // The agent's output is untrusted: raw HTML in it is shown as text, never
 // passed through, so a reply cannot inject markup or scripts into a mail

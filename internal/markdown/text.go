@@ -63,25 +63,8 @@ func textBlock(n ast.Node, src []byte) string {
 		inner := strings.Join(textBlocks(n, src), "\n\n")
 		return prefixLines(inner, "> ", "> ")
 	case *ast.List:
-		var items []string
-		num := n.Start
-		for c := n.FirstChild(); c != nil; c = c.NextSibling() {
-			marker := "- "
-			if n.IsOrdered() {
-				marker = fmt.Sprintf("%d. ", num)
-				num++
-			}
-			sep := "\n"
-			if !n.IsTight {
-				sep = "\n\n"
-			}
-			body := strings.Join(textBlocks(c, src), sep)
-			items = append(items, prefixLines(body, marker, strings.Repeat(" ", len(marker))))
-		}
-		if n.IsTight {
-			return strings.Join(items, "\n")
-		}
-		return strings.Join(items, "\n\n")
+		return layoutList(n, "- ", func(m string) string { return strings.Repeat(" ", len(m)) },
+			func(c ast.Node) []string { return textBlocks(c, src) })
 	case *east.Table:
 		return tableText(n, src)
 	default:
@@ -90,6 +73,27 @@ func textBlock(n ast.Node, src []byte) string {
 		}
 		return strings.TrimSpace(inlineText(n, src))
 	}
+}
+
+// layoutList lays out a list's items behind their markers (bullet, or the
+// item's number for an ordered list); indent gives the prefix of an item's
+// further lines for its marker, and blocks renders an item's blocks.
+func layoutList(n *ast.List, bullet string, indent func(marker string) string, blocks func(ast.Node) []string) string {
+	var items []string
+	num := n.Start
+	sep := "\n"
+	if !n.IsTight {
+		sep = "\n\n"
+	}
+	for c := n.FirstChild(); c != nil; c = c.NextSibling() {
+		marker := bullet
+		if n.IsOrdered() {
+			marker = fmt.Sprintf("%d. ", num)
+			num++
+		}
+		items = append(items, prefixLines(strings.Join(blocks(c), sep), marker, indent(marker)))
+	}
+	return strings.Join(items, sep)
 }
 
 func prefixLines(s, first, rest string) string {
@@ -163,43 +167,5 @@ func writeInline(b *strings.Builder, n ast.Node, src []byte) {
 // tableText aligns the columns with spaces: a plain-text reader sees a grid,
 // not a run of pipes.
 func tableText(t *east.Table, src []byte) string {
-	var rows [][]string
-	for r := t.FirstChild(); r != nil; r = r.NextSibling() {
-		var cells []string
-		for c := r.FirstChild(); c != nil; c = c.NextSibling() {
-			cells = append(cells, strings.TrimSpace(strings.ReplaceAll(inlineText(c, src), "\n", " ")))
-		}
-		rows = append(rows, cells)
-	}
-	var widths []int
-	for _, row := range rows {
-		for i, c := range row {
-			if i >= len(widths) {
-				widths = append(widths, 0)
-			}
-			widths[i] = max(widths[i], utf8.RuneCountInString(c))
-		}
-	}
-	var b strings.Builder
-	for ri, row := range rows {
-		var line strings.Builder
-		for i, c := range row {
-			if i > 0 {
-				line.WriteString(" | ")
-			}
-			line.WriteString(c)
-			line.WriteString(strings.Repeat(" ", widths[i]-utf8.RuneCountInString(c)))
-		}
-		b.WriteString(strings.TrimRight(line.String(), " "))
-		b.WriteString("\n")
-		if ri == 0 {
-			var sep []string
-			for _, w := range widths {
-				sep = append(sep, strings.Repeat("-", max(w, 1)))
-			}
-			b.WriteString(strings.Join(sep, "-+-"))
-			b.WriteString("\n")
-		}
-	}
-	return strings.TrimRight(b.String(), "\n")
+	return alignTable(tableCells(t, src), utf8.RuneCountInString)
 }

@@ -215,7 +215,7 @@ network:
 		{"signing bad type", "signing_credentials:\n  AWS:\n    type: gcp\n    access_key_id: a\n    secret_access_key: b\n    scopes: [x]\n", []string{"sandbox.yaml:3: signing_credentials.AWS.type: must be aws-sigv4"}},
 		{"bad env name", "env:\n  1BAD: x\n", []string{"sandbox.yaml:2: env.1BAD: not a valid environment variable name"}},
 		{"unknown tag", "env:\n  A: !var X\n", []string{"sandbox.yaml:2: env.A: unknown tag !var"}},
-		{"yaml syntax", "env: [\n", []string{"sandbox.yaml:1: invalid YAML"}},
+		{"yaml syntax", "env: [\n", []string{"sandbox.yaml:1: YAML syntax error"}},
 		{"several errors", "bogus: 1\npass_env: x\n", []string{"sandbox.yaml:1: bogus: unknown key", "sandbox.yaml:2: pass_env: must be a list"}},
 	}
 	for _, tc := range bad {

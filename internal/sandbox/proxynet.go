@@ -73,7 +73,9 @@ func (p *ProxyNetwork) Setup(ctx context.Context, name string) (args []string, t
 		netName, proxyName, tmp string
 		stopFollow              func()
 	)
-	teardown = func(ctx context.Context) {
+	// undo is a local, not the named result: a failing return sets the
+	// result to nil before the deferred cleanup below runs.
+	undo := func(ctx context.Context) {
 		proxyGone := proxyName == ""
 		if netName != "" {
 			// Forcing the task network away removes the proxy on it too:
@@ -96,8 +98,7 @@ func (p *ProxyNetwork) Setup(ctx context.Context, name string) (args []string, t
 	}
 	defer func() {
 		if err != nil {
-			teardown(context.WithoutCancel(ctx))
-			teardown = nil
+			undo(context.WithoutCancel(ctx))
 			err = fmt.Errorf("network sandbox: %w: %w", err, ErrInfrastructure)
 		}
 	}()
@@ -193,7 +194,7 @@ func (p *ProxyNetwork) Setup(ctx context.Context, name string) (args []string, t
 		// path to the host that the proxy never sees.
 		"--sysctl", "net.ipv6.conf.all.disable_ipv6=1",
 		"--mount", "type=bind,source=" + caPath + ",destination=" + CAPath + ",ro"}
-	return args, teardown, nil
+	return args, undo, nil
 }
 
 // createInternal creates the task network on a random private /24, retrying

@@ -121,14 +121,24 @@ func EnsureBaseImage(ctx context.Context, engine string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	rootfs, err := rootfsTar(bins)
+	rootfs, err := rootfsTar(bins, nil)
 	if err != nil {
 		return "", err
 	}
+	tag, err := importRootfs(ctx, engine, BaseImageName, rootfs)
+	if err != nil {
+		return "", err
+	}
+	imageTags[engine] = tag
+	return tag, nil
+}
+
+// importRootfs imports a root file system tar as name:<content hash>,
+// unless that image exists already.
+func importRootfs(ctx context.Context, engine, name string, rootfs []byte) (string, error) {
 	sum := sha256.Sum256(rootfs)
-	tag := BaseImageName + ":" + hex.EncodeToString(sum[:])[:16]
+	tag := name + ":" + hex.EncodeToString(sum[:])[:16]
 	if exec.CommandContext(ctx, engine, "image", "exists", tag).Run() == nil {
-		imageTags[engine] = tag
 		return tag, nil
 	}
 	cmd := exec.CommandContext(ctx, engine, "import", "--change", "CMD [\"/bin/sh\"]",
@@ -137,13 +147,14 @@ func EnsureBaseImage(ctx context.Context, engine string) (string, error) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("%s import: %v: %s", engine, err, out)
 	}
-	imageTags[engine] = tag
 	return tag, nil
 }
 
 // rootfsTar builds a minimal root file system: busybox with a link per
-// applet, the test binaries, and the few files tools expect.
-func rootfsTar(binDir string) ([]byte, error) {
+// applet, the test binaries, the few files tools expect, and extra host
+// files (image path → host path; a host file replaces a busybox link of
+// the same name).
+func rootfsTar(binDir string, extra map[string]string) ([]byte, error) {
 	bb, err := os.ReadFile(Busybox)
 	if err != nil {
 		return nil, fmt.Errorf("%s (install busybox-static): %w", Busybox, err)
@@ -161,13 +172,14 @@ func rootfsTar(binDir string) ([]byte, error) {
 		_ = tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: mode, Size: int64(len(data))})
 		_, _ = tw.Write(data)
 	}
-	for _, d := range []string{"bin", "etc", "root", "usr", "usr/bin", "usr/local", "usr/local/bin", "var", "workspace", "etc/ssl", "etc/ssl/certs"} {
+	baseDirs := []string{"bin", "etc", "root", "usr", "usr/bin", "usr/local", "usr/local/bin", "var", "workspace", "etc/ssl", "etc/ssl/certs"}
+	for _, d := range baseDirs {
 		dir(d, 0o755)
 	}
 	dir("tmp", 0o1777)
 	file("bin/busybox", 0o755, bb)
 	for _, applet := range strings.Fields(string(out)) {
-		if applet == "busybox" {
+		if _, replaced := extra["bin/"+applet]; applet == "busybox" || replaced {
 			continue
 		}
 		_ = tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + applet, Linkname: "busybox", Mode: 0o777})
@@ -187,6 +199,33 @@ func rootfsTar(binDir string) ([]byte, error) {
 			return nil, err
 		}
 		file("usr/local/bin/"+e.Name(), 0o755, data)
+	}
+	paths := make([]string, 0, len(extra))
+	for p := range extra {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	made := map[string]bool{"tmp": true}
+	for _, d := range baseDirs {
+		made[d] = true
+	}
+	var dirs []string
+	for _, p := range paths {
+		for d := filepath.Dir(p); d != "." && !made[d]; d = filepath.Dir(d) {
+			made[d] = true
+			dirs = append(dirs, d)
+		}
+	}
+	sort.Strings(dirs) // parents before children
+	for _, d := range dirs {
+		dir(d, 0o755)
+	}
+	for _, p := range paths {
+		data, err := os.ReadFile(extra[p])
+		if err != nil {
+			return nil, err
+		}
+		file(p, 0o755, data)
 	}
 	if err := tw.Close(); err != nil {
 		return nil, err

@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/airut/airut/internal/testkit/fakeapi"
 )
 
 // HostIP returns this machine's address on its default route: what a
@@ -139,32 +141,22 @@ type EchoServer struct {
 // NewEchoServer starts an echo upstream with a certificate for names.
 func NewEchoServer(t testing.TB, ca *TestCA, hostIP string, names ...string) *EchoServer {
 	t.Helper()
-	l, err := net.Listen("tcp", "0.0.0.0:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, port, _ := net.SplitHostPort(l.Addr().String())
-	s := &EchoServer{Addr: net.JoinHostPort(hostIP, port), Port: port}
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-			e := Echo{Method: r.Method, Host: r.Host, Path: r.RequestURI, Authorization: r.Header.Values("Authorization"), Body: string(body)}
-			s.mu.Lock()
-			s.seen = append(s.seen, e)
-			s.mu.Unlock()
-			w.Header().Set("Content-Type", "application/json")
-			answer := e
-			answer.Authorization = nil
-			for _, a := range e.Authorization {
-				answer.Authorization = append(answer.Authorization, HashValue(a))
-			}
-			_ = json.NewEncoder(w).Encode(answer)
-		}),
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{ca.Leaf(t, names...)}},
-		ReadHeaderTimeout: 10 * time.Second,
-	}
-	go func() { _ = srv.ServeTLS(l, "", "") }()
-	t.Cleanup(func() { srv.Close() })
+	s := &EchoServer{}
+	s.Port = serveTLS(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		e := Echo{Method: r.Method, Host: r.Host, Path: r.RequestURI, Authorization: r.Header.Values("Authorization"), Body: string(body)}
+		s.mu.Lock()
+		s.seen = append(s.seen, e)
+		s.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		answer := e
+		answer.Authorization = nil
+		for _, a := range e.Authorization {
+			answer.Authorization = append(answer.Authorization, HashValue(a))
+		}
+		_ = json.NewEncoder(w).Encode(answer)
+	}), ca.Leaf(t, names...))
+	s.Addr = net.JoinHostPort(hostIP, s.Port)
 	return s
 }
 
@@ -223,4 +215,43 @@ func RandomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// AnthropicUpstream is the fake Messages API served over TLS on 0.0.0.0
+// with a certificate for api.anthropic.com, for the proxy to reach through
+// network.resolve as if it were the real service.
+type AnthropicUpstream struct {
+	API  *fakeapi.Server
+	Addr string // host-reachable ip:port
+}
+
+// AnthropicHost is the real API's host name: what the CLI dials and what
+// the allowlist and masked secret scopes name.
+const AnthropicHost = "api.anthropic.com"
+
+// NewAnthropicUpstream starts the fake API accepting keys.
+func NewAnthropicUpstream(t testing.TB, ca *TestCA, hostIP string, keys ...string) *AnthropicUpstream {
+	t.Helper()
+	api := fakeapi.New(keys...)
+	port := serveTLS(t, api, ca.Leaf(t, AnthropicHost))
+	return &AnthropicUpstream{API: api, Addr: net.JoinHostPort(hostIP, port)}
+}
+
+// serveTLS serves h over TLS on 0.0.0.0 (reachable from containers) until
+// the test ends, and returns the port.
+func serveTLS(t testing.TB, h http.Handler, cert tls.Certificate) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	srv := &http.Server{
+		Handler:           h,
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}},
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	go func() { _ = srv.ServeTLS(l, "", "") }()
+	t.Cleanup(func() { srv.Close() })
+	return port
 }

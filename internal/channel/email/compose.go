@@ -6,7 +6,9 @@ import (
 	"io"
 	"mime"
 	"path"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/emersion/go-message/mail"
 
@@ -91,11 +93,10 @@ func buildMessage(o outgoing) ([]byte, error) {
 	}
 	for _, a := range o.attachments {
 		var ah mail.AttachmentHeader
-		ct := mime.TypeByExtension(path.Ext(a.Name))
-		if ct == "" {
-			ct = "application/octet-stream"
-		}
-		ah.SetContentType(ct, nil)
+		mediaType, params := attachmentType(a)
+		// name on Content-Type too: older Outlook reads only that.
+		params["name"] = a.Name
+		ah.SetContentType(mediaType, params)
 		ah.SetFilename(a.Name)
 		w, err := mw.CreateAttachment(ah)
 		if err != nil {
@@ -137,4 +138,27 @@ func writeAlternatives(iw *mail.InlineWriter, text, htmlDoc string) error {
 		return fmt.Errorf("write reply body: %w", err)
 	}
 	return nil
+}
+
+// attachmentType is the media type of an outgoing file by its extension,
+// with its parameters: mime.TypeByExtension answers ".txt" with
+// "text/plain; charset=utf-8", which is not a bare media type and formats
+// to an empty Content-Type if passed as one. A text file that is not UTF-8
+// loses the charset rather than claim a wrong one.
+func attachmentType(a channel.Attachment) (string, map[string]string) {
+	mediaType, params, err := mime.ParseMediaType(mime.TypeByExtension(path.Ext(a.Name)))
+	if err != nil || mediaType == "" {
+		return "application/octet-stream", map[string]string{}
+	}
+	if params == nil {
+		params = map[string]string{}
+	}
+	if strings.HasPrefix(mediaType, "text/") {
+		if utf8.Valid(a.Data) {
+			params["charset"] = "utf-8"
+		} else {
+			delete(params, "charset")
+		}
+	}
+	return mediaType, params
 }

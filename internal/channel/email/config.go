@@ -36,9 +36,13 @@ type IMAPConfig struct {
 	Password string
 	// TLS defaults to TLSImplicit.
 	TLS TLSMode
-	// TLSConfig overrides the TLS client settings (custom CA); nil means the
-	// system roots and Server as the name to verify.
+	// TLSConfig overrides the TLS client settings; nil means the system
+	// roots (or CAFile's) and Server as the name to verify.
 	TLSConfig *tls.Config
+	// CAFile is a PEM file of CA certificates trusted for this connection
+	// instead of the system roots (a private mail CA). Default "" (system
+	// roots).
+	CAFile string
 	// UseIdle waits for new mail with IDLE instead of polling.
 	UseIdle bool
 	// PollInterval is the wait between polls when UseIdle is off; default 60s.
@@ -62,6 +66,8 @@ type SMTPConfig struct {
 	// TLS defaults to TLSStartTLS (required).
 	TLS       TLSMode
 	TLSConfig *tls.Config
+	// CAFile is as IMAPConfig.CAFile, for the SMTP connection.
+	CAFile string
 }
 
 // Config is one repository's email channel. The config package maps the
@@ -90,12 +96,20 @@ type Config struct {
 	DashboardBaseURL string
 
 	// ReconnectMin and ReconnectMax bound the exponential backoff between
-	// IMAP reconnects; defaults 1s and 5m.
+	// IMAP reconnects; defaults 1s and 60s (a short outage must not delay
+	// mail by minutes).
 	ReconnectMin time.Duration
 	ReconnectMax time.Duration
+	// MaxInflight is how many messages may be handed to the handler and not
+	// yet Done at once, and so the most one pass fetches: the inbox is the
+	// durable queue, and what waits there costs no memory. Default 20.
+	MaxInflight int
 	// SendAttempts is how often a reply is tried before it counts as a
-	// channel error; default 3. SendRetryDelay is the first wait between
-	// tries, doubled each time; default 2s.
+	// channel error; default 5. SendRetryDelay is the first wait between
+	// tries, doubled each time; default 2s. Together about 30 s: after a
+	// Dovecot restart, Postfix's submission answers AUTH with "454
+	// Temporary authentication failure" for several seconds (its smtpd
+	// processes still hold the dead auth connection).
 	SendAttempts   int
 	SendRetryDelay time.Duration
 }
@@ -148,13 +162,16 @@ func (c *Config) setDefaults() {
 		c.ReconnectMin = time.Second
 	}
 	if c.ReconnectMax <= 0 {
-		c.ReconnectMax = 5 * time.Minute
+		c.ReconnectMax = time.Minute
+	}
+	if c.MaxInflight <= 0 {
+		c.MaxInflight = 20
 	}
 	if c.ReconnectMax < c.ReconnectMin {
 		c.ReconnectMax = c.ReconnectMin
 	}
 	if c.SendAttempts <= 0 {
-		c.SendAttempts = 3
+		c.SendAttempts = 5
 	}
 	if c.SendRetryDelay <= 0 {
 		c.SendRetryDelay = 2 * time.Second

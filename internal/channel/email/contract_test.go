@@ -90,8 +90,9 @@ func TestSMTPPermanentFailure(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t, mailtest.IMAPOptions{}, mailtest.SMTPOptions{})
+			h.cfg.SendAttempts = 3
 			ch := h.channel(t)
-			h.smtp.FailNextWith(5, tt.code)
+			h.smtp.FailNextWith(10, tt.code)
 			msg := &channel.Message{SenderAddress: "alice@example.com", Subject: "x",
 				Thread: map[string]string{"message_id": "m@example.com"}}
 			err := ch.Reply(context.Background(), msg, channel.Reply{ConversationID: "1a2b3c4d", Markdown: "done"})

@@ -15,6 +15,7 @@ package email
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -74,9 +75,16 @@ type Channel struct {
 	now        func() time.Time
 
 	mu sync.Mutex
-	// inflight holds messages handed to the handler and not yet Done, so a
-	// later pass over the inbox does not hand them over twice.
+	// inflight holds messages handed to the handler and not yet Done (or
+	// Released), so a later pass over the inbox does not hand them over
+	// twice. Its size is bounded by Config.MaxInflight.
 	inflight map[msgKey]struct{}
+	// kick asks the receive loop for another pass: room was made in the
+	// in-flight set.
+	kick chan struct{}
+	// imapRoots and smtpRoots are the private CAs of ca_file, nil for the
+	// system roots.
+	imapRoots, smtpRoots *x509.CertPool
 
 	ops imapOps
 	// tokens is set when the channel logs in with OAuth2.
@@ -113,6 +121,13 @@ func New(cfg Config, exists ConversationLookup, logger *slog.Logger) (*Channel, 
 		fromDomain: domain,
 		now:        time.Now,
 		inflight:   make(map[msgKey]struct{}),
+		kick:       make(chan struct{}, 1),
+	}
+	if c.imapRoots, err = loadCAFile(cfg.IMAP.CAFile); err != nil {
+		return nil, fmt.Errorf("email config: imap.ca_file: %w", err)
+	}
+	if c.smtpRoots, err = loadCAFile(cfg.SMTP.CAFile); err != nil {
+		return nil, fmt.Errorf("email config: smtp.ca_file: %w", err)
 	}
 	c.ops.c = c
 	if cfg.OAuth2 != nil {
@@ -141,10 +156,50 @@ func (c *Channel) isInflight(k msgKey) bool {
 	return ok
 }
 
+// clearInflight forgets k and wakes the receive loop, which may have been
+// waiting for room.
 func (c *Channel) clearInflight(k msgKey) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	_, ok := c.inflight[k]
 	delete(c.inflight, k)
+	c.mu.Unlock()
+	if ok {
+		select {
+		case c.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// pruneInflight forgets in-flight messages that are no longer in the
+// mailbox (uids is all of it) or belong to an older UIDVALIDITY, whose
+// Done can only fail, and returns how many more may be handed over now.
+func (c *Channel) pruneInflight(validity uint32, uids []imap.UID) int {
+	present := make(map[imap.UID]bool, len(uids))
+	for _, u := range uids {
+		present[u] = true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k := range c.inflight {
+		if k.validity != validity || !present[k.uid] {
+			delete(c.inflight, k)
+		}
+	}
+	return max(c.cfg.MaxInflight-len(c.inflight), 0)
+}
+
+// Release gives a handed-over message back without acknowledging it: the
+// handler left it for later (it could not record or queue it), and the
+// next pass over the inbox hands it over again. Done is the other way out
+// of the in-flight set; a message that takes neither stays in flight until
+// it leaves the mailbox or the process restarts.
+func (c *Channel) Release(msg *channel.Message) {
+	key, err := parseSourceID(msg.SourceID)
+	if err != nil {
+		return
+	}
+	c.clearInflight(key)
 }
 
 // accept turns a raw message into a channel.Message, or returns a
@@ -308,6 +363,11 @@ func (c *Channel) Done(ctx context.Context, msg *channel.Message, _ channel.Outc
 		return err
 	}
 	if err := c.ops.delete(ctx, key); err != nil {
+		if errors.Is(err, errStaleUID) {
+			// The mailbox was recreated; this UID names nothing of ours
+			// any more, and keeping it in flight only takes room.
+			c.clearInflight(key)
+		}
 		return fmt.Errorf("delete message %s: %w", key, err)
 	}
 	c.clearInflight(key)

@@ -479,8 +479,8 @@ func TestSMTPDelivery(t *testing.T) {
 		failNext int
 		wantErr  string // "" means delivered
 	}{
-		{name: "retried after temporary failures", failNext: 2},
-		{name: "fails after three tries", failNext: 3, wantErr: "try again later"},
+		{name: "retried after temporary failures", failNext: 4},
+		{name: "fails after five tries", failNext: 5, wantErr: "try again later"},
 		{name: "auth", smtp: mailtest.SMTPOptions{Username: "bot", Password: "s3cret"},
 			mutate: func(c *email.Config) { c.SMTP.RequireAuth, c.SMTP.Username, c.SMTP.Password = true, "bot", "s3cret" }},
 		{name: "auth wrong password", smtp: mailtest.SMTPOptions{Username: "bot", Password: "s3cret"},
@@ -621,5 +621,29 @@ func TestSendNewThread(t *testing.T) {
 	h.run(t, ch)
 	if got := h.next(t).ConversationID; got != "1a2b3c4d" {
 		t.Errorf("got conversation %q for a reply; want 1a2b3c4d", got)
+	}
+}
+
+// TestDoneDeletesFollowUps is the duplicate-reply bug: Done deleted on a
+// kept connection that the server had not told about later messages, and
+// an RFC 3501 server (Dovecot, and mailtest like it) answers OK to a UID
+// STORE for a UID the session does not know, doing nothing. Every
+// follow-up stayed in the inbox and was answered again after a restart.
+func TestDoneDeletesFollowUps(t *testing.T) {
+	h := newHarness(t, mailtest.IMAPOptions{}, mailtest.SMTPOptions{})
+	ch := h.channel(t)
+	h.run(t, ch)
+	for i, subject := range []string{"first", "second", "third"} {
+		h.imap.Append(t, simple("alice@example.com", subject, "x"))
+		msg := h.next(t)
+		if msg.Subject != subject {
+			t.Fatalf("got %q; want %q", msg.Subject, subject)
+		}
+		if err := ch.Done(context.Background(), msg, channel.OutcomeSuccess); err != nil {
+			t.Fatalf("Done #%d: %v", i+1, err)
+		}
+		if got := h.imap.Inbox(t); len(got) != 0 {
+			t.Fatalf("after Done of %q the inbox still holds %d message(s) (flags %v): the delete did not happen", subject, len(got), got[0].Flags)
+		}
 	}
 }

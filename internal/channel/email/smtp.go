@@ -55,14 +55,7 @@ func (c *Channel) smtpAddr() string {
 }
 
 func (c *Channel) smtpTLSConfig() *tls.Config {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if c.cfg.SMTP.TLSConfig != nil {
-		cfg = c.cfg.SMTP.TLSConfig.Clone()
-	}
-	if cfg.ServerName == "" {
-		cfg.ServerName = c.cfg.SMTP.Server
-	}
-	return cfg
+	return tlsConfig(c.cfg.SMTP.TLSConfig, c.smtpRoots, c.cfg.SMTP.Server)
 }
 
 func (c *Channel) dialSMTP(ctx context.Context) (net.Conn, error) {

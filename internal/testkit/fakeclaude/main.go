@@ -1,20 +1,36 @@
-// Command fakeclaude stands in for Claude Code in tests, where no model is
-// reachable. It accepts the command line the gateway uses, reads the prompt
-// on standard input, and writes realistic stream-json. Sessions are kept in
-// $HOME/.claude/fakeclaude-sessions/<id>.json so that a mounted /root/.claude
-// carries them from one task to the next, and --resume of an unknown id
-// fails the way Claude Code does.
+// Command fakeclaude stands in for Claude Code in fast tests, where no
+// model is reachable. It accepts the command line the gateway uses, reads
+// the prompt on standard input, and writes stream-json shaped as the real
+// CLI (2.1) writes it — recorded in internal/agent/testdata/realcli: one
+// assistant event per content block (the blocks of one message share its
+// id), session-wide running totals in total_cost_usd and modelUsage with
+// the run's own share in model_usage_since_last_result, API failures as a
+// <synthetic> assistant message with an error kind beside an is_error
+// result carrying api_error_status and terminal_reason, and an unknown
+// --resume id as a result with an errors list (no system/init) and the
+// same words on stderr. "-p -" takes "-" as prompt text, as the real one
+// does.
+//
+// Sessions are kept in $CLAUDE_CONFIG_DIR (else $HOME/.claude)/
+// fakeclaude-sessions/<id>.json, so a mounted /root/.claude carries them
+// from one task to the next.
 //
 // The prompt may carry a script: lines that start with @@, run in order.
 //
+//	@@say <text>                a text block in the same message as the next
+//	                            tool call (narration before a tool)
 //	@@run <shell command>       run with /bin/sh -c; output becomes a tool_result
 //	@@write <path> <text...>    write text to path (\n in text is a newline)
 //	@@sleep <seconds>           sleep (fractions allowed)
 //	@@reply <text...>           an assistant text; the last one is the reply
 //	@@fail <exit code> <msg>    report msg as an error and exit with the code
+//	@@api-error <kind>          fail as the CLI does on an API error after its
+//	                            retries: 400, 401, 403, 429, 500 or 529
 //	@@prompt-too-long           fail the way Claude Code does on a full context
-//	@@todo <item>|<item>...     a TodoWrite call; "[x] " marks an item completed,
-//	                            "[>] " in progress, anything else is pending
+//	@@todo <item>|<item>...     a TodoWrite call (older CLIs); "[x] " marks an
+//	                            item completed, "[>] " in progress
+//	@@task <subject>            a TaskCreate call (current CLIs)
+//	@@task-update <id> <status> a TaskUpdate call
 //	@@echo-prompt               an assistant text that is the whole prompt
 //
 // Without a script it answers with a short greeting.
@@ -40,7 +56,7 @@ import (
 
 // version is what --version prints; the suffix tells a human which binary
 // answered.
-const version = "2.0.50 (Claude Code; fakeclaude)"
+const version = "2.1.332 (Claude Code; fakeclaude)"
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
@@ -71,13 +87,12 @@ func parseArgs(args []string) (*options, bool, error) {
 		arg := args[i]
 		name, value, hasValue := strings.Cut(arg, "=")
 		if !strings.HasPrefix(arg, "-") || arg == "-" {
+			// "-" is prompt text to the real CLI, not "read stdin".
 			if o.promptFromArg {
 				return nil, false, usageError(fmt.Sprintf("error: too many arguments. Expected 1 argument but got %q too.", arg))
 			}
-			o.promptFromArg = arg != "-"
-			if arg != "-" {
-				o.prompt = arg
-			}
+			o.promptFromArg = true
+			o.prompt = arg
 			continue
 		}
 		takeValue := func() (string, error) {
@@ -142,13 +157,18 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "Error: When using --print, --output-format=stream-json requires --verbose")
 		return 1
 	}
-	if !o.promptFromArg {
-		data, err := io.ReadAll(stdin)
-		if err != nil {
-			fmt.Fprintf(stderr, "Error: read prompt from stdin: %v\n", err)
-			return 1
-		}
+	// Like the real CLI, piped stdin is read whether or not a prompt
+	// argument was given, and an argument comes first.
+	data, err := io.ReadAll(stdin)
+	if err != nil {
+		fmt.Fprintf(stderr, "Error: read prompt from stdin: %v\n", err)
+		return 1
+	}
+	switch {
+	case !o.promptFromArg:
 		o.prompt = string(data)
+	case len(data) > 0:
+		o.prompt += "\n" + string(data)
 	}
 	if strings.TrimSpace(o.prompt) == "" {
 		fmt.Fprintln(stderr, "Error: Input must be provided either through stdin or as a prompt argument when using --print")
@@ -169,9 +189,19 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if o.resume != "" {
 		sess, err = loadSession(store, o.resume)
 		if err != nil {
-			// Claude Code's own words, so the gateway's detection is tested
-			// against what the real binary prints.
-			fmt.Fprintf(stderr, "No conversation found with session ID: %s\n", o.resume)
+			// Claude Code's own words and shape (no system/init), so the
+			// gateway's detection is tested against what the real binary
+			// prints.
+			msg := "No conversation found with session ID: " + o.resume
+			e := &emitter{w: stdout, format: o.outputFormat, session: o.resume, start: time.Now()}
+			e.emit(map[string]any{
+				"type": "result", "subtype": "error_during_execution", "is_error": true,
+				"duration_ms": 0, "duration_api_ms": 0, "num_turns": 0, "session_id": o.resume,
+				"total_cost_usd": 0, "usage": usage(0, 0), "modelUsage": map[string]any{},
+				"model_usage_since_last_result": map[string]any{}, "permission_denials": []any{},
+				"errors": []string{msg}, "uuid": newUUID(),
+			})
+			fmt.Fprintln(stderr, msg)
 			return 1
 		}
 	} else {
@@ -200,20 +230,33 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 1
 	}
 
-	e := &emitter{w: stdout, format: o.outputFormat, session: sess.ID, model: fullModel(model), start: time.Now(), prompt: o.prompt}
+	e := &emitter{w: stdout, format: o.outputFormat, session: sess.ID, model: fullModel(model), start: time.Now(),
+		prompt: o.prompt, prevCost: sess.TotalCost}
+	tools := []string{"Task", "Bash", "Edit", "Read", "WebFetch", "WebSearch", "Write"}
+	if os.Getenv("CLAUDE_CODE_ENABLE_TODO_TOOLS") == "1" {
+		tools = append(tools, "TaskCreate", "TaskGet", "TaskList", "TaskUpdate")
+	}
+	// The real CLI names where its key came from, and "none" on a
+	// subscription (OAuth) login.
+	keySource := "none"
+	if os.Getenv("ANTHROPIC_API_KEY") != "" {
+		keySource = "ANTHROPIC_API_KEY"
+	}
 	e.emit(map[string]any{
 		"type": "system", "subtype": "init",
 		"cwd": cwd, "session_id": sess.ID, "model": e.model,
-		"tools":          []string{"Task", "Bash", "Glob", "Grep", "Read", "Edit", "Write", "WebFetch", "TodoWrite", "WebSearch"},
-		"mcp_servers":    []any{},
-		"permissionMode": permissionMode(o.skipPerms),
-		"apiKeySource":   "none",
-		"slash_commands": []string{"compact", "cost", "review"},
-		"output_style":   "default",
-		"uuid":           newUUID(),
+		"tools":               tools,
+		"mcp_servers":         []any{},
+		"permissionMode":      permissionMode(o.skipPerms),
+		"apiKeySource":        keySource,
+		"claude_code_version": strings.Fields(version)[0],
+		"slash_commands":      []string{"compact", "cost", "review"},
+		"output_style":        "default",
+		"uuid":                newUUID(),
 	})
 
 	code := e.runSteps(steps, stderr)
+	sess.TotalCost = e.prevCost + e.cost()
 
 	last := &sess.Runs[len(sess.Runs)-1]
 	last.Finished = time.Now().UTC()
@@ -238,7 +281,7 @@ func permissionMode(skip bool) string {
 func fullModel(m string) string {
 	switch m {
 	case "opus":
-		return "claude-opus-4-5-20251101"
+		return "claude-opus-5-5"
 	case "sonnet":
 		return "claude-sonnet-4-5-20250929"
 	case "haiku":
@@ -251,7 +294,8 @@ func fullModel(m string) string {
 // environment, which may hold surrogate credentials.
 func recordedEnv() map[string]string {
 	env := map[string]string{}
-	for _, k := range []string{"CLAUDE_CODE_DISABLE_BACKGROUND_TASKS", "IS_SANDBOX", "HOME"} {
+	for _, k := range []string{"CLAUDE_CODE_DISABLE_BACKGROUND_TASKS", "IS_SANDBOX", "HOME", "CLAUDE_CONFIG_DIR",
+		"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "DISABLE_AUTOUPDATER", "CLAUDE_CODE_ENABLE_TODO_TOOLS"} {
 		if v, ok := os.LookupEnv(k); ok {
 			env[k] = v
 		}
@@ -266,8 +310,8 @@ type step struct {
 }
 
 var knownSteps = map[string]bool{
-	"run": true, "write": true, "sleep": true, "reply": true, "fail": true,
-	"prompt-too-long": true, "todo": true, "echo-prompt": true,
+	"say": true, "run": true, "write": true, "sleep": true, "reply": true, "fail": true, "api-error": true,
+	"prompt-too-long": true, "todo": true, "task": true, "task-update": true, "echo-prompt": true,
 }
 
 func parseScript(prompt string) ([]step, error) {
@@ -297,6 +341,11 @@ type emitter struct {
 	turns    int
 	outChars int
 	lastText string
+	// prevCost is the session's running total before this run.
+	prevCost float64
+	// narration is @@say text waiting to go out with the next message.
+	narration []string
+	tasks     int
 }
 
 func (e *emitter) emit(ev map[string]any) {
@@ -312,22 +361,31 @@ func (e *emitter) emit(ev map[string]any) {
 	_, _ = e.w.Write(append(line, '\n'))
 }
 
+// assistant writes one message, one event per content block as the real
+// CLI does, pending narration first.
 func (e *emitter) assistant(model string, blocks ...map[string]any) {
 	e.turns++
+	if model != "<synthetic>" {
+		for _, n := range e.narration {
+			blocks = append([]map[string]any{{"type": "text", "text": n}}, blocks...)
+		}
+		e.narration = nil
+	}
+	id := "msg_" + randHex(24)
 	for _, b := range blocks {
 		if t, ok := b["text"].(string); ok {
 			e.outChars += len(t)
 		}
+		e.emit(map[string]any{
+			"type": "assistant",
+			"message": map[string]any{
+				"model": model, "id": id, "type": "message", "role": "assistant",
+				"content": []map[string]any{b}, "stop_reason": nil, "stop_sequence": nil,
+				"usage": map[string]any{"input_tokens": 3, "output_tokens": 10},
+			},
+			"parent_tool_use_id": nil, "session_id": e.session, "uuid": newUUID(),
+		})
 	}
-	e.emit(map[string]any{
-		"type": "assistant",
-		"message": map[string]any{
-			"model": model, "id": "msg_" + randHex(12), "type": "message", "role": "assistant",
-			"content": blocks, "stop_reason": nil, "stop_sequence": nil,
-			"usage": map[string]any{"input_tokens": 3, "output_tokens": 10},
-		},
-		"parent_tool_use_id": nil, "session_id": e.session, "uuid": newUUID(),
-	})
 }
 
 func (e *emitter) text(s string) {
@@ -337,7 +395,7 @@ func (e *emitter) text(s string) {
 
 // tool emits a tool_use and its tool_result.
 func (e *emitter) tool(name string, input map[string]any, do func() (string, bool)) {
-	id := "toolu_" + randHex(12)
+	id := "toolu_" + randHex(24)
 	e.assistant(e.model, map[string]any{"type": "tool_use", "id": id, "name": name, "input": input})
 	out, isErr := do()
 	e.emit(map[string]any{
@@ -349,21 +407,49 @@ func (e *emitter) tool(name string, input map[string]any, do func() (string, boo
 	})
 }
 
+func (e *emitter) tokens() (in, out int) { return len(e.prompt)/4 + 1, e.outChars/4 + 1 }
+
+// cost is what this run used, priced like a Sonnet-class model.
+func (e *emitter) cost() float64 {
+	in, out := e.tokens()
+	return float64(in)*3e-6 + float64(out)*15e-6
+}
+
+func usage(in, out int) map[string]any {
+	return map[string]any{
+		"input_tokens": in, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
+		"output_tokens":   out,
+		"server_tool_use": map[string]any{"web_search_requests": 0, "web_fetch_requests": 0},
+		"service_tier":    "standard",
+	}
+}
+
 func (e *emitter) result(subtype string, isErr bool, text string, extra map[string]any) {
 	elapsed := time.Since(e.start).Milliseconds()
-	in, out := len(e.prompt)/4+1, e.outChars/4+1
+	in, out := e.tokens()
+	run := e.cost()
+	if isErr {
+		in, out, run = 0, 0, 0 // an API failure uses nothing
+	}
+	modelUsage := func(inTok, outTok int, cost float64) map[string]any {
+		return map[string]any{e.model: map[string]any{"inputTokens": inTok, "outputTokens": outTok, "costUSD": cost}}
+	}
+	// total_cost_usd and modelUsage are the session's running totals, as
+	// the real CLI reports them on --resume; the run's own share is in
+	// model_usage_since_last_result.
+	total := e.prevCost + run
 	ev := map[string]any{
 		"type": "result", "subtype": subtype, "is_error": isErr,
 		"duration_ms": elapsed, "duration_api_ms": elapsed,
 		"num_turns": max(e.turns, 1), "result": text, "session_id": e.session,
-		"total_cost_usd": float64(in)*3e-6 + float64(out)*15e-6,
-		"usage": map[string]any{
-			"input_tokens": in, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
-			"output_tokens":   out,
-			"server_tool_use": map[string]any{"web_search_requests": 0, "web_fetch_requests": 0},
-			"service_tier":    "standard",
-		},
-		"modelUsage": map[string]any{}, "permission_denials": []any{}, "uuid": newUUID(),
+		"total_cost_usd": total, "usage": usage(in, out),
+		"modelUsage":                    modelUsage(in, out, total),
+		"model_usage_since_last_result": modelUsage(in, out, run),
+		"terminal_reason":               "completed", "api_error_status": nil,
+		"permission_denials": []any{}, "uuid": newUUID(),
+	}
+	if run == 0 {
+		ev["model_usage_since_last_result"] = map[string]any{}
 	}
 	for k, v := range extra {
 		ev[k] = v
@@ -377,6 +463,41 @@ func (e *emitter) result(subtype string, isErr bool, text string, extra map[stri
 	default:
 		fmt.Fprintln(e.w, text)
 	}
+}
+
+// apiFailure ends the run the way the real CLI does after its retries
+// on an API error: a <synthetic> assistant message with the error's kind,
+// then a result of subtype success with is_error, the HTTP status and
+// terminal_reason. The texts are the real CLI's.
+func (e *emitter) apiFailure(status int, kind, apiType, text, terminal string) int {
+	e.lastText = text
+	e.emit(map[string]any{
+		"type": "assistant",
+		"message": map[string]any{
+			"model": "<synthetic>", "id": newUUID(), "type": "message", "role": "assistant",
+			"content": []map[string]any{{"type": "text", "text": text}}, "stop_reason": "stop_sequence",
+		},
+		"parent_tool_use_id": nil, "session_id": e.session, "uuid": newUUID(),
+		"error": kind, "is_api_error_message": true, "api_error_status": status, "api_error_type": apiType,
+	})
+	e.result("success", true, text, map[string]any{
+		"api_error_status": status, "api_error_type": apiType, "terminal_reason": terminal, "stop_reason": "stop_sequence",
+	})
+	return 1
+}
+
+// apiErrors are the real CLI's words for each status (2.1.332).
+var apiErrors = map[string]struct {
+	status         int
+	kind, apiType  string
+	text, terminal string
+}{
+	"400": {400, "unknown", "invalid_request_error", "API Error: 400 messages.1.content.0: unexpected tool_use_id found in tool_result blocks", "api_error"},
+	"401": {401, "authentication_failed", "authentication_error", "Invalid API key · Fix external API key", "api_error"},
+	"403": {403, "authentication_failed", "permission_error", "API Error: 403 Your API key does not have permission to use the specified resource.", "api_error"},
+	"429": {429, "rate_limit", "rate_limit_error", "API Error: Request rejected (429) · Number of request tokens has exceeded your per-minute rate limit", "api_error"},
+	"500": {500, "server_error", "api_error", "API Error: 500 Internal server error", "api_error"},
+	"529": {529, "server_error", "overloaded_error", "API Error: 529 Overloaded. This is a server-side issue, usually temporary — try again in a moment.", "api_error"},
 }
 
 // runSteps performs the script and returns the exit code.
@@ -422,9 +543,29 @@ func (e *emitter) runSteps(steps []step, stderr io.Writer) int {
 				time.Sleep(time.Duration(secs * float64(time.Second)))
 				return "", false
 			})
+		case "say":
+			e.narration = append(e.narration, unescape(s.args))
 		case "reply":
 			e.text(unescape(s.args))
 			replied = true
+		case "task":
+			e.tasks++
+			n := e.tasks
+			e.tool("TaskCreate", map[string]any{"subject": s.args, "description": s.args, "activeForm": s.args}, func() (string, bool) {
+				return fmt.Sprintf("Task #%d created successfully: %s", n, s.args), false
+			})
+		case "task-update":
+			id, status, _ := strings.Cut(s.args, " ")
+			e.tool("TaskUpdate", map[string]any{"taskId": id, "status": status}, func() (string, bool) {
+				return "Updated task #" + id + " status", false
+			})
+		case "api-error":
+			ae, ok := apiErrors[s.args]
+			if !ok {
+				fmt.Fprintf(stderr, "fakeclaude: @@api-error %q: want 400, 401, 403, 429, 500 or 529\n", s.args)
+				return 2
+			}
+			return e.apiFailure(ae.status, ae.kind, ae.apiType, ae.text, ae.terminal)
 		case "echo-prompt":
 			e.text(e.prompt)
 			replied = true
@@ -453,17 +594,12 @@ func (e *emitter) runSteps(steps []step, stderr io.Writer) int {
 			}
 			msg = unescape(msg)
 			e.lastText = msg
-			e.assistant("<synthetic>", map[string]any{"type": "text", "text": msg})
-			e.result("error_during_execution", true, msg, nil)
+			e.result("error_during_execution", true, msg, map[string]any{"errors": []string{msg}, "terminal_reason": nil})
 			fmt.Fprintln(stderr, msg)
 			return code
 		case "prompt-too-long":
-			e.lastText = "Prompt is too long"
-			e.assistant("<synthetic>", map[string]any{"type": "text", "text": "Prompt is too long"})
-			e.result("success", true, "Prompt is too long", map[string]any{
-				"terminal_reason": "prompt_too_long", "api_error_status": 400,
-			})
-			return 1
+			return e.apiFailure(400, "invalid_request", "invalid_request_error",
+				"Prompt is too long · the request is ~212345 tokens (limit 200000)", "prompt_too_long")
 		}
 	}
 	if !replied {
@@ -507,10 +643,13 @@ func unescape(s string) string {
 
 // session is what fakeclaude keeps per session id, for itself and for tests.
 type session struct {
-	ID      string      `json:"id"`
-	Created time.Time   `json:"created"`
-	Model   string      `json:"model"` // of the latest run
-	Runs    []runRecord `json:"runs"`
+	ID      string    `json:"id"`
+	Created time.Time `json:"created"`
+	Model   string    `json:"model"` // of the latest run
+	// TotalCost is the session's running total, what total_cost_usd
+	// reports.
+	TotalCost float64     `json:"total_cost"`
+	Runs      []runRecord `json:"runs"`
 }
 
 type runRecord struct {
@@ -528,11 +667,15 @@ type runRecord struct {
 }
 
 func sessionDir() (string, error) {
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "", fmt.Errorf("find home for session store: %w", err)
+	conf := os.Getenv("CLAUDE_CONFIG_DIR")
+	if conf == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("find home for session store: %w", err)
+		}
+		conf = filepath.Join(home, ".claude")
 	}
-	dir := filepath.Join(home, ".claude", "fakeclaude-sessions")
+	dir := filepath.Join(conf, "fakeclaude-sessions")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("create session store: %w", err)
 	}

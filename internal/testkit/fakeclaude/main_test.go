@@ -60,7 +60,8 @@ func (e env) run(t *testing.T, prompt string, args ...string) runResult {
 	t.Helper()
 	cmd := exec.Command(binary, args...)
 	cmd.Dir = e.cwd
-	cmd.Env = []string{"HOME=" + e.home, "PATH=/usr/bin:/bin", "CLAUDE_CODE_DISABLE_BACKGROUND_TASKS=1", "SECRET_TOKEN=should-not-be-recorded"}
+	cmd.Env = []string{"HOME=" + e.home, "PATH=/usr/bin:/bin", "CLAUDE_CODE_DISABLE_BACKGROUND_TASKS=1", "CLAUDE_CODE_ENABLE_TODO_TOOLS=1",
+		"SECRET_TOKEN=should-not-be-recorded"}
 	cmd.Stdin = strings.NewReader(prompt)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -108,7 +109,7 @@ func TestDefaultReplyAndSession(t *testing.T) {
 	if got.BadLines != 0 || got.UnknownEvents != 0 || got.Events != 3 {
 		t.Errorf("events, unknown, bad = %d, %d, %d; want 3, 0, 0", got.Events, got.UnknownEvents, got.BadLines)
 	}
-	if got.Model != "claude-haiku-4-5-20251001" || got.NumTurns != 1 || got.CostUSD <= 0 || got.Usage.InputTokens <= 0 {
+	if got.Model != "claude-haiku-4-5-20251001" || got.NumTurns != 1 || got.CostUSD <= 0 || got.CostUSD != got.TotalCostUSD || got.Usage.InputTokens <= 0 {
 		t.Errorf("model, turns, cost, input = %q, %d, %v, %d; want haiku's name and positive numbers", got.Model, got.NumTurns, got.CostUSD, got.Usage.InputTokens)
 	}
 	if first := strings.SplitN(res.stdout, "\n", 2)[0]; !strings.HasPrefix(first, `{"type":"system",`) {
@@ -125,7 +126,7 @@ func TestDefaultReplyAndSession(t *testing.T) {
 	if s.Model != "haiku" || run.Model != "haiku" || run.Resumed || run.Prompt != "What is in this repo?" || run.Cwd != e.cwd {
 		t.Errorf("session = %+v; want model haiku, not resumed, the prompt and cwd %s", s, e.cwd)
 	}
-	wantEnv := map[string]string{"CLAUDE_CODE_DISABLE_BACKGROUND_TASKS": "1", "HOME": e.home}
+	wantEnv := map[string]string{"CLAUDE_CODE_DISABLE_BACKGROUND_TASKS": "1", "HOME": e.home, "CLAUDE_CODE_ENABLE_TODO_TOOLS": "1"}
 	if diff := cmp.Diff(wantEnv, run.Env); diff != "" {
 		t.Errorf("recorded env mismatch (-want +got):\n%s", diff)
 	}
@@ -158,10 +159,13 @@ func TestResumeUnknown(t *testing.T) {
 	for _, id := range []string{"0b7c9a3e-1111-4222-8333-444455556666", "../escape"} {
 		t.Run(id, func(t *testing.T) {
 			res := e.run(t, "hello", gatewayArgs(agent.Options{SessionID: id})...)
-			if res.exitCode != 1 || res.stdout != "" {
-				t.Errorf("exit %d, stdout %q; want 1 and nothing", res.exitCode, res.stdout)
+			msg := "No conversation found with session ID: " + id
+			// The real CLI: one result with the errors list, no init.
+			got := res.reader.Result()
+			if res.exitCode != 1 || got.Events != 1 || got.Reply != msg || strings.Contains(res.stdout, `"init"`) {
+				t.Errorf("exit %d, %d events, reply %q; want 1, one result, %q", res.exitCode, got.Events, got.Reply, msg)
 			}
-			if want := "No conversation found with session ID: " + id + "\n"; res.stderr != want {
+			if want := msg + "\n"; res.stderr != want {
 				t.Errorf("stderr = %q; want %q", res.stderr, want)
 			}
 			if o := agent.Classify(false, res.exitCode, res.reader, strings.Split(res.stderr, "\n"), true); o != agent.OutcomeSessionLost {
@@ -260,7 +264,8 @@ func TestFailures(t *testing.T) {
 	}{
 		{"fail", "@@fail 3 Something broke", false, 3, agent.OutcomeError, "Something broke"},
 		{"api 400 on resume", "@@fail 1 API Error: 400 bad transcript", true, 1, agent.OutcomeSessionLost, "API Error: 400 bad transcript"},
-		{"prompt too long", "@@run true\n@@prompt-too-long\n@@reply never", true, 1, agent.OutcomePromptTooLong, "Prompt is too long"},
+		{"prompt too long", "@@run true\n@@prompt-too-long\n@@reply never", true, 1, agent.OutcomePromptTooLong, "Prompt is too long · the request is ~212345 tokens (limit 200000)"},
+		{"401 on resume", "@@api-error 401", true, 1, agent.OutcomeAuthFailed, "Invalid API key · Fix external API key"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -328,5 +333,132 @@ func TestKilledRunCanBeResumed(t *testing.T) {
 	}
 	if s := e.session(t, id); len(s.Runs) != 2 || !s.Runs[0].Finished.IsZero() {
 		t.Errorf("runs = %+v; want 2 with the first unfinished", s.Runs)
+	}
+}
+
+// TestDashPromptIsText: "-p -" makes the real CLI take "-" as prompt text,
+// with the piped prompt after it; fakeclaude does the same, so a gateway
+// that passed "-p -" would see it in its tests.
+func TestDashPromptIsText(t *testing.T) {
+	res := newEnv(t).run(t, "@@echo-prompt", "-p", "-", "--output-format", "stream-json", "--verbose")
+	if got := res.reader.Result().Reply; got != "-\n@@echo-prompt" {
+		t.Errorf("prompt = %q; want %q", got, "-\n@@echo-prompt")
+	}
+}
+
+// TestRunningTotals: on --resume total_cost_usd is the session's running
+// total and model_usage_since_last_result this run's share, as in the
+// real CLI's recording; the reader takes the run's share.
+func TestRunningTotals(t *testing.T) {
+	e := newEnv(t)
+	first := e.run(t, "@@reply one", gatewayArgs(agent.Options{})...).reader.Result()
+	second := e.run(t, "@@reply two", gatewayArgs(agent.Options{SessionID: first.SessionID})...).reader.Result()
+	if second.TotalCostUSD <= first.TotalCostUSD || second.CostUSD >= second.TotalCostUSD {
+		t.Errorf("totals %v then %v, second run's cost %v: want a growing total and the run's own share", first.TotalCostUSD, second.TotalCostUSD, second.CostUSD)
+	}
+	if d := second.TotalCostUSD - first.TotalCostUSD - second.CostUSD; d > 1e-12 || d < -1e-12 {
+		t.Errorf("total grew by %v; the run's share is %v", second.TotalCostUSD-first.TotalCostUSD, second.CostUSD)
+	}
+}
+
+func TestTaskTools(t *testing.T) {
+	res := newEnv(t).run(t, "@@task Write tests\n@@task Fix bug\n@@task-update 1 in_progress\n@@reply ok", gatewayArgs(agent.Options{})...)
+	want := []agent.Todo{
+		{ID: "1", Content: "Write tests", Status: "in_progress", ActiveForm: "Write tests"},
+		{ID: "2", Content: "Fix bug", Status: "pending", ActiveForm: "Fix bug"},
+	}
+	if diff := cmp.Diff(want, res.reader.Result().Todos); diff != "" {
+		t.Errorf("todos (-want +got):\n%s", diff)
+	}
+}
+
+// shape is the structure of a stream-json run, without its values: event
+// types, each assistant event's block type, whether it continues the
+// previous event's message, and the result's error fields.
+func shape(t *testing.T, stdout []byte) []string {
+	t.Helper()
+	var out []string
+	prev := ""
+	for line := range bytes.Lines(stdout) {
+		var ev struct {
+			Type    string `json:"type"`
+			Subtype string `json:"subtype"`
+			Error   string `json:"error"`
+			Message struct {
+				ID      string `json:"id"`
+				Model   string `json:"model"`
+				Content []struct {
+					Type string `json:"type"`
+				} `json:"content"`
+			} `json:"message"`
+			IsError        bool   `json:"is_error"`
+			APIErrorStatus int    `json:"api_error_status"`
+			TerminalReason string `json:"terminal_reason"`
+		}
+		if err := json.Unmarshal(line, &ev); err != nil {
+			t.Fatalf("not JSON: %q", line)
+		}
+		switch ev.Type {
+		case "system":
+			if ev.Subtype == "api_retry" {
+				continue // the real CLI's retries; fakeclaude reports the end
+			}
+			out = append(out, "system/"+ev.Subtype)
+		case "assistant":
+			var blocks []string
+			for _, b := range ev.Message.Content {
+				blocks = append(blocks, b.Type)
+			}
+			same := ""
+			if ev.Message.ID == prev {
+				same = " (same message)"
+			}
+			prev = ev.Message.ID
+			synthetic := ""
+			if ev.Message.Model == "<synthetic>" {
+				synthetic = " synthetic error=" + ev.Error
+			}
+			out = append(out, "assistant "+strings.Join(blocks, ",")+same+synthetic)
+		case "user":
+			out = append(out, "user")
+		case "result":
+			out = append(out, fmt.Sprintf("result %s is_error=%v status=%d terminal=%s", ev.Subtype, ev.IsError, ev.APIErrorStatus, ev.TerminalReason))
+		}
+	}
+	return out
+}
+
+// TestShapeMatchesRealCLI holds fakeclaude to the real CLI's recordings:
+// the same script gives the same structure of events.
+func TestShapeMatchesRealCLI(t *testing.T) {
+	tests := []struct {
+		recording string
+		script    string
+		resume    bool
+	}{
+		{"new", "@@say Working on it…\n@@run true\n@@write notes/more.txt second\n@@reply Added.", false},
+		{"resume-unknown", "Hello again.", true},
+		{"auth-new", "@@api-error 401", false},
+		{"rate-limit", "@@api-error 429", false},
+		{"overloaded", "@@api-error 529", false},
+		{"bad-request-resume", "@@api-error 400", false},
+		{"prompt-too-long", "@@prompt-too-long", false},
+		{"todo-tools", "@@task Write the tests\n@@task Fix the bug\n@@task-update 1 in_progress\n@@task-update 1 completed\n@@reply Planned.", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.recording, func(t *testing.T) {
+			real, err := os.ReadFile(filepath.Join("..", "..", "agent", "testdata", "realcli", tc.recording+".jsonl"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var opts agent.Options
+			if tc.resume {
+				opts.SessionID = "00000000-0000-4000-8000-000000000000"
+			}
+			fake := newEnv(t).run(t, tc.script, gatewayArgs(opts)...)
+			if diff := cmp.Diff(shape(t, real), shape(t, []byte(fake.stdout))); diff != "" {
+				t.Errorf("event structure differs from the real CLI's (-real +fakeclaude):\n%s", diff)
+			}
+		})
 	}
 }

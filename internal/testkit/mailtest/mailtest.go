@@ -7,15 +7,17 @@
 // tokens. TokenServer is the OAuth2 token endpoint that hands such tokens
 // out.
 //
-// Both listen on ephemeral loopback ports over plain TCP. Tests talk the
-// real protocols to them; TLS is left out because it would test crypto/tls
-// rather than the mail code, and the email channel's TLS modes are plain
-// configuration of the same clients (it defaults to TLS in production).
+// Both listen on ephemeral loopback ports, over plain TCP unless a test
+// gives them a TLS config (IMAPS, SMTP STARTTLS): tests of certificate
+// handling need it, the rest talk the plain protocols. Debian's Dovecot
+// and Postfix are in dovecot.go and postfix.go, for the tests that need
+// the real servers' behaviour.
 package mailtest
 
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +25,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -48,16 +51,118 @@ type IMAPServer struct {
 	mu       sync.Mutex
 	appended chan struct{} // closed and replaced by every Append
 	auth     authLog
+	conns    map[*imapserver.Conn]struct{}
+	tls      bool
+	// dropFetch counts FETCH commands down to the one that drops every
+	// connection (at 0); below 0 nothing happens.
+	dropFetch atomic.Int64
 }
 
-// session makes IDLE report messages appended before or during it. The
-// in-memory server only reports changes made after IDLE starts, so a
-// message appended between a client's SEARCH and its IDLE would go
-// unnoticed; real servers (Dovecot, Exchange) report it, and a test must
-// not depend on that race.
+// session makes the in-memory server behave like Dovecot where the email
+// channel depends on it:
+//
+//   - IDLE reports messages appended before or during it. The in-memory
+//     server only reports changes made after IDLE starts, so a message
+//     appended between a client's SEARCH and its IDLE would go unnoticed;
+//     real servers (Dovecot, Exchange) report it, and a test must not
+//     depend on that race.
+//   - UID STORE and UID EXPUNGE ignore a UID the session has not been told
+//     about yet (no EXISTS for it since SELECT), returning OK with no
+//     effect, as RFC 3501 servers do: the in-memory server acts on the
+//     shared mailbox and would hide a client that deletes on a stale
+//     session.
 type session struct {
 	imapserver.SessionIMAP4rev2
-	s *IMAPServer
+	s    *IMAPServer
+	conn *imapserver.Conn
+	// known is the highest UID this session has been told about: UIDNEXT-1
+	// at SELECT, then the mailbox's at every poll (IDLE, NOOP and the end
+	// of each command). It errs towards knowing too much: a message
+	// appended during a poll counts as told.
+	known atomic.Uint32
+}
+
+func (ss *session) Close() error {
+	ss.s.mu.Lock()
+	delete(ss.s.conns, ss.conn)
+	ss.s.mu.Unlock()
+	return ss.SessionIMAP4rev2.Close()
+}
+
+func (ss *session) Select(name string, options *imap.SelectOptions) (*imap.SelectData, error) {
+	data, err := ss.SessionIMAP4rev2.Select(name, options)
+	if err == nil {
+		ss.known.Store(uint32(data.UIDNext) - 1)
+	}
+	return data, err
+}
+
+func (ss *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
+	err := ss.SessionIMAP4rev2.Poll(w, allowExpunge)
+	ss.learn()
+	return err
+}
+
+// learn marks every message now in INBOX as told to the session.
+func (ss *session) learn() {
+	st, err := ss.s.user.Status("INBOX", &imap.StatusOptions{UIDNext: true})
+	if err == nil && st.UIDNext > 0 {
+		ss.known.Store(uint32(st.UIDNext) - 1)
+	}
+}
+
+// told drops the UIDs this session has not been told about from a UID set;
+// a sequence set is left alone, as sequence numbers exist only for told
+// messages.
+func (ss *session) told(set imap.NumSet) (imap.NumSet, bool) {
+	uids, ok := set.(imap.UIDSet)
+	if !ok {
+		return set, true
+	}
+	known := imap.UID(ss.known.Load())
+	var out imap.UIDSet
+	for _, r := range uids {
+		start, stop := r.Start, r.Stop
+		if stop == 0 || stop > known { // 0 is "*"
+			stop = known
+		}
+		if start == 0 {
+			start = known
+		}
+		if start <= stop && start > 0 {
+			out.AddRange(start, stop)
+		}
+	}
+	return out, len(out) > 0
+}
+
+func (ss *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *imap.StoreFlags, options *imap.StoreOptions) error {
+	set, ok := ss.told(numSet)
+	if !ok {
+		return nil
+	}
+	return ss.SessionIMAP4rev2.Store(w, set, flags, options)
+}
+
+func (ss *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error {
+	if uids != nil {
+		set, ok := ss.told(*uids)
+		if !ok {
+			return nil
+		}
+		u := set.(imap.UIDSet)
+		uids = &u
+	}
+	return ss.SessionIMAP4rev2.Expunge(w, uids)
+}
+
+func (ss *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) error {
+	if ss.s.dropFetch.Add(-1) == 0 {
+		// The connection breaks while the client waits for the data.
+		ss.s.ln.closeAll()
+		return errors.New("mailtest: connection dropped mid-fetch")
+	}
+	return ss.SessionIMAP4rev2.Fetch(w, numSet, options)
 }
 
 func (ss *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
@@ -67,7 +172,7 @@ func (ss *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error 
 		ss.s.mu.Lock()
 		appended := ss.s.appended
 		ss.s.mu.Unlock()
-		if err := ss.SessionIMAP4rev2.Poll(w, true); err != nil {
+		if err := ss.Poll(w, true); err != nil {
 			return err
 		}
 		select {
@@ -238,6 +343,8 @@ type IMAPOptions struct {
 	// OAuth2Tokens turns on AUTHENTICATE XOAUTH2 for the user with these
 	// bearer tokens; password login keeps working.
 	OAuth2Tokens []string
+	// TLS, when set, serves implicit TLS (IMAPS) with this config.
+	TLS *tls.Config
 }
 
 // NewIMAPServer starts a server on 127.0.0.1 and stops it at test cleanup.
@@ -255,7 +362,9 @@ func NewIMAPServer(t testing.TB, opts IMAPOptions) *IMAPServer {
 		Password: "imap-password",
 		user:     user,
 		appended: make(chan struct{}),
+		conns:    make(map[*imapserver.Conn]struct{}),
 	}
+	s.dropFetch.Store(-1)
 	s.auth.setTokens(opts.OAuth2Tokens)
 
 	caps := imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}}
@@ -263,17 +372,20 @@ func NewIMAPServer(t testing.TB, opts IMAPOptions) *IMAPServer {
 		caps = imap.CapSet{imap.CapIMAP4rev1: {}}
 	}
 	srv := imapserver.New(&imapserver.Options{
-		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+		NewSession: func(conn *imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
 			inner, ok := mem.NewSession().(imapserver.SessionIMAP4rev2)
 			if !ok {
 				return nil, nil, errors.New("imapmemserver session lacks IMAP4rev2 methods")
 			}
-			return &session{SessionIMAP4rev2: inner, s: s}, nil, nil
+			s.mu.Lock()
+			s.conns[conn] = struct{}{}
+			s.mu.Unlock()
+			return &session{SessionIMAP4rev2: inner, s: s, conn: conn}, nil, nil
 		},
 		Caps: caps,
 		// Plain TCP on loopback: LOGIN must be allowed without TLS.
 		InsecureAuth: true,
-		Logger:       testLogger{t},
+		Logger:       newTestLogger(t),
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -282,7 +394,11 @@ func NewIMAPServer(t testing.TB, opts IMAPOptions) *IMAPServer {
 	s.ln = &trackingListener{Listener: ln, conns: make(map[net.Conn]struct{})}
 	s.Port = ln.Addr().(*net.TCPAddr).Port
 	s.server = srv
-	go func() { _ = srv.Serve(s.ln) }()
+	var serve net.Listener = s.ln
+	if opts.TLS != nil {
+		serve, s.tls = tls.NewListener(s.ln, opts.TLS), true
+	}
+	go func() { _ = srv.Serve(serve) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return s
 }
@@ -322,7 +438,16 @@ type Message struct {
 // Inbox lists what INBOX holds, over a real IMAP connection.
 func (s *IMAPServer) Inbox(t testing.TB) []Message {
 	t.Helper()
-	cl, err := imapclient.DialInsecure(s.Addr(), nil)
+	var (
+		cl  *imapclient.Client
+		err error
+	)
+	if s.tls {
+		// The helper looks at the mailbox; the channel's tests verify.
+		cl, err = imapclient.DialTLS(s.Addr(), &imapclient.Options{TLSConfig: &tls.Config{InsecureSkipVerify: true}})
+	} else {
+		cl, err = imapclient.DialInsecure(s.Addr(), nil)
+	}
 	if err != nil {
 		t.Fatalf("dial imap: %v", err)
 	}
@@ -360,6 +485,27 @@ func (s *IMAPServer) Inbox(t testing.TB) []Message {
 func (s *IMAPServer) DropConnections() int {
 	return s.ln.closeAll()
 }
+
+// Bye ends every client connection with an untagged BYE, as Dovecot does
+// when it shuts down ("* BYE Server shutting down."), and returns how many
+// it ended. The server keeps listening, as a restarted one would.
+func (s *IMAPServer) Bye(text string) int {
+	s.mu.Lock()
+	conns := make([]*imapserver.Conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Bye(text)
+	}
+	return len(conns)
+}
+
+// DropOnFetch makes the nth FETCH command from now (1 = the next) close
+// every client connection instead of answering, as a server or network
+// failing in the middle of a download would.
+func (s *IMAPServer) DropOnFetch(n int) { s.dropFetch.Store(int64(n)) }
 
 // Connections counts the client connections accepted so far.
 func (s *IMAPServer) Connections() int {
@@ -446,6 +592,8 @@ type SMTPOptions struct {
 	Username     string
 	Password     string
 	OAuth2Tokens []string
+	// TLS, when set, offers STARTTLS with this config.
+	TLS *tls.Config
 }
 
 // NewSMTPServer starts a server on 127.0.0.1 and stops it at test cleanup.
@@ -463,9 +611,10 @@ func NewSMTPServer(t testing.TB, opts SMTPOptions) *SMTPServer {
 	}))
 	srv.Domain = "localhost"
 	srv.AllowInsecureAuth = true
+	srv.TLSConfig = opts.TLS
 	srv.ReadTimeout = 30 * time.Second
 	srv.WriteTimeout = 30 * time.Second
-	srv.ErrorLog = testLogger{t}
+	srv.ErrorLog = newTestLogger(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen smtp: %v", err)
@@ -621,16 +770,38 @@ func (ss *smtpSession) Reset() {
 
 func (ss *smtpSession) Logout() error { return nil }
 
-// testLogger sends server error logs to the test log. Logging after the
-// test ended panics in the testing package, so late lines are dropped.
-type testLogger struct{ t testing.TB }
+// testLogger sends server error logs to the test log. Server goroutines
+// may log after the test ended, which the testing package does not allow
+// (a panic, and a data race on the test's state): the test's cleanup
+// closes the logger under the same lock that every line takes.
+type testLogger struct {
+	t     testing.TB
+	mu    *sync.Mutex
+	ended *bool
+}
+
+func newTestLogger(t testing.TB) testLogger {
+	l := testLogger{t: t, mu: new(sync.Mutex), ended: new(bool)}
+	t.Cleanup(func() {
+		l.mu.Lock()
+		*l.ended = true
+		l.mu.Unlock()
+	})
+	return l
+}
 
 func (l testLogger) Printf(format string, args ...any) {
-	defer func() { _ = recover() }()
-	l.t.Logf(format, args...)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !*l.ended {
+		l.t.Logf(format, args...)
+	}
 }
 
 func (l testLogger) Println(args ...any) {
-	defer func() { _ = recover() }()
-	l.t.Log(args...)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !*l.ended {
+		l.t.Log(args...)
+	}
 }
