@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
@@ -222,24 +221,6 @@ var _ interface {
 	channel.Starter
 } = (*fakeChannel)(nil)
 
-// syncBuffer collects log output from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // fixture is a gateway on a real git origin with fake channels, on the
 // host sandbox (no Podman needed) or on real Podman.
 type fixture struct {
@@ -253,7 +234,7 @@ type fixture struct {
 	sb      *testkit.HostSandbox
 	backend *Backend
 	chans   map[string]*fakeChannel // by repo id
-	logs    *syncBuffer
+	logs    *testkit.SyncBuffer
 	g       *Gateway
 	cancel  context.CancelFunc
 	done    chan error
@@ -315,7 +296,7 @@ func newFixture(t testing.TB, o fixtureOpts) *fixture {
 	if len(o.repos) == 0 {
 		o.repos = []string{"app"}
 	}
-	f := &fixture{t: t, o: o, bins: bins, state: t.TempDir(), logs: &syncBuffer{}, chans: map[string]*fakeChannel{}}
+	f := &fixture{t: t, o: o, bins: bins, state: t.TempDir(), logs: &testkit.SyncBuffer{}, chans: map[string]*fakeChannel{}}
 	dockerfile := "FROM scratch\n"
 	if o.podman {
 		f.engine = testkit.RequireEngine(t)

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"text/template"
 	"time"
@@ -48,7 +47,7 @@ type harness struct {
 	prefix string
 	secret string
 	reg    *redact.Registry
-	logs   *syncBuffer
+	logs   *testkit.SyncBuffer
 	gw     *gateway.Gateway
 	cancel context.CancelFunc
 	done   chan error
@@ -59,24 +58,6 @@ type harnessOpts struct {
 	maxConcurrent int
 	timeout       int // resource_limits.timeout, seconds; 0 = 300
 	shutdown      int // execution.shutdown_timeout, seconds; 0 = 20
-}
-
-// syncBuffer collects log output from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func testPrefix(t testing.TB) string {
@@ -173,7 +154,7 @@ func newHarness(t testing.TB) *harness {
 		prefix: testPrefix(t),
 		secret: "plain-" + testkit.RandomHex(12),
 		reg:    redact.NewRegistry(),
-		logs:   &syncBuffer{},
+		logs:   &testkit.SyncBuffer{},
 	}
 	t.Cleanup(func() { h.assertNoLeftovers() })
 	return h

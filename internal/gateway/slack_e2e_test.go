@@ -57,7 +57,7 @@ repos:
 		t.Fatalf("config: %v %v", err, cfg.Err())
 	}
 	sb := testkit.NewHostSandbox()
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	state := t.TempDir()
 	g, err := gateway.New(cfg, gateway.Options{
 		StateDir: state, Registry: reg, Channels: cli.ChannelFactories(),
