@@ -98,8 +98,9 @@ run: test-deps build
 # request after a message arrives beside the bare sandbox start, in one run.
 bench: test-deps test-claude
 	$(GO) test -run '^$$' -bench . -benchtime 10x ./internal/sandbox/ ./internal/sandboxcli/
-	$(GO) test -run '^$$' -bench . ./internal/proxy/ ./internal/allowlist/
-	$(GO) test -run '^$$' -bench 'MessageToAgentStart|BareSandboxStart' -benchtime 5x ./internal/gateway/
+	$(GO) test -run '^$$' -bench . -benchtime 10x ./internal/proxy/
+	$(GO) test -run '^$$' -bench . ./internal/allowlist/
+	$(GO) test -run '^$$' -bench 'MessageToAgentStart|BareSandboxStart|RealClaudeFirstRequest' -benchtime 5x ./internal/gateway/
 	$(GO) test -run '^$$' -bench BusPublish ./internal/gateway/
 	# 200 messages over 20 conversations, max_concurrent 3: about a minute.
 	$(GO) test -run '^$$' -bench Soak -benchtime 1x -timeout 30m ./internal/gateway/

@@ -11,16 +11,17 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/airut/airut/internal/proxy"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	err := proxy.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "airut-proxy:", err)
-		var u usageError
-		if errors.As(err, &u) {
+		if errors.Is(err, proxy.ErrUsage) {
 			os.Exit(2)
 		}
 		os.Exit(1)

@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/airut/airut/internal/proxy"
 	"github.com/airut/airut/internal/secrets"
 	"github.com/google/go-cmp/cmp"
 	"github.com/miekg/dns"
@@ -178,17 +179,6 @@ func TestBinaryEndToEnd(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
-	t.Run("health", func(t *testing.T) {
-		out, err := exec.Command(bin, "health", "--listen-ip", "127.0.0.1", "--https-port", strconv.Itoa(httpsPort)).CombinedOutput()
-		if err != nil {
-			t.Errorf("health: %v\n%s", err, out)
-		}
-		closed := freePort(t)
-		if err := exec.Command(bin, "health", "--listen-ip", "127.0.0.1", "--https-port", strconv.Itoa(closed)).Run(); err == nil {
-			t.Errorf("health on closed port %d succeeded; want a failure", closed)
-		}
-	})
-
 	t.Run("dns", func(t *testing.T) {
 		q := new(dns.Msg)
 		q.SetQuestion("api.github.com.", dns.TypeA)
@@ -278,9 +268,8 @@ func TestUsage(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := run(context.Background(), tt.args, io.Discard, io.Discard)
-			var u usageError
-			if !errors.As(err, &u) || !strings.Contains(err.Error(), tt.want) {
+			err := proxy.Main(context.Background(), tt.args, io.Discard, io.Discard)
+			if !errors.Is(err, proxy.ErrUsage) || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("got %v; want a usage error containing %q", err, tt.want)
 			}
 		})

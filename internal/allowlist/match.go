@@ -42,6 +42,11 @@ type Decision struct {
 	// GraphQL is the allowing url_prefixes entry's graphql rules, if any.
 	// It is shared with the Allowlist and must not be modified.
 	GraphQL *GraphQL
+	// MethodsListed reports that the allowing url_prefixes entry lists
+	// methods: the proxy then drops method-override headers, since an
+	// upstream honouring them would run another method than the one
+	// allowed.
+	MethodsListed bool
 }
 
 // Match decides one request. host is as received without its port; Match
@@ -75,7 +80,7 @@ func (a *Allowlist) Match(host, path, method string) Decision {
 		}
 		rule := "url_prefixes[" + strconv.Itoa(i) + "]"
 		if e.allowsMethod(method) {
-			return Decision{Verdict: Allowed, Rule: rule, GraphQL: e.GraphQL}
+			return Decision{Verdict: Allowed, Rule: rule, GraphQL: e.GraphQL, MethodsListed: len(e.Methods) > 0}
 		}
 		if blocked.Verdict == BlockedHost {
 			blocked = Decision{Verdict: BlockedMethod, Rule: rule}

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // ErrUnsafePath is matched (errors.Is) by every CleanPath error.
@@ -14,31 +17,50 @@ var ErrUnsafePath = errors.New("unsafe request path")
 var ErrBadHost = errors.New("invalid host")
 
 // CleanPath checks a raw request target (origin form: path and optional
-// query, as on the request line) and returns it percent-decoded exactly
-// once, for Match. The proxy forwards the original raw target upstream, so
-// these checks make sure the proxy and the upstream cannot disagree on
-// which resource is meant:
+// query, as on the request line or in an HTTP/2 :path) and returns it
+// percent-decoded exactly once, for Match. The proxy forwards the original
+// raw target upstream, so these checks make sure the proxy and the
+// upstream cannot disagree on which resource is meant, whatever
+// normalisation the upstream applies (RFC 3986 dot removal, Tomcat and
+// Spring path parameters, a second percent-decoding, Unicode
+// compatibility folding, Windows' trailing dots and spaces):
 //
+//   - the raw target must be syntactically valid: no space, control
+//     character, DEL, '#' or raw non-ASCII byte (a client sends those
+//     percent-encoded; raw, they are a malformed request line or an HTTP/2
+//     :path that would forge a second field in the network log);
 //   - an invalid '%' sequence is an error (decoding it "leniently" is a
 //     guess about what the upstream will do);
 //   - a NUL anywhere is an error (C servers truncate at it);
-//   - in the path part, a backslash is an error (some servers treat it as
-//     '/'), and so is a "." or ".." segment, raw or encoded: the upstream
-//     removes them, so "/repos/acme/app/../../other" would match
-//     "/repos/acme/app*" here and reach another repository there. "/./" is
-//     refused too although it cannot climb: it lets a request match a
-//     pattern like "/api/*/read" while reaching "/api/read", and clients
-//     remove dot segments before sending (RFC 3986), so no real client
-//     sends one. "/..hidden" and "/.well-known" are ordinary names.
+//   - in the path part, after decoding: a backslash or any control
+//     character is an error (some servers treat '\' as '/'), and so is a
+//     decoded "%XX" (a "%25" that decodes to another escape: an upstream
+//     that decodes twice sees another path), and a path that is not valid
+//     UTF-8 (overlong forms of '.' and '/' included);
+//   - a dot segment is an error: a segment that is only dots (and spaces)
+//     once its ";parameters" are cut off and Unicode look-alikes are folded
+//     ("..", ".", "..;x", ".. ", "%2e%2e", "．．", "‥"; full-width and
+//     other look-alike slashes count as '/'). The upstream removes them, so
+//     "/repos/acme/app/../../other" would match "/repos/acme/app*" here and
+//     reach another repository there. "/./" is refused too although it
+//     cannot climb: it lets a request match a pattern like "/api/*/read"
+//     while reaching "/api/read", and clients remove dot segments before
+//     sending (RFC 3986), so no real client sends one. "/..hidden" and
+//     "/.well-known" are ordinary names, and so are percent-encoded UTF-8
+//     names ("/b/%E6%97%A5.txt").
 //
 // The path part ends at the first '?' of the raw target, not of the
 // decoded one: "%3F" is part of a path segment, and "/a%3F/../b" is still
 // a traversal. The query is decoded too (patterns match it), but only NUL
-// is refused there; a double-encoded "%252e" decodes to the literal "%2e"
-// and is allowed. A target not starting with '/' is an error.
+// is refused there: a query is not normalised into a path, and it may
+// carry escaped escapes and binary data. A target not starting with '/' is
+// an error.
 func CleanPath(rawPathAndQuery string) (string, error) {
 	if !strings.HasPrefix(rawPathAndQuery, "/") {
 		return "", fmt.Errorf("%w: %q does not start with '/'", ErrUnsafePath, rawPathAndQuery)
+	}
+	if err := checkTargetSyntax(rawPathAndQuery); err != nil {
+		return "", err
 	}
 	rawPath, rawQuery, hasQuery := strings.Cut(rawPathAndQuery, "?")
 	path, err := percentDecode(rawPath)
@@ -49,13 +71,11 @@ func CleanPath(rawPathAndQuery string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	switch {
-	case strings.IndexByte(path, 0) >= 0 || strings.IndexByte(query, 0) >= 0:
+	if strings.IndexByte(path, 0) >= 0 || strings.IndexByte(query, 0) >= 0 {
 		return "", fmt.Errorf("%w: NUL byte", ErrUnsafePath)
-	case strings.IndexByte(path, '\\') >= 0:
-		return "", fmt.Errorf("%w: backslash in path", ErrUnsafePath)
-	case hasDotSegment(path):
-		return "", fmt.Errorf("%w: dot segment in path", ErrUnsafePath)
+	}
+	if err := checkDecodedPath(path); err != nil {
+		return "", err
 	}
 	if hasQuery {
 		return path + "?" + query, nil
@@ -63,10 +83,106 @@ func CleanPath(rawPathAndQuery string) (string, error) {
 	return path, nil
 }
 
-// hasDotSegment reports whether a decoded path has a "." or ".." segment.
+// checkTargetSyntax refuses the bytes that RFC 9112 and RFC 3986 never
+// allow unescaped in a request target and that change how it reads:
+// space and controls end or split it, '#' starts a fragment a client
+// never sends, and raw non-ASCII bytes are decoded differently by every
+// server (Latin-1, UTF-8, "best fit").
+func checkTargetSyntax(raw string) error {
+	for i := 0; i < len(raw); i++ {
+		switch c := raw[i]; {
+		case c <= ' ' || c == 0x7f:
+			return fmt.Errorf("%w: raw control character or space (byte %#02x) in request target", ErrUnsafePath, c)
+		case c >= 0x80:
+			return fmt.Errorf("%w: raw non-ASCII byte %#02x in request target (send it percent-encoded)", ErrUnsafePath, c)
+		case c == '#':
+			return fmt.Errorf("%w: fragment ('#') in request target", ErrUnsafePath)
+		}
+	}
+	return nil
+}
+
+// checkDecodedPath applies the path rules of CleanPath to a path decoded
+// once.
+func checkDecodedPath(path string) error {
+	ascii := true
+	for i := 0; i < len(path); i++ {
+		switch c := path[i]; {
+		case c < ' ' || c == 0x7f:
+			return fmt.Errorf("%w: control character %#02x in path", ErrUnsafePath, c)
+		case c == '\\':
+			return fmt.Errorf("%w: backslash in path", ErrUnsafePath)
+		case c >= 0x80:
+			ascii = false
+		}
+	}
+	if !ascii && !utf8.ValidString(path) {
+		return fmt.Errorf("%w: decoded path is not valid UTF-8", ErrUnsafePath)
+	}
+	if hasEscape(path) {
+		return fmt.Errorf("%w: escaped percent-encoding (%%25) in path", ErrUnsafePath)
+	}
+	folded := path
+	if !ascii {
+		folded = foldLookalikes(path)
+		switch {
+		case strings.IndexByte(folded, '\\') >= 0:
+			return fmt.Errorf("%w: backslash look-alike in path", ErrUnsafePath)
+		case hasEscape(folded):
+			return fmt.Errorf("%w: percent look-alike escape in path", ErrUnsafePath)
+		}
+	}
+	if hasDotSegment(folded) {
+		return fmt.Errorf("%w: dot segment in path", ErrUnsafePath)
+	}
+	return nil
+}
+
+// hasEscape reports whether s holds a '%' followed by two hex digits.
+func hasEscape(s string) bool {
+	for i := strings.IndexByte(s, '%'); i >= 0; {
+		if i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
+			return true
+		}
+		j := strings.IndexByte(s[i+1:], '%')
+		if j < 0 {
+			return false
+		}
+		i += 1 + j
+	}
+	return false
+}
+
+// lookalikes are characters that Unicode compatibility folding (NFKC)
+// leaves alone but that some normalisers (IDNA, Windows "best fit"
+// code-page mapping) still turn into '.', '/' or '\'.
+var lookalikes = strings.NewReplacer(
+	"\u3002", ".", // ideographic full stop (NFKC maps U+FF61 to it)
+	"\u2044", "/", // fraction slash
+	"\u2215", "/", // division slash
+	"\u29f8", "/", // big solidus
+	"\u2571", "/", // box drawing light diagonal
+	"\u2216", "\\", // set minus
+	"\u29f5", "\\", // reverse solidus operator
+	"\u29f9", "\\", // big reverse solidus
+)
+
+// foldLookalikes maps a valid UTF-8 path to what an upstream that folds
+// Unicode might read: NFKC (full-width '．' and '／', '․', '‥', '﹒', '％'
+// …) and then the look-alikes NFKC keeps.
+func foldLookalikes(path string) string {
+	return lookalikes.Replace(norm.NFKC.String(path))
+}
+
+// hasDotSegment reports whether a decoded path has a segment that is only
+// dots, once its ";parameters" are cut off and spaces trimmed: what
+// Tomcat-style servers (";"), Windows (trailing dots and spaces) and RFC
+// 3986 dot removal all read as "." or "..".
 func hasDotSegment(path string) bool {
 	for seg := range strings.SplitSeq(path, "/") {
-		if seg == "." || seg == ".." {
+		seg, _, _ = strings.Cut(seg, ";")
+		seg = strings.Trim(seg, " ")
+		if seg != "" && strings.Trim(seg, ".") == "" {
 			return true
 		}
 	}

@@ -5,6 +5,9 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 func TestCleanPath(t *testing.T) {
@@ -23,18 +26,60 @@ func TestCleanPath(t *testing.T) {
 		{"plus is not a space", "/a+b?q=c+d", "/a+b?q=c+d", ""},
 		{"query decoded", "/search?q=%2F%3F%26", "/search?q=/?&", ""},
 		{"encoded question mark stays in the path", "/a%3Fb?c", "/a?b?c", ""},
-		{"double encoding decoded once", "/%252e%252e/x", "/%2e%2e/x", ""},
-		{"double encoded slash decoded once", "/a%252Fb", "/a%2Fb", ""},
+		{"double encoding in the query decoded once", "/a?u=%252e%252e", "/a?u=%2e%2e", ""},
+		{"lone escaped percent", "/100%25", "/100%", ""},
+		{"escaped percent before non-hex", "/100%25-off", "/100%-off", ""},
 		{"dot-dot prefix of a name", "/..hidden", "/..hidden", ""},
 		{"dot-dot suffix of a name", "/a../b", "/a../b", ""},
 		{"dot file", "/.well-known/x", "/.well-known/x", ""},
-		{"three dots", "/.../x", "/.../x", ""},
 		{"double slash", "//a//b", "//a//b", ""},
 		{"dot-dot in query", "/a?next=/x/../y", "/a?next=/x/../y", ""},
 		{"backslash in query", "/a?q=%5C", "/a?q=\\", ""},
-		{"non-UTF-8 byte", "/a%ff", "/a\xff", ""},
+		{"binary in query", "/a?q=%ff%c0%ae", "/a?q=\xff\xc0\xae", ""},
+		{"path parameter on a name", "/a;jsessionid=1/b", "/a;jsessionid=1/b", ""},
+		{"encoded UTF-8 name", "/b/%E6%97%A5.txt", "/b/日.txt", ""},
+		{"encoded UTF-8 S3 key", "/bucket/caf%C3%A9%20menu.pdf", "/bucket/café menu.pdf", ""},
+		{"full-width slash between names", "/a%EF%BC%8Fb", "/a／b", ""},
+		{"full-width dot in a name", "/a%EF%BC%8Ejson", "/a．json", ""},
+		{"brackets in query", "/a?x[]=1&y={2}", "/a?x[]=1&y={2}", ""},
 
 		{"dot-dot segment", "/a/../b", "", "dot segment"},
+		{"three dots", "/.../x", "", "dot segment"},
+		{"dot-dot with path parameter", "/a/..;/b", "", "dot segment"},
+		{"dot-dot with named path parameter", "/a/..;x=1/b", "", "dot segment"},
+		{"dot with path parameter", "/a/.;/b", "", "dot segment"},
+		{"encoded semicolon after dot-dot", "/a/..%3B/b", "", "dot segment"},
+		{"dot-dot and trailing space", "/a/..%20/b", "", "dot segment"},
+		{"double encoded dot-dot", "/%252e%252e/x", "", "escaped percent-encoding"},
+		{"double encoded slash", "/a%252Fb", "", "escaped percent-encoding"},
+		{"double encoded backslash", "/a%255cb", "", "escaped percent-encoding"},
+		{"full-width dots", "/a/%EF%BC%8E%EF%BC%8E/b", "", "dot segment"},
+		{"full-width slash and dots", "/a%EF%BC%8F..%EF%BC%8Fb", "", "dot segment"},
+		{"one dot leader", "/a/%E2%80%A4/b", "", "dot segment"},
+		{"two dot leader", "/a/%E2%80%A5/b", "", "dot segment"},
+		{"small full stop", "/a/%EF%B9%92%EF%B9%92/b", "", "dot segment"},
+		{"ideographic full stops", "/a/%E3%80%82%E3%80%82/b", "", "dot segment"},
+		{"division slash", "/a%E2%88%95..%E2%88%95b", "", "dot segment"},
+		{"full-width backslash", "/a%EF%BC%BCb", "", "backslash look-alike"},
+		{"full-width percent escape", "/a%EF%BC%852e%EF%BC%852e/b", "", "percent look-alike"},
+		{"overlong dot", "/a/%C0%AE%C0%AE/b", "", "not valid UTF-8"},
+		{"overlong slash", "/a%C0%AFb", "", "not valid UTF-8"},
+		{"three-byte overlong dot", "/a/%E0%80%AE/b", "", "not valid UTF-8"},
+		{"non-UTF-8 byte", "/a%ff", "", "not valid UTF-8"},
+		{"UTF-16 surrogate", "/a%ED%A0%80", "", "not valid UTF-8"},
+		{"encoded newline", "/a%0Ab", "", "control character"},
+		{"encoded tab", "/a%09b", "", "control character"},
+		{"encoded DEL", "/a%7Fb", "", "control character"},
+		{"raw space", "/a b", "", "space"},
+		{"raw space before a forged verdict", "/x -> 200 ALLOWED GET https://evil", "", "space"},
+		{"raw tab", "/a\tb", "", "control character"},
+		{"raw newline", "/a\nb", "", "control character"},
+		{"raw DEL", "/a\x7fb", "", "control character"},
+		{"raw space in query", "/a?q=b c", "", "space"},
+		{"raw non-ASCII", "/caf\xc3\xa9", "", "non-ASCII"},
+		{"raw non-ASCII in query", "/a?q=\xff", "", "non-ASCII"},
+		{"fragment", "/a#b", "", "fragment"},
+		{"fragment in query", "/a?b#c", "", "fragment"},
 		{"trailing dot-dot", "/a/..", "", "dot segment"},
 		{"only dot-dot", "/..", "", "dot segment"},
 		{"encoded dot-dot", "/a/%2e%2e/b", "", "dot segment"},
@@ -77,45 +122,112 @@ func TestCleanPath(t *testing.T) {
 	}
 }
 
+// serverModels are the ways real upstreams read a decoded path: each
+// returns the segments the server would resolve. A path CleanPath accepts
+// must have no "." or ".." segment under any of them.
+var serverModels = map[string]func(path string) []string{
+	"rfc3986": func(p string) []string { return strings.Split(p, "/") },
+	"tomcat path parameters": func(p string) []string {
+		segs := strings.Split(p, "/")
+		for i, s := range segs {
+			segs[i], _, _ = strings.Cut(s, ";")
+		}
+		return segs
+	},
+	"decodes twice": func(p string) []string {
+		if d, err := url.PathUnescape(p); err == nil {
+			p = d
+		}
+		return strings.Split(p, "/")
+	},
+	"backslash is a slash": func(p string) []string {
+		return strings.Split(strings.ReplaceAll(p, "\\", "/"), "/")
+	},
+	"unicode compatibility folding": func(p string) []string {
+		return strings.FieldsFunc(norm.NFKC.String(p), func(r rune) bool { return r == '/' || r == '\\' })
+	},
+	"windows trims trailing dots and spaces": func(p string) []string {
+		segs := strings.Split(p, "/")
+		for i, s := range segs {
+			if t := strings.TrimRight(s, " "); t != s {
+				segs[i] = t
+			}
+		}
+		return segs
+	},
+}
+
+// plainTarget reports whether raw uses only characters no server reads
+// two ways (letters, digits, "-._~/", sub-delimiters but ';', '?'): such a
+// target must be accepted unless it has a dot segment.
+func plainTarget(raw string) bool {
+	for _, c := range []byte(raw) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-._~/!$&'()*+,=:@?", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
 func FuzzCleanPath(f *testing.F) {
 	for _, s := range []string{
 		"/", "/a/../b", "/%2e%2e/", "/..hidden", "/a%3F/../b?c", "/%252e", "/a%5cb",
-		"/a%00", "/a%zz", "/v1/messages?beta=true", "/./", "/.%2E/",
+		"/a%00", "/a%zz", "/v1/messages?beta=true", "/./", "/.%2E/", "/a/..;/b",
+		"/%EF%BC%8E%EF%BC%8E/", "/%C0%AE%C0%AE/", "/b/%E6%97%A5.txt", "/a b", "/a?q=%ff",
 	} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
 		got, err := CleanPath(raw)
+		if err != nil {
+			if got != "" {
+				t.Errorf("CleanPath(%q) = %q with error %v; want \"\"", raw, got, err)
+			}
+			if !errors.Is(err, ErrUnsafePath) {
+				t.Errorf("CleanPath(%q) error %v does not match ErrUnsafePath", raw, err)
+			}
+			rawPath, _, _ := strings.Cut(raw, "?")
+			if plainTarget(raw) && strings.HasPrefix(raw, "/") && !strings.Contains(rawPath, ";") {
+				dots := false
+				for _, seg := range strings.Split(rawPath, "/") {
+					if seg != "" && strings.Trim(seg, ".") == "" {
+						dots = true
+					}
+				}
+				if !dots {
+					t.Errorf("CleanPath(%q) = error %v; want a plain target accepted", raw, err)
+				}
+			}
+			return
+		}
 
-		// Independent model: net/url decodes, the invariants are checked
-		// on its result, and CleanPath must agree both ways.
+		// Accepted: the decoding must be net/url's, once, and no server
+		// model may see a dot segment, a NUL or a fragment.
 		rawPath, rawQuery, hasQuery := strings.Cut(raw, "?")
 		path, perr := url.PathUnescape(rawPath)
 		query, qerr := url.PathUnescape(rawQuery)
-		safe := strings.HasPrefix(raw, "/") && perr == nil && qerr == nil &&
-			!strings.ContainsRune(path+query, 0) && !strings.ContainsRune(path, '\\')
-		for seg := range strings.SplitSeq(path, "/") {
-			if seg == "." || seg == ".." {
-				safe = false
-			}
+		if perr != nil || qerr != nil {
+			t.Fatalf("CleanPath(%q) accepted an invalid escape (%v, %v)", raw, perr, qerr)
 		}
 		want := path
 		if hasQuery {
 			want += "?" + query
 		}
-
-		switch {
-		case err != nil && safe:
-			t.Errorf("CleanPath(%q) = error %v; want %q", raw, err, want)
-		case err == nil && !safe:
-			t.Errorf("CleanPath(%q) = %q; want an error", raw, got)
-		case err == nil && got != want:
+		if got != want {
 			t.Errorf("CleanPath(%q) = %q; want %q", raw, got, want)
-		case err != nil && got != "":
-			t.Errorf("CleanPath(%q) = %q with error %v; want \"\"", raw, got, err)
 		}
-		if err == nil && strings.ContainsRune(got, 0) {
-			t.Errorf("CleanPath(%q) = %q contains NUL", raw, got)
+		if !utf8.ValidString(path) || strings.ContainsAny(path, "\x00\\\n\r") || strings.ContainsRune(query, 0) {
+			t.Errorf("CleanPath(%q) accepted a path with NUL, backslash, newline or invalid UTF-8: %q", raw, got)
+		}
+		if strings.ContainsAny(raw, " #\t") {
+			t.Errorf("CleanPath(%q) accepted a space, tab or fragment in the raw target", raw)
+		}
+		for name, model := range serverModels {
+			for _, seg := range model(path) {
+				if seg == "." || seg == ".." {
+					t.Errorf("CleanPath(%q) accepted %q, which a server that %s resolves as a dot segment", raw, path, name)
+				}
+			}
 		}
 	})
 }

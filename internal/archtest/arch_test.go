@@ -21,11 +21,9 @@ const module = "github.com/airut/airut/"
 // (test support). Main packages are in the table too: main stays thin, and
 // calls one package.
 var allowed = map[string][]string{
-	"cmd/airut":         {"internal/cli"},
-	"cmd/airut-sandbox": {"internal/sandboxcli"},
-	// proxy2 moves the proxy's main into proxy.Serve; until then the
-	// command also reads the allowlist and the replacement map itself.
-	"cmd/airut-proxy":     {"internal/proxy", "internal/allowlist", "internal/secrets", "internal/atomicfile"},
+	"cmd/airut":           {"internal/cli"},
+	"cmd/airut-sandbox":   {"internal/sandboxcli"},
+	"cmd/airut-proxy":     {"internal/proxy"},
 	"internal/allowlist":  {"internal/yamlwalk"},
 	"internal/yamlwalk":   {},
 	"internal/atomicfile": {},
@@ -35,7 +33,7 @@ var allowed = map[string][]string{
 	// secrets matches scopes and header names with the allowlist's
 	// Python-fnmatch host rules: one matcher for both, by design.
 	"internal/secrets":       {"internal/allowlist", "internal/atomicfile"},
-	"internal/proxy":         {"internal/allowlist", "internal/secrets"},
+	"internal/proxy":         {"internal/allowlist", "internal/secrets", "internal/atomicfile"}, // the CA file, written atomically
 	"internal/sandbox":       {"internal/allowlist", "internal/secrets"},
 	"internal/agent":         {},
 	"internal/claudecli":     {"internal/atomicfile"},
@@ -51,7 +49,7 @@ var allowed = map[string][]string{
 	"internal/gateway": {"internal/atomicfile", "internal/config", "internal/redact", "internal/repoconfig", "internal/allowlist", "internal/claudecli",
 		"internal/secrets", "internal/sandbox", "internal/agent", "internal/conversation", "internal/gitmirror",
 		"internal/channel"},
-	"internal/sandboxcli": {"internal/repoconfig", "internal/sandbox", "internal/secrets", "internal/allowlist"},
+	"internal/sandboxcli": {"internal/repoconfig", "internal/sandbox", "internal/secrets", "internal/allowlist", "internal/gitmirror"},
 	"internal/cli":        {"*"},
 	"internal/archtest":   {"*"},
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"path/filepath"
 	"time"
 
 	"github.com/airut/airut/internal/config"
@@ -20,10 +21,11 @@ type Runner interface {
 }
 
 // Images is what the gateway needs from the image cache. *sandbox.ImageCache
-// is the real one.
+// is the real one. Every image handed out is leased until release is
+// called (once the task's last container has exited): Prune keeps it.
 type Images interface {
-	Ensure(ctx context.Context, buildCtx fs.FS) (string, error)
-	EnsureProxy(ctx context.Context, binary string) (string, error)
+	Ensure(ctx context.Context, buildCtx fs.FS) (tag string, release func(), err error)
+	EnsureProxy(ctx context.Context, binary string) (tag string, release func(), err error)
 	Prune(ctx context.Context, keep ...string) ([]string, error)
 }
 
@@ -46,8 +48,10 @@ type Backend struct {
 
 // NewBackend is the real backend: cfg's container engine (podman unless
 // container_command says docker), with its OCI runtime and ulimits, naming
-// everything it creates after prefix.
-func NewBackend(cfg *config.Config, prefix string, logger *slog.Logger, clock func() time.Time) (*Backend, error) {
+// everything it creates after prefix. Per-task private files (the secrets
+// for the proxy) live under stateDir, and the images it prunes are only
+// those of this state directory's gateway.
+func NewBackend(cfg *config.Config, prefix, stateDir string, logger *slog.Logger, clock func() time.Time) (*Backend, error) {
 	rt, err := sandbox.NewRuntime(cfg.ContainerCommand, logger)
 	if err != nil {
 		return nil, err
@@ -55,7 +59,9 @@ func NewBackend(cfg *config.Config, prefix string, logger *slog.Logger, clock fu
 	rt.OCIRuntime = cfg.ContainerRuntime
 	rt.Ulimits = cfg.ContainerUlimits
 	run := sandbox.NewRunner(rt, prefix)
+	run.StateDir = filepath.Join(stateDir, "sandbox")
 	cache := sandbox.NewImageCache(rt, prefix)
+	cache.Instance = sandbox.InstanceID(stateDir)
 	if clock != nil {
 		cache.Now = clock
 	}

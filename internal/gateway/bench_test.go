@@ -80,25 +80,24 @@ func BenchmarkBareSandboxStart(b *testing.B) {
 		b.Fatal(err)
 	}
 	runner := sandbox.NewRunner(rt, h.prefix)
+	runner.StateDir = b.TempDir()
 	cache := sandbox.NewImageCache(rt, h.prefix)
 	ctx := context.Background()
-	image, err := cache.Ensure(ctx, fstest.MapFS{"Dockerfile": {Data: []byte(testkit.DefaultDockerfile(h.base))}})
+	image, release, err := cache.Ensure(ctx, fstest.MapFS{"Dockerfile": {Data: []byte(testkit.DefaultDockerfile(h.base))}})
 	if err != nil {
 		b.Fatal(err)
 	}
-	proxyImage, err := cache.EnsureProxy(ctx, filepath.Join(h.bins, "airut-proxy"))
+	defer release()
+	proxyImage, releaseProxy, err := cache.EnsureProxy(ctx, filepath.Join(h.bins, "airut-proxy"))
 	if err != nil {
 		b.Fatal(err)
 	}
+	defer releaseProxy()
 	smap, err := secrets.NewMap(nil, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
-	repl := filepath.Join(b.TempDir(), "replacements.json")
-	if err := smap.WriteReplacementFile(repl); err != nil {
-		b.Fatal(err)
-	}
-	provider := &sandbox.ProxyNetwork{Runner: runner, ProxyImage: proxyImage, Allowlist: []byte(testAllowlist), ReplacementFile: repl}
+	provider := &sandbox.ProxyNetwork{Runner: runner, ProxyImage: proxyImage, Allowlist: []byte(testAllowlist), Secrets: smap}
 	one := func() time.Duration {
 		var once sync.Once
 		first := make(chan time.Duration, 1)

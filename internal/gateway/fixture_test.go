@@ -348,7 +348,7 @@ func (f *fixture) newGateway(cfg *config.Config) *Gateway {
 	f.t.Helper()
 	if f.backend == nil {
 		if f.o.podman {
-			b, err := NewBackend(cfg, f.prefix, slog.New(slog.DiscardHandler), f.o.clock)
+			b, err := NewBackend(cfg, f.prefix, f.state, slog.New(slog.DiscardHandler), f.o.clock)
 			if err != nil {
 				f.t.Fatal(err)
 			}

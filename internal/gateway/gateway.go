@@ -190,11 +190,12 @@ type Gateway struct {
 	tracker *tracker
 	timing  timing
 
-	// imageMu keeps the image prune from removing an image a task has
-	// resolved: a task holds it for reading from before it resolves its
-	// images until its container is gone; the prune takes it for writing
-	// without waiting, and skips its turn when a task holds it.
-	imageMu sync.RWMutex
+	// resolveMu keeps the Claude version GC from removing a binary a task
+	// has resolved: a task holds it for reading from before it resolves
+	// its binary until its container is gone; the GC takes it for writing
+	// without waiting, and skips its turn when a task holds it. (Images
+	// are leased by the image cache instead.)
+	resolveMu sync.RWMutex
 
 	mu sync.Mutex
 	// cfg is the config in force; tasks take a snapshot when they start.
@@ -245,7 +246,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	}
 	backend, own := opts.Backend, false
 	if backend == nil {
-		b, err := NewBackend(cfg, opts.Prefix, opts.Logger, opts.Clock)
+		b, err := NewBackend(cfg, opts.Prefix, opts.StateDir, opts.Logger, opts.Clock)
 		if err != nil {
 			return nil, fmt.Errorf("gateway: %w", err)
 		}

@@ -47,31 +47,17 @@ func (g *Gateway) collectGarbage(ctx context.Context) {
 			}
 		}
 	}
-	g.collectIdle(ctx, cfg)
-}
-
-// collectIdle removes unused images and Claude Code versions, but only
-// while no task is between resolving them and the end of its container:
-// an image (or a binary) resolved but not yet mounted looks unused. The
-// check is made now, not from a view taken before the conversations were
-// collected, and it holds for the whole collection: a task that starts
-// meanwhile waits for it to end, then resolves (and if need be rebuilds or
-// installs) what it needs.
-func (g *Gateway) collectIdle(ctx context.Context, cfg *config.Config) {
-	if !g.imageMu.TryLock() {
-		g.log.Debug("image prune and Claude version GC skipped: a task is using its image")
-		return
-	}
-	defer g.imageMu.Unlock()
 	g.collectClaudeVersions(cfg)
-	if !cfg.Execution.ImagePrune {
-		return
-	}
-	removed, err := g.currentBackend().Images.Prune(ctx)
-	if err != nil {
-		g.log.Warn("image prune failed", logError, err)
-	} else if len(removed) > 0 {
-		g.log.Info("pruned unused images", "count", len(removed))
+	// Images a task has resolved are leased until its container exits, and
+	// the cache prunes only this gateway's images: the prune need not wait
+	// for idle.
+	if cfg.Execution.ImagePrune {
+		removed, err := g.currentBackend().Images.Prune(ctx)
+		if err != nil {
+			g.log.Warn("image prune failed", logError, err)
+		} else if len(removed) > 0 {
+			g.log.Info("pruned unused images", "count", len(removed))
+		}
 	}
 }
 
@@ -124,8 +110,17 @@ func (h *repoHandler) collectJournal(maxAge time.Duration, now time.Time) int {
 }
 
 // collectClaudeVersions removes installed Claude Code versions that no
-// repo's claude_version names; a tag keeps what it last resolved to.
+// repo's claude_version names; a tag keeps what it last resolved to. It
+// runs only while no task is between resolving its binary and the end of
+// its container (a version resolved but not yet mounted looks unused):
+// the check is made now, under resolveMu, which a task that starts
+// meanwhile waits for; intake does not.
 func (g *Gateway) collectClaudeVersions(cfg *config.Config) {
+	if !g.resolveMu.TryLock() {
+		g.log.Debug("Claude version GC skipped: a task is using its binary")
+		return
+	}
+	defer g.resolveMu.Unlock()
 	var keep []string
 	for _, rc := range cfg.Repos {
 		switch v := rc.ClaudeVersion; {

@@ -476,7 +476,7 @@ func (g *Gateway) ApplyConfig(cfg *config.Config) error {
 	g.mu.Lock()
 	old := g.cfg
 	if g.ownBackend && containerChanged(old, cfg) {
-		b, err := NewBackend(cfg, g.opts.Prefix, g.log, g.now)
+		b, err := NewBackend(cfg, g.opts.Prefix, g.opts.StateDir, g.log, g.now)
 		if err != nil {
 			g.mu.Unlock()
 			return fmt.Errorf("gateway: %w", err)

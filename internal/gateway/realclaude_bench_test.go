@@ -111,27 +111,26 @@ func newBareClaude(b *testing.B, h *realHarness) *bareClaude {
 		b.Fatal(err)
 	}
 	runner := sandbox.NewRunner(rt, h.prefix)
+	runner.StateDir = b.TempDir()
 	cache := sandbox.NewImageCache(rt, h.prefix)
 	ctx := context.Background()
 	img := testkit.ClaudeImage(b, h.engine, h.claude)
-	image, err := cache.Ensure(ctx, fstest.MapFS{"Dockerfile": {Data: []byte("FROM " + img + "\n")}})
+	image, release, err := cache.Ensure(ctx, fstest.MapFS{"Dockerfile": {Data: []byte("FROM " + img + "\n")}})
 	if err != nil {
 		b.Fatal(err)
 	}
-	proxyImage, err := cache.EnsureProxy(ctx, filepath.Join(h.bins, "airut-proxy"))
+	b.Cleanup(release)
+	proxyImage, releaseProxy, err := cache.EnsureProxy(ctx, filepath.Join(h.bins, "airut-proxy"))
 	if err != nil {
 		b.Fatal(err)
 	}
+	b.Cleanup(releaseProxy)
 	smap, err := secrets.NewMap(map[string]secrets.Masked{"ANTHROPIC_API_KEY": {
 		Value: h.real, Scopes: []string{testkit.AnthropicHost}, Headers: []string{"x-api-key"}}}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
 	dir := b.TempDir()
-	repl := filepath.Join(dir, "replacements.json")
-	if err := smap.WriteReplacementFile(repl); err != nil {
-		b.Fatal(err)
-	}
 	caPEM, err := os.ReadFile(h.caFile)
 	if err != nil {
 		b.Fatal(err)
@@ -149,7 +148,7 @@ func newBareClaude(b *testing.B, h *realHarness) *bareClaude {
 	return &bareClaude{
 		runner: runner, image: image, env: env,
 		provider: &sandbox.ProxyNetwork{Runner: runner, ProxyImage: proxyImage, Allowlist: []byte(recommendedAllowlist(b)),
-			ReplacementFile: repl, Resolve: map[string]string{testkit.AnthropicHost: h.api.Addr}, UpstreamCA: caPEM},
+			Secrets: smap, Resolve: map[string]string{testkit.AnthropicHost: h.api.Addr}, UpstreamCA: caPEM},
 		mounts: []sandbox.Mount{
 			{Source: ws, Target: "/workspace"},
 			{Source: state, Target: agent.ConfigDir},

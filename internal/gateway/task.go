@@ -109,8 +109,12 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 		return infra("cloning the workspace failed: %v", err)
 	}
 	// .airut/ comes from the mirror's default branch, never the workspace:
-	// the agent changes it only by a merged PR.
-	src := repoconfig.GitSource{Dir: h.mirror.Dir}
+	// the agent changes it only by a merged PR. The branch is pinned to one
+	// commit, so another task's fetch cannot mix two commits' files.
+	src, err := h.mirror.Head(ctx)
+	if err != nil {
+		return infra("repository default branch: %v", err)
+	}
 	buildCtx, err := repoconfig.ContainerContext(ctx, src, rc.ContainerPath)
 	if err != nil {
 		return infra("repository container config: %v", err)
@@ -121,18 +125,21 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 			return infra("network allowlist: %v", err)
 		}
 	}
-	// From here to the end of the run, the image prune and the Claude
-	// version GC keep off what this task resolves (gc.go).
-	g.imageMu.RLock()
-	defer g.imageMu.RUnlock()
+	// From here to the end of the run, the Claude version GC keeps off the
+	// binary this task resolves (gc.go).
+	g.resolveMu.RLock()
+	defer g.resolveMu.RUnlock()
 	claudeBin, err := g.claudeBinary(ctx, rc)
 	if err != nil {
 		return infra("%v", err)
 	}
-	image, err := j.backend.Images.Ensure(ctx, buildCtx)
+	// The image is leased until the task's last container has exited: a
+	// prune meanwhile keeps it.
+	image, releaseImage, err := j.backend.Images.Ensure(ctx, buildCtx)
 	if err != nil {
 		return infra("building the container image failed: %v", err)
 	}
+	defer releaseImage()
 
 	masked := map[string]secrets.Masked{}
 	for name, m := range rc.MaskedSecrets {
@@ -271,31 +278,20 @@ func ensureWorkspace(ctx context.Context, h *repoHandler, dir *conversation.Dir)
 	return os.Rename(tmp, ws)
 }
 
-// proxyNetwork prepares the network sandbox of one task: the replacement
-// map for the proxy and the network log appended to the conversation.
+// proxyNetwork prepares the network sandbox of one task: the proxy image
+// (leased until the returned cleanup), the secrets for the proxy (written
+// by the sandbox into its private directory under the state directory,
+// never under /tmp) and the network log appended to the conversation and
+// published on the event bus.
 func (j *job) proxyNetwork(dir *conversation.Dir, allowData []byte, smap *secrets.Map) (sandbox.NetworkProvider, func(), error) {
 	g := j.h.g
 	bin, err := g.proxyBinary()
 	if err != nil {
 		return nil, nil, err
 	}
-	proxyImage, err := j.backend.Images.EnsureProxy(j.ctx, bin)
-	if err != nil {
-		return nil, nil, err
-	}
-	tmp, err := os.MkdirTemp("", "airut-task-")
-	if err != nil {
-		return nil, nil, err
-	}
-	repl := filepath.Join(tmp, "replacements.json")
-	if err := smap.WriteReplacementFile(repl); err != nil {
-		os.RemoveAll(tmp)
-		return nil, nil, err
-	}
 	var upstreamCA []byte
 	if p := j.cfg.Network.UpstreamCA; p != "" {
 		if upstreamCA, err = os.ReadFile(p); err != nil {
-			os.RemoveAll(tmp)
 			return nil, nil, fmt.Errorf("network.upstream_ca: %w", err)
 		}
 	}
@@ -305,14 +301,18 @@ func (j *job) proxyNetwork(dir *conversation.Dir, allowData []byte, smap *secret
 			dns = net.JoinHostPort(dns, "53")
 		}
 	}
+	proxyImage, releaseImage, err := j.backend.Images.EnsureProxy(j.ctx, bin)
+	if err != nil {
+		return nil, nil, err
+	}
 	f, err := os.OpenFile(dir.NetworkLog(), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
-		os.RemoveAll(tmp)
+		releaseImage()
 		return nil, nil, err
 	}
 	var mu sync.Mutex
 	p := j.backend.ProxyNetwork(sandbox.ProxyNetwork{
-		ProxyImage: proxyImage, Allowlist: allowData, ReplacementFile: repl,
+		ProxyImage: proxyImage, Allowlist: allowData, Secrets: smap,
 		Resolve: j.cfg.Network.Resolve, UpstreamCA: upstreamCA, UpstreamDNS: dns,
 		NetworkLog: func(line string) {
 			line = g.opts.Registry.Redact(line)
@@ -326,7 +326,7 @@ func (j *job) proxyNetwork(dir *conversation.Dir, allowData []byte, smap *secret
 		mu.Lock()
 		f.Close()
 		mu.Unlock()
-		os.RemoveAll(tmp)
+		releaseImage()
 	}, nil
 }
 

@@ -11,7 +11,6 @@
 package gitmirror
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -21,15 +20,15 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 )
 
-// ErrNotFound is returned when a path does not exist at the default branch.
-var ErrNotFound = errors.New("not found at the default branch")
+// ErrNotFound is returned when a path does not exist at a revision. It is
+// an fs.ErrNotExist, so callers reading a repoconfig.Source can test for
+// either.
+var ErrNotFound = fmt.Errorf("not found at the revision: %w", fs.ErrNotExist)
 
 // Mirror is a bare mirror of URL kept in Dir.
 type Mirror struct {
@@ -37,13 +36,6 @@ type Mirror struct {
 	URL string
 	// Git is the git executable; "git" from PATH when empty.
 	Git string
-}
-
-// File is one file of a tree read from the mirror.
-type File struct {
-	Path string      // relative to the directory that was read, slash-separated
-	Mode fs.FileMode // 0644, 0755, or fs.ModeSymlink|0777 (Data is the target)
-	Data []byte
 }
 
 // fetchLocks serialises mirror updates per directory, across Mirror values
@@ -159,174 +151,6 @@ func (m *Mirror) DefaultBranch(ctx context.Context) (string, error) {
 	return branch, nil
 }
 
-// cleanPath validates a repository-relative path.
-func cleanPath(p string) (string, error) {
-	c := path.Clean(strings.TrimPrefix(p, "./"))
-	if c == "." || c == ".." || strings.HasPrefix(c, "../") || path.IsAbs(c) || strings.ContainsRune(c, 0) {
-		return "", fmt.Errorf("invalid repository path %q", p)
-	}
-	return c, nil
-}
-
-type treeEntry struct {
-	mode, typ, sha, path string
-}
-
-func parseLsTree(out []byte) ([]treeEntry, error) {
-	var entries []treeEntry
-	for rec := range bytes.SplitSeq(out, []byte{0}) {
-		if len(rec) == 0 {
-			continue
-		}
-		meta, p, ok := strings.Cut(string(rec), "\t")
-		f := strings.Fields(meta)
-		if !ok || len(f) != 3 {
-			return nil, fmt.Errorf("unexpected ls-tree output %q", rec)
-		}
-		entries = append(entries, treeEntry{mode: f[0], typ: f[1], sha: f[2], path: p})
-	}
-	return entries, nil
-}
-
-// ReadFile returns the content of path at the default branch.
-func (m *Mirror) ReadFile(ctx context.Context, p string) ([]byte, error) {
-	c, err := cleanPath(p)
-	if err != nil {
-		return nil, fmt.Errorf("mirror %s: read %s: %w", m.Dir, p, err)
-	}
-	out, err := m.git(ctx, m.Dir, nil, "ls-tree", "-z", "HEAD", "--", c)
-	if err != nil {
-		return nil, fmt.Errorf("mirror %s: read %s: %w", m.Dir, c, err)
-	}
-	entries, err := parseLsTree(out)
-	if err != nil {
-		return nil, fmt.Errorf("mirror %s: read %s: %w", m.Dir, c, err)
-	}
-	var entry *treeEntry
-	for i := range entries {
-		if entries[i].path == c {
-			entry = &entries[i]
-		}
-	}
-	switch {
-	case entry == nil:
-		return nil, fmt.Errorf("mirror %s: read %s: %w", m.Dir, c, ErrNotFound)
-	case entry.typ != "blob":
-		return nil, fmt.Errorf("mirror %s: read %s: is a %s, not a file", m.Dir, c, entry.typ)
-	}
-	data, err := m.git(ctx, m.Dir, nil, "cat-file", "blob", entry.sha)
-	if err != nil {
-		return nil, fmt.Errorf("mirror %s: read %s: %w", m.Dir, c, err)
-	}
-	return data, nil
-}
-
-// ReadTreeFiles returns every file under dir at the default branch, with
-// its mode. Submodules are skipped.
-func (m *Mirror) ReadTreeFiles(ctx context.Context, dir string) ([]File, error) {
-	c, err := cleanPath(dir)
-	if err != nil {
-		return nil, fmt.Errorf("mirror %s: read tree %s: %w", m.Dir, dir, err)
-	}
-	out, err := m.git(ctx, m.Dir, nil, "ls-tree", "-r", "-z", "HEAD", "--", c)
-	if err != nil {
-		return nil, fmt.Errorf("mirror %s: read tree %s: %w", m.Dir, c, err)
-	}
-	entries, err := parseLsTree(out)
-	if err != nil {
-		return nil, fmt.Errorf("mirror %s: read tree %s: %w", m.Dir, c, err)
-	}
-	var files []File
-	var shas []string
-	for _, e := range entries {
-		rel, ok := strings.CutPrefix(e.path, c+"/")
-		if !ok {
-			if e.path == c {
-				return nil, fmt.Errorf("mirror %s: read tree %s: is a file, not a directory", m.Dir, c)
-			}
-			continue
-		}
-		var mode fs.FileMode
-		switch e.mode {
-		case "100644":
-			mode = 0o644
-		case "100755":
-			mode = 0o755
-		case "120000":
-			mode = fs.ModeSymlink | 0o777
-		default: // 160000: a submodule has no content here
-			continue
-		}
-		files = append(files, File{Path: rel, Mode: mode})
-		shas = append(shas, e.sha)
-	}
-	if len(entries) == 0 {
-		return nil, fmt.Errorf("mirror %s: read tree %s: %w", m.Dir, c, ErrNotFound)
-	}
-	if len(shas) == 0 {
-		return files, nil
-	}
-	blobs, err := m.catBlobs(ctx, shas)
-	if err != nil {
-		return nil, fmt.Errorf("mirror %s: read tree %s: %w", m.Dir, c, err)
-	}
-	for i := range files {
-		files[i].Data = blobs[i]
-	}
-	return files, nil
-}
-
-// ReadTree returns the regular files under dir at the default branch,
-// keyed by their path relative to dir. Symlinks and submodules are left
-// out; ReadTreeFiles has them, with modes.
-func (m *Mirror) ReadTree(ctx context.Context, dir string) (map[string][]byte, error) {
-	files, err := m.ReadTreeFiles(ctx, dir)
-	if err != nil {
-		return nil, err
-	}
-	tree := make(map[string][]byte, len(files))
-	for _, f := range files {
-		if f.Mode.IsRegular() {
-			tree[f.Path] = f.Data
-		}
-	}
-	return tree, nil
-}
-
-// catBlobs reads many blobs with one git process.
-func (m *Mirror) catBlobs(ctx context.Context, shas []string) ([][]byte, error) {
-	in := strings.Join(shas, "\n") + "\n"
-	out, err := m.git(ctx, m.Dir, strings.NewReader(in), "cat-file", "--batch")
-	if err != nil {
-		return nil, err
-	}
-	r := bufio.NewReader(bytes.NewReader(out))
-	blobs := make([][]byte, 0, len(shas))
-	for _, sha := range shas {
-		header, err := r.ReadString('\n')
-		if err != nil {
-			return nil, fmt.Errorf("cat-file: truncated output: %w", err)
-		}
-		f := strings.Fields(header)
-		if len(f) != 3 || f[0] != sha || f[1] != "blob" {
-			return nil, fmt.Errorf("cat-file: unexpected header %q for %s", strings.TrimSpace(header), sha)
-		}
-		size, err := strconv.Atoi(f[2])
-		if err != nil || size < 0 {
-			return nil, fmt.Errorf("cat-file: bad size in %q", strings.TrimSpace(header))
-		}
-		data := make([]byte, size)
-		if _, err := io.ReadFull(r, data); err != nil {
-			return nil, fmt.Errorf("cat-file: truncated blob %s: %w", sha, err)
-		}
-		if b, err := r.ReadByte(); err != nil || b != '\n' {
-			return nil, fmt.Errorf("cat-file: missing separator after %s", sha)
-		}
-		blobs = append(blobs, data)
-	}
-	return blobs, nil
-}
-
 // Clone makes a full, independent clone of the mirror at dest (which must
 // not exist or be empty), checked out on the default branch. Its origin is
 // the real repository, stripped of any credential in the URL, so the agent
@@ -392,10 +216,29 @@ func (m *Mirror) redact(s string) string {
 	return s
 }
 
-// git runs git in dir ("" for the current directory) and returns its
-// standard output. Errors carry git's standard error.
+// git runs git for the mirror; errors have the URL's credentials redacted.
 func (m *Mirror) git(ctx context.Context, dir string, stdin io.Reader, args ...string) ([]byte, error) {
-	bin := m.Git
+	out, err := runGit(ctx, m.Git, dir, stdin, args...)
+	if err != nil {
+		return nil, redactedError{err: err, text: m.redact(err.Error())}
+	}
+	return out, nil
+}
+
+// redactedError keeps the cause (a context error) for errors.Is but shows
+// only the redacted text.
+type redactedError struct {
+	err  error
+	text string
+}
+
+func (e redactedError) Error() string { return e.text }
+func (e redactedError) Unwrap() error { return e.err }
+
+// runGit runs git (bin, or "git" from PATH) in dir ("" for the current
+// directory) and returns its standard output. Errors carry git's standard
+// error, and the context's error when it ended the command.
+func runGit(ctx context.Context, bin, dir string, stdin io.Reader, args ...string) ([]byte, error) {
 	if bin == "" {
 		bin = "git"
 	}
@@ -412,7 +255,7 @@ func (m *Mirror) git(ctx context.Context, dir string, stdin io.Reader, args ...s
 		if len(msg) > 4000 {
 			msg = msg[len(msg)-4000:]
 		}
-		text := m.redact(fmt.Sprintf("git %s: %v: %s", strings.Join(args, " "), err, msg))
+		text := fmt.Sprintf("git %s: %v: %s", strings.Join(args, " "), err, msg)
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return nil, fmt.Errorf("%s: %w", text, ctxErr)
 		}

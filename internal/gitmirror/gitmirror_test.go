@@ -105,7 +105,7 @@ func TestEnsureFetchesAndPrunes(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(m.Dir, "HEAD")); err != nil {
 		t.Fatalf("no bare mirror at %s: %v", m.Dir, err)
 	}
-	if got, err := m.ReadFile(ctx, "README.md"); err != nil || string(got) != "v1\n" {
+	if got, err := readHead(ctx, m, "README.md"); err != nil || string(got) != "v1\n" {
 		t.Fatalf("README.md = %q, %v; want v1", got, err)
 	}
 
@@ -114,7 +114,7 @@ func TestEnsureFetchesAndPrunes(t *testing.T) {
 	if err := m.Ensure(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := m.ReadFile(ctx, "README.md"); err != nil || string(got) != "v2\n" {
+	if got, err := readHead(ctx, m, "README.md"); err != nil || string(got) != "v2\n" {
 		t.Errorf("after fetch README.md = %q, %v; want v2", got, err)
 	}
 	if got := run(t, m.Dir, "branch", "--list", "feature"); got == "" {
@@ -149,14 +149,27 @@ func TestDefaultBranch(t *testing.T) {
 	if got, err := m.DefaultBranch(ctx); err != nil || got != "release" {
 		t.Errorf("DefaultBranch after the remote moved = %q, %v; want release", got, err)
 	}
-	if got, err := m.ReadFile(ctx, "README.md"); err != nil || string(got) != "release\n" {
+	if got, err := readHead(ctx, m, "README.md"); err != nil || string(got) != "release\n" {
 		t.Errorf("README.md = %q, %v; want the release branch's", got, err)
 	}
+}
+
+// readHead reads a file at the mirror's default branch as it is now.
+func readHead(ctx context.Context, m *Mirror, name string) ([]byte, error) {
+	r, err := m.Head(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return r.ReadFile(ctx, name)
 }
 
 func TestReadFile(t *testing.T) {
 	u := newUpstream(t)
 	m := newMirror(t, u)
+	r, err := m.Head(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		path    string
 		want    string
@@ -167,14 +180,15 @@ func TestReadFile(t *testing.T) {
 		{path: "./.airut/network-allowlist.yaml", want: "domains: []\n"},
 		{path: ".airut/container/blob.bin", want: binary},
 		{path: ".airut/missing.yaml", wantErr: ErrNotFound},
-		{path: "nope/README.md", wantErr: ErrNotFound},
+		{path: "nope/README.md", wantErr: fs.ErrNotExist},
 		{path: ".airut/container", errText: "not a file"},
+		{path: ".airut/container/link", errText: "is a symlink, not a file"},
 		{path: "../etc/passwd", errText: "invalid repository path"},
 		{path: "/etc/passwd", errText: "invalid repository path"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.path, func(t *testing.T) {
-			got, err := m.ReadFile(context.Background(), tc.path)
+			got, err := r.ReadFile(context.Background(), tc.path)
 			switch {
 			case tc.wantErr != nil:
 				if !errors.Is(err, tc.wantErr) {
@@ -197,42 +211,127 @@ func TestReadTree(t *testing.T) {
 	u := newUpstream(t)
 	m := newMirror(t, u)
 	ctx := context.Background()
-	files, err := m.ReadTreeFiles(ctx, ".airut/container")
+	r, err := m.Head(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []File{
-		{Path: "Dockerfile", Mode: 0o644, Data: []byte("FROM airut-test-base\n")},
-		{Path: "blob.bin", Mode: 0o644, Data: []byte(binary)},
-		{Path: "entry.sh", Mode: 0o755, Data: []byte("#!/bin/sh\nexec \"$@\"\n")},
-		{Path: "link", Mode: fs.ModeSymlink | 0o777, Data: []byte("Dockerfile")},
-		{Path: "sub/deep.txt", Mode: 0o644, Data: []byte("deep\n")},
-	}
-	if diff := cmp.Diff(want, files); diff != "" {
-		t.Errorf("ReadTreeFiles (-want +got):\n%s", diff)
-	}
-	tree, err := m.ReadTree(ctx, ".airut/container/")
+	tree, err := r.Tree(ctx, ".airut/container/")
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantTree := map[string][]byte{
-		"Dockerfile":   []byte("FROM airut-test-base\n"),
-		"blob.bin":     []byte(binary),
-		"entry.sh":     []byte("#!/bin/sh\nexec \"$@\"\n"),
-		"sub/deep.txt": []byte("deep\n"),
+	type file struct {
+		Mode fs.FileMode
+		Data string
 	}
-	if diff := cmp.Diff(wantTree, tree); diff != "" {
-		t.Errorf("ReadTree (-want +got):\n%s", diff)
+	got := map[string]file{}
+	err = fs.WalkDir(tree, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		var data []byte
+		if info.Mode()&fs.ModeSymlink != 0 {
+			var target string
+			target, err = fs.ReadLink(tree, p)
+			data = []byte(target)
+		} else {
+			data, err = fs.ReadFile(tree, p)
+		}
+		got[p] = file{info.Mode(), string(data)}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := m.ReadTree(ctx, ".airut/nothing"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("ReadTree(missing) = %v; want ErrNotFound", err)
+	want := map[string]file{
+		"Dockerfile":   {0o644, "FROM airut-test-base\n"},
+		"blob.bin":     {0o644, binary},
+		"entry.sh":     {0o755, "#!/bin/sh\nexec \"$@\"\n"},
+		"link":         {fs.ModeSymlink | 0o777, "Dockerfile"},
+		"sub/deep.txt": {0o644, "deep\n"},
 	}
-	if _, err := m.ReadTree(ctx, "README.md"); err == nil || !strings.Contains(err.Error(), "not a directory") {
-		t.Errorf("ReadTree(file) = %v; want a not-a-directory error", err)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Tree (-want +got):\n%s", diff)
+	}
+	if _, err := r.Tree(ctx, ".airut/nothing"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Tree(missing) = %v; want ErrNotFound", err)
+	}
+	if _, err := r.Tree(ctx, "README.md"); err == nil || !strings.Contains(err.Error(), "not a directory") {
+		t.Errorf("Tree(file) = %v; want a not-a-directory error", err)
 	}
 	// A prefix of a name is not the directory.
-	if _, err := m.ReadTree(ctx, ".airut/cont"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("ReadTree(prefix) = %v; want ErrNotFound", err)
+	if _, err := r.Tree(ctx, ".airut/cont"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Tree(prefix) = %v; want ErrNotFound", err)
+	}
+}
+
+// TestHeadPinsOneCommit: a task resolves the default branch once and reads
+// every .airut/ file at that commit, so a fetch by another task between
+// its reads cannot hand it the Dockerfile of one commit and the allowlist
+// of the next.
+func TestHeadPinsOneCommit(t *testing.T) {
+	u := newUpstream(t)
+	m := newMirror(t, u)
+	ctx := context.Background()
+	r, err := m.Head(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree, err := r.Tree(ctx, ".airut/container")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := fs.ReadFile(tree, "Dockerfile"); string(b) != "FROM airut-test-base\n" {
+		t.Fatalf("Dockerfile = %q", b)
+	}
+
+	// Another task fetches a commit that changes both files.
+	write(t, filepath.Join(u.work, ".airut/container/Dockerfile"), "FROM next\n", 0o644)
+	u.commit(t, ".airut/network-allowlist.yaml", "domains: [next.example]\n")
+	if err := (&Mirror{Dir: m.Dir, URL: u.bare}).Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	allow, err := r.ReadFile(ctx, ".airut/network-allowlist.yaml")
+	if err != nil || string(allow) != "domains: []\n" {
+		t.Errorf("allowlist read after the fetch = %q, %v; want the pinned commit's", allow, err)
+	}
+	// The mirror itself did move: a new resolution sees the new commit.
+	r2, err := m.Head(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r2.Commit == r.Commit {
+		t.Fatalf("fetch did not move the default branch (%s)", r.Commit)
+	}
+	if b, err := r2.ReadFile(ctx, ".airut/network-allowlist.yaml"); err != nil || string(b) != "domains: [next.example]\n" {
+		t.Errorf("allowlist at the new head = %q, %v", b, err)
+	}
+	if !strings.Contains(r.Describe(), "trunk ("+r.Commit[:12]+")") {
+		t.Errorf("Describe = %q; want the branch and the commit", r.Describe())
+	}
+}
+
+func TestResolveWorkTreeHEAD(t *testing.T) {
+	u := newUpstream(t)
+	ctx := context.Background()
+	// Uncommitted changes in a working tree are invisible.
+	write(t, filepath.Join(u.work, "README.md"), "dirty\n", 0o644)
+	r, err := Resolve(ctx, u.work, "HEAD")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := r.ReadFile(ctx, "README.md"); err != nil || string(b) != "v1\n" {
+		t.Errorf("README.md = %q, %v; want the committed v1", b, err)
+	}
+	if _, err := Resolve(ctx, u.work, "no-such-branch"); err == nil {
+		t.Error("Resolve of a missing branch succeeded")
+	}
+	if _, err := Resolve(ctx, u.work, "--output=/tmp/x"); err == nil {
+		t.Error("Resolve took an option for a revision")
 	}
 }
 
@@ -360,7 +459,7 @@ func TestConcurrentEnsure(t *testing.T) {
 	}
 	wg.Wait()
 	m := &Mirror{Dir: dir, URL: u.bare}
-	if got, err := m.ReadFile(context.Background(), "README.md"); err != nil || string(got) != "v1\n" {
+	if got, err := readHead(context.Background(), m, "README.md"); err != nil || string(got) != "v1\n" {
 		t.Errorf("README.md = %q, %v; want v1", got, err)
 	}
 }

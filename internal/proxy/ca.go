@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"container/list"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -23,22 +24,28 @@ import (
 // never outlives it, and a new task gets a new CA.
 const caValidity = 7 * 24 * time.Hour
 
-// maxLeaves bounds the leaf cache; an agent asking for ever new names would
-// otherwise grow it without limit. Past it the cache starts over.
-const maxLeaves = 4096
+// maxLeaves bounds the leaf cache, least recently used out first: an
+// agent asking for ever new names (a flood of handshakes with fresh SNI)
+// must not grow it without limit, and must not evict the names in use.
+const maxLeaves = 1024
 
 // authority is the per-task CA. Its private key exists only in this
-// process's memory.
+// process's memory. Every leaf shares one key pair, generated with the CA:
+// a fresh name then costs one signature, not a key generation.
 type authority struct {
 	cert    *x509.Certificate
 	key     *ecdsa.PrivateKey
+	leafKey *ecdsa.PrivateKey
 	certPEM []byte
 
 	mu     sync.Mutex
-	leaves map[string]*leaf
+	leaves map[string]*list.Element // of *leaf
+	lru    list.List                // front: most recently used
+	max    int
 }
 
 type leaf struct {
+	host string
 	once sync.Once
 	cert *tls.Certificate
 	err  error
@@ -71,11 +78,17 @@ func newAuthority(now time.Time) (*authority, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse CA certificate: %w", err)
 	}
+	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate leaf key: %w", err)
+	}
 	return &authority{
 		cert:    cert,
 		key:     key,
+		leafKey: leafKey,
 		certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		leaves:  make(map[string]*leaf),
+		leaves:  make(map[string]*list.Element),
+		max:     maxLeaves,
 	}, nil
 }
 
@@ -106,25 +119,39 @@ func (a *authority) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate
 	if err != nil {
 		return nil, fmt.Errorf("mint certificate: %w", err)
 	}
-	a.mu.Lock()
-	l, ok := a.leaves[host]
-	if !ok {
-		if len(a.leaves) >= maxLeaves {
-			a.leaves = make(map[string]*leaf)
-		}
-		l = &leaf{}
-		a.leaves[host] = l
-	}
-	a.mu.Unlock()
+	l := a.leaf(host)
 	l.once.Do(func() { l.cert, l.err = a.mint(host, time.Now()) })
 	return l.cert, l.err
 }
 
-func (a *authority) mint(host string, now time.Time) (*tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("generate leaf key: %w", err)
+// leaf returns the cache entry for host, marking it most recently used and
+// evicting the least recently used entry past the cap.
+func (a *authority) leaf(host string) *leaf {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if e, ok := a.leaves[host]; ok {
+		a.lru.MoveToFront(e)
+		return e.Value.(*leaf)
 	}
+	l := &leaf{host: host}
+	a.leaves[host] = a.lru.PushFront(l)
+	for a.lru.Len() > a.max {
+		old := a.lru.Back()
+		a.lru.Remove(old)
+		delete(a.leaves, old.Value.(*leaf).host)
+	}
+	return l
+}
+
+// cached is the number of leaves in the cache.
+func (a *authority) cached() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.lru.Len()
+}
+
+func (a *authority) mint(host string, now time.Time) (*tls.Certificate, error) {
+	key := a.leafKey
 	serial, err := randomSerial()
 	if err != nil {
 		return nil, err

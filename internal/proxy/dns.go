@@ -39,21 +39,21 @@ func (e errDNSDrop) Error() string { return e.reason }
 func drop(format string, args ...any) error { return errDNSDrop{fmt.Sprintf(format, args...)} }
 
 // answerDNS builds the response to one raw query, or returns an
-// errDNSDrop. The log line is returned with it.
-func (p *Proxy) answerDNS(raw []byte) ([]byte, string, error) {
+// errDNSDrop. The log record is returned with it.
+func (p *Proxy) answerDNS(raw []byte) ([]byte, Record, error) {
 	if err := checkRawQuery(raw); err != nil {
-		return nil, "", err
+		return nil, Record{}, err
 	}
 	var q dns.Msg
 	if err := q.Unpack(raw); err != nil {
-		return nil, "", drop("malformed: %v", err)
+		return nil, Record{}, drop("malformed: %v", err)
 	}
 	if q.Response || q.Opcode != dns.OpcodeQuery || len(q.Question) != 1 || len(q.Answer) != 0 || len(q.Ns) != 0 {
-		return nil, "", drop("not a plain query")
+		return nil, Record{}, drop("not a plain query")
 	}
 	for _, rr := range q.Extra {
 		if rr.Header().Rrtype != dns.TypeOPT {
-			return nil, "", drop("unexpected additional record")
+			return nil, Record{}, drop("unexpected additional record")
 		}
 	}
 	question := q.Question[0]
@@ -69,22 +69,22 @@ func (p *Proxy) answerDNS(raw []byte) ([]byte, string, error) {
 	resp.SetReply(&q)
 	resp.Authoritative = true
 	resp.RecursionAvailable = true
-	var line string
+	rec := Record{Verdict: VerdictDNS, QType: typ, Name: name}
 	if question.Qtype == dns.TypeA && question.Qclass == dns.ClassINET {
 		resp.Answer = []dns.RR{&dns.A{
 			Hdr: dns.RR_Header{Name: question.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: dnsTTL},
 			A:   p.listenIP.AsSlice(),
 		}}
-		line = fmt.Sprintf("DNS A %s -> %s", name, p.listenIP)
+		rec.Answer = p.listenIP.String()
 	} else {
 		resp.Rcode = dns.RcodeNotImplemented
-		line = fmt.Sprintf("DNS %s %s -> NOTIMP", typ, name)
+		rec.Answer = "NOTIMP"
 	}
 	out, err := resp.Pack()
 	if err != nil {
-		return nil, "", drop("pack: %v", err)
+		return nil, Record{}, drop("pack: %v", err)
 	}
-	return out, line, nil
+	return out, rec, nil
 }
 
 // checkRawQuery enforces what miekg's unpacker tolerates but a real stub
@@ -172,14 +172,14 @@ func (p *Proxy) serveDNSUDP(pc net.PacketConn) error {
 			}
 			return fmt.Errorf("serve dns udp: %w", err)
 		}
-		resp, line, err := p.answerDNS(buf[:n])
+		resp, rec, err := p.answerDNS(buf[:n])
 		if err != nil {
 			p.logDNSDrop(addr, err)
 			continue
 		}
 		// Logged before the reply, so a client that got an answer finds it
 		// in the log already.
-		p.netlog.line(line)
+		p.netlog.record(rec)
 		if _, err := pc.WriteTo(resp, addr); err != nil {
 			p.logger.Warn("dns reply failed", "peer", addr.String(), "err", err)
 		}
@@ -222,7 +222,7 @@ func (p *Proxy) serveDNSConn(c net.Conn) {
 		if _, err := io.ReadFull(c, msg); err != nil {
 			return
 		}
-		resp, line, err := p.answerDNS(msg)
+		resp, rec, err := p.answerDNS(msg)
 		if err != nil {
 			// A TCP client that sent garbage gets the connection closed:
 			// the same silence as on UDP.
@@ -232,7 +232,7 @@ func (p *Proxy) serveDNSConn(c net.Conn) {
 		out := make([]byte, 2+len(resp))
 		binary.BigEndian.PutUint16(out, uint16(len(resp)))
 		copy(out[2:], resp)
-		p.netlog.line(line)
+		p.netlog.record(rec)
 		if _, err := c.Write(out); err != nil {
 			return
 		}
@@ -240,7 +240,7 @@ func (p *Proxy) serveDNSConn(c net.Conn) {
 }
 
 func (p *Proxy) logDNSDrop(peer net.Addr, err error) {
-	p.netlog.line("DNS DROPPED " + err.Error())
+	p.netlog.record(Record{Verdict: VerdictDNS, QType: dnsDropped, Reason: err.Error()})
 	peerStr := ""
 	if peer != nil {
 		peerStr = peer.String()

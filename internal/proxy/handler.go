@@ -1,15 +1,20 @@
 package proxy
 
 import (
+	"compress/gzip"
+	"compress/zlib"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/airut/airut/internal/allowlist"
@@ -24,7 +29,8 @@ var (
 	// ErrMethodNotAllowed: an entry matches the host and path, not the method.
 	ErrMethodNotAllowed = errors.New("method not allowed")
 	// ErrRefused: the request is refused whatever the allowlist says
-	// (CONNECT, TRACE, domain fronting, an unsafe path or host).
+	// (CONNECT, TRACE, domain fronting, an unsafe path or host, a
+	// malformed WebSocket handshake).
 	ErrRefused = errors.New("request refused")
 	// ErrBodyTooLarge: a body that had to be held is over MaxBody.
 	ErrBodyTooLarge = errors.New("request body too large")
@@ -34,27 +40,36 @@ var (
 	ErrFiltered = errors.New("request blocked by filter")
 )
 
+// Upstream failures that are the proxy's own refusal, answered 502 like
+// any upstream error, with the reason on the ERROR line.
+var (
+	errBadSwitch      = errors.New("upstream switched protocols without a valid WebSocket handshake")
+	errCompressed     = errors.New("compressed response from a scoped host cannot be checked for credentials")
+	errInjectorFailed = errors.New("credential injection failed")
+)
+
 func refused(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrRefused, fmt.Sprintf(format, args...))
 }
 
-// Log keys for the proxy's structured decision line.
+// Log keys of the proxy's structured decision record.
 const (
-	keyVerdict = "verdict"
-	keyMethod  = "method"
-	keyURL     = "url"
-	keyStatus  = "status"
-	keyRule    = "rule"
-	keyReason  = "reason"
-	keyMasked  = "masked"
-	keyElapsed = "elapsed"
+	keyVerdict  = "verdict"
+	keyMethod   = "method"
+	keyURL      = "url"
+	keyStatus   = "status"
+	keyRule     = "rule"
+	keyReason   = "reason"
+	keyMasked   = "masked"
+	keyRedacted = "redacted"
+	keyElapsed  = "elapsed"
 )
 
-// reqState follows one request from the handler through Rewrite to the
-// response or error, carried in the request context.
+// reqState follows one request from the handler through Rewrite, the
+// injection and the response to its record, carried in the request
+// context.
 type reqState struct {
 	start    time.Time
-	method   string
 	scheme   string
 	port     string // upstream port
 	rawHost  string // as received, for the log of unparsable requests
@@ -62,7 +77,13 @@ type reqState struct {
 	target   string // raw request target, sent upstream unchanged
 	path     string // target decoded once, for matching
 	decision allowlist.Decision
-	result   secrets.Result
+	scoped   bool   // a credential is scoped to host: responses are redacted
+	wsKey    string // Sec-WebSocket-Key of a checked WebSocket handshake
+	tunnel   bool   // the response was 101: the record is written at the switch
+
+	rec      Record
+	redacted atomic.Int64
+	once     sync.Once // the record is written once
 }
 
 type stateKey struct{}
@@ -93,17 +114,33 @@ type handler struct {
 	tls    bool
 }
 
-func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (h *handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	p := h.p
 	st := &reqState{
 		start:   time.Now(),
-		method:  r.Method,
 		scheme:  h.scheme,
 		port:    h.port,
 		rawHost: r.Host,
 		target:  r.RequestURI,
 	}
+	st.rec = Record{Method: r.Method}
+	w := p.agentWriter(rw, r, st)
+	p.agentBody(r, w)
+	defer func() {
+		if v := recover(); v != nil {
+			// ReverseProxy aborts a response whose copy failed with
+			// http.ErrAbortHandler; the record says so and the panic goes on.
+			st.rec.Aborted = true
+			p.finish(st)
+			panic(v)
+		}
+		p.finish(st)
+	}()
 	if err := h.check(r, st); err != nil {
+		p.reject(w, st, err)
+		return
+	}
+	if err := p.checkUpgrade(r, st); err != nil {
 		p.reject(w, st, err)
 		return
 	}
@@ -111,7 +148,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.reject(w, st, err)
 		return
 	}
-	if isUpgrade(r) {
+	if st.wsKey != "" {
 		// http.Server.Shutdown neither waits for nor closes a hijacked
 		// connection; ReverseProxy hijacks on 101 and copies until one side
 		// closes, so the proxy closes it itself on Shutdown.
@@ -168,27 +205,46 @@ func (h *handler) check(r *http.Request, st *reqState) error {
 	}
 	st.path = path
 	st.decision = h.p.cfg.Allowlist.Match(host, path, r.Method)
+	st.rec.Rule = st.decision.Rule
 	switch st.decision.Verdict {
 	case allowlist.Allowed:
-		return nil
 	case allowlist.BlockedMethod:
 		return ErrMethodNotAllowed
 	default:
 		return ErrHostNotAllowed
 	}
+	if st.decision.MethodsListed {
+		// An upstream that honours these would run another method than
+		// the one the rule allowed.
+		for _, name := range methodOverrideHeaders {
+			r.Header.Del(name)
+		}
+	}
+	st.scoped = h.p.scoped(host)
+	return nil
 }
+
+// methodOverrideHeaders are the headers frameworks read to run another
+// method than the request line's (Rails, Laravel, Symfony, Express,
+// Google APIs).
+var methodOverrideHeaders = []string{"X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"}
 
 func isIPLiteral(h string) bool { return net.ParseIP(h) != nil }
 
-// filter runs the GraphQL check and the configured filters.
+// filter runs the method-override check, the GraphQL check and the
+// configured filters.
 func (p *Proxy) filter(r *http.Request, st *reqState) error {
-	filters := p.cfg.Filters
+	var filters []Filter
+	if st.decision.MethodsListed && r.Method == http.MethodPost {
+		filters = append(filters, p.methodParam)
+	}
 	if st.decision.GraphQL != nil {
 		if p.cfg.GraphQL == nil {
 			return refused("GraphQL operation checks (%s) are not available in this proxy", st.decision.Rule)
 		}
-		filters = append([]Filter{p.cfg.GraphQL}, filters...)
+		filters = append(filters, p.cfg.GraphQL)
 	}
+	filters = append(filters, p.cfg.Filters...)
 	if len(filters) == 0 {
 		return nil
 	}
@@ -216,24 +272,10 @@ func (e filterError) Error() string        { return "blocked by filter: " + e.er
 func (e filterError) Unwrap() error        { return e.err }
 func (e filterError) Is(target error) bool { return target == ErrFiltered }
 
-func isUpgrade(r *http.Request) bool {
-	return r.Header.Get("Upgrade") != "" && httpHeaderHasToken(r.Header, "Connection", "upgrade")
-}
-
-func httpHeaderHasToken(h http.Header, name, token string) bool {
-	for _, v := range h.Values(name) {
-		for t := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // rewrite builds the upstream request. ReverseProxy has already removed
 // hop-by-hop headers (and those named in Connection) and X-Forwarded-*.
-// The credential pass runs here, the last step before dialling.
+// Credentials are injected after this, by the transport, as the very last
+// step before the request is written.
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	st := stateFrom(pr.In.Context())
 	out := pr.Out
@@ -248,9 +290,14 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 		out.Host = "[" + st.host + "]"
 	}
 	out.RequestURI = ""
-	st.result = p.cfg.Replacements.Apply(st.host, out.Header)
-	for _, name := range st.result.Stripped {
-		p.netlog.line(fmt.Sprintf("STRIPPED %s on %s", name, st.host))
+	if st.scoped {
+		// A scoped host may get a real credential, so its response is
+		// redacted: ask for it uncompressed, whole (a range could cut a
+		// reflected value in two) and with WebSocket frames uncompressed.
+		out.Header.Set("Accept-Encoding", "identity")
+		out.Header.Del("Range")
+		out.Header.Del("If-Range")
+		out.Header.Del("Sec-WebSocket-Extensions")
 	}
 }
 
@@ -273,20 +320,110 @@ func setTarget(u *url.URL, target string) {
 	}
 }
 
+// injectingTransport runs the credential injectors on the request that is
+// about to be written upstream: after the allowlist, every filter and the
+// rewrite, so nothing can change the request after a real value is in it.
+type injectingTransport struct {
+	p    *Proxy
+	next http.RoundTripper
+}
+
+func (t *injectingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if err := t.p.inject(r, stateFrom(r.Context())); err != nil {
+		return nil, err
+	}
+	return t.next.RoundTrip(r)
+}
+
+func (p *Proxy) inject(r *http.Request, st *reqState) error {
+	for _, inj := range p.injectors {
+		res, err := inj.Inject(r)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %v", errInjectorFailed, inj.Kind(), err)
+		}
+		st.rec.Masked += res.Masked
+		st.rec.Dropped += res.Dropped
+		for _, s := range res.Stripped {
+			p.netlog.record(Record{Verdict: VerdictStripped, Header: s.Header, Host: st.host, Why: s.Reason})
+		}
+		p.learn(res.Injected)
+	}
+	return nil
+}
+
 func (p *Proxy) modifyResponse(resp *http.Response) error {
 	st := stateFrom(resp.Request.Context())
-	line := requestLine("ALLOWED", st.method, st.url()) + fmt.Sprintf(" -> %d", resp.StatusCode)
-	if st.result.Masked > 0 {
-		line += fmt.Sprintf(" [masked: %d]", st.result.Masked)
+	st.rec.Verdict, st.rec.Status = VerdictAllowed, resp.StatusCode
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		return p.switchProtocols(resp, st)
 	}
-	if st.result.Dropped > 0 {
-		line += fmt.Sprintf(" [dropped: %d]", st.result.Dropped)
+	if !st.scoped {
+		return nil
 	}
-	p.netlog.line(line)
-	p.logger.Info("proxy decision", keyVerdict, "allowed", keyMethod, st.method, keyURL, st.url(),
-		keyStatus, resp.StatusCode, keyRule, st.decision.Rule, keyMasked, st.result.Masked,
-		keyElapsed, time.Since(st.start))
+	rd := p.redactor()
+	if rd == nil {
+		return nil
+	}
+	st.redacted.Add(int64(rd.redactHeader(resp.Header)))
+	body, err := decodedBody(resp)
+	if err != nil {
+		return err
+	}
+	rr := newRedactReader(rd, body, &st.redacted)
+	rr.onEOF = func() { st.redacted.Add(int64(rd.redactHeader(resp.Trailer))) }
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{rr, resp.Body}
 	return nil
+}
+
+// decodedBody is the body of a scoped host's response as the redactor must
+// see it. The request asked for identity; an upstream that compresses
+// anyway is decoded (and the agent gets identity) when it uses gzip or
+// deflate, and refused otherwise: a body the proxy cannot read might carry
+// a real value.
+func decodedBody(resp *http.Response) (io.Reader, error) {
+	ce := strings.ToLower(strings.TrimSpace(resp.Header.Get("Content-Encoding")))
+	if ce == "" || ce == "identity" {
+		return resp.Body, nil
+	}
+	if resp.Request.Method == http.MethodHead || resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified {
+		return resp.Body, nil
+	}
+	var open func(io.Reader) (io.Reader, error)
+	switch ce {
+	case "gzip", "x-gzip":
+		open = func(r io.Reader) (io.Reader, error) { return gzip.NewReader(r) }
+	case "deflate":
+		open = func(r io.Reader) (io.Reader, error) { return zlib.NewReader(r) }
+	default:
+		return nil, fmt.Errorf("%w: Content-Encoding %q", errCompressed, ce)
+	}
+	resp.Header.Del("Content-Encoding")
+	resp.Header.Del("Content-Length")
+	resp.Header.Del("Content-MD5")
+	resp.ContentLength = -1
+	return &lazyDecoder{src: resp.Body, open: open}, nil
+}
+
+// lazyDecoder opens its decoder on the first Read, so the response's
+// headers reach the agent without waiting for the first compressed bytes.
+type lazyDecoder struct {
+	src  io.Reader
+	open func(io.Reader) (io.Reader, error)
+	dec  io.Reader
+}
+
+func (d *lazyDecoder) Read(p []byte) (int, error) {
+	if d.dec == nil {
+		dec, err := d.open(d.src)
+		if err != nil {
+			return 0, fmt.Errorf("decode response: %w", err)
+		}
+		d.dec = dec
+	}
+	return d.dec.Read(p)
 }
 
 // upstreamError handles a failed round trip: a denied address is a block,
@@ -298,14 +435,12 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 		return
 	}
 	reason := err.Error()
-	p.netlog.line(requestLine("ERROR", st.method, st.url()) + " -> " + reason)
-	p.logger.Warn("proxy decision", keyVerdict, "error", keyMethod, st.method, keyURL, st.url(),
-		keyReason, reason, keyElapsed, time.Since(st.start))
+	st.rec.Verdict, st.rec.Reason = VerdictError, reason
 	writeJSON(w, http.StatusBadGateway, map[string]string{
 		"error":   "upstream_error",
 		"host":    st.host,
 		"path":    st.target,
-		"method":  st.method,
+		"method":  st.rec.Method,
 		"message": "The proxy could not complete the request upstream: " + reason,
 	})
 }
@@ -321,8 +456,8 @@ type blockedBody struct {
 
 const requestAccess = "To request access, open a pull request that changes .airut/network-allowlist.yaml."
 
-// reject is the one place a blocked request becomes a 403, a BLOCKED line
-// and a decision log record.
+// reject is the one place a blocked request becomes a 403 and a BLOCKED
+// record.
 func (p *Proxy) reject(w http.ResponseWriter, st *reqState, err error) {
 	host := st.host
 	if host == "" {
@@ -332,11 +467,12 @@ func (p *Proxy) reject(w http.ResponseWriter, st *reqState, err error) {
 	if path == "" {
 		path = st.target
 	}
+	method := st.rec.Method
 	var msg string
 	var fe filterError
 	switch {
 	case errors.Is(err, ErrMethodNotAllowed):
-		msg = fmt.Sprintf("Method %s is not allowed for %s%s by the network allowlist. %s", st.method, host, path, requestAccess)
+		msg = fmt.Sprintf("Method %s is not allowed for %s%s by the network allowlist. %s", method, host, path, requestAccess)
 	case errors.Is(err, ErrHostNotAllowed):
 		msg = fmt.Sprintf("Host/path %s%s is not allowed by the network allowlist. %s", host, path, requestAccess)
 	case errors.Is(err, ErrAddressDenied):
@@ -348,16 +484,49 @@ func (p *Proxy) reject(w http.ResponseWriter, st *reqState, err error) {
 	default:
 		msg = fmt.Sprintf("Request refused by the network sandbox: %v. The network allowlist cannot change this.", err)
 	}
-	p.netlog.line(requestLine("BLOCKED", st.method, st.url()) + " -> 403")
-	p.logger.Info("proxy decision", keyVerdict, "blocked", keyMethod, st.method, keyURL, st.url(),
-		keyStatus, http.StatusForbidden, keyRule, st.decision.Rule, keyReason, err.Error())
+	st.rec.Verdict, st.rec.Status, st.rec.Reason = VerdictBlocked, http.StatusForbidden, err.Error()
 	writeJSON(w, http.StatusForbidden, blockedBody{
 		Error:   "blocked_by_network_allowlist",
 		Host:    host,
 		Path:    path,
-		Method:  st.method,
+		Method:  method,
 		Message: msg,
 	})
+}
+
+// finish writes the request's record: once, when its response is complete
+// (the redaction count is known only then), or for a switched protocol
+// once more at the tunnel's end if something was redacted in it.
+func (p *Proxy) finish(st *reqState) {
+	if st.tunnel {
+		if n := int(st.redacted.Load()); n > 0 {
+			rec := st.rec
+			rec.Redacted = n
+			p.netlog.record(rec)
+		}
+		return
+	}
+	st.once.Do(func() { p.writeRecord(st) })
+}
+
+func (p *Proxy) writeRecord(st *reqState) {
+	rec := &st.rec
+	if rec.Verdict == "" {
+		// The handler returned without a decision: the client went away
+		// before the upstream answered.
+		rec.Verdict, rec.Reason = VerdictError, "request ended before a response"
+	}
+	rec.URL = st.url()
+	rec.Redacted = int(st.redacted.Load())
+	rec.Elapsed = time.Since(st.start)
+	p.netlog.record(*rec)
+	level, verdict := p.logger.Info, strings.ToLower(rec.Verdict)
+	if rec.Verdict == VerdictError {
+		level = p.logger.Warn
+	}
+	level("proxy decision", keyVerdict, verdict, keyMethod, rec.Method, keyURL, rec.URL,
+		keyStatus, rec.Status, keyRule, rec.Rule, keyReason, rec.Reason, keyMasked, rec.Masked,
+		keyRedacted, rec.Redacted, keyElapsed, rec.Elapsed)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -370,4 +539,41 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_, _ = w.Write(append(body, '\n'))
+}
+
+// scoped reports whether a credential of any kind is scoped to host.
+func (p *Proxy) scoped(host string) bool {
+	for _, inj := range p.injectors {
+		if inj.Scoped(host) {
+			return true
+		}
+	}
+	return false
+}
+
+// redactor is the current redactor of the task's real values.
+func (p *Proxy) redactor() *redactor { return p.redact.Load() }
+
+// learn adds real values an injector reported to the redactor, so a value
+// minted during the task (a GitHub App token) is redacted from then on.
+func (p *Proxy) learn(pairs []secrets.Pair) {
+	if len(pairs) == 0 {
+		return
+	}
+	p.redactMu.Lock()
+	defer p.redactMu.Unlock()
+	added := false
+	for _, pr := range pairs {
+		if _, ok := p.known[pr.Real.Reveal()]; !ok {
+			p.known[pr.Real.Reveal()] = pr
+			added = true
+		}
+	}
+	if added {
+		all := make([]secrets.Pair, 0, len(p.known))
+		for _, pr := range p.known {
+			all = append(all, pr)
+		}
+		p.redact.Store(newRedactor(all))
+	}
 }

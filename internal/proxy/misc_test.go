@@ -17,27 +17,9 @@ import (
 	"golang.org/x/net/websocket"
 )
 
-func dialWebSocket(t *testing.T, px *testProxy, host, path string) *websocket.Conn {
-	t.Helper()
-	conn, err := tls.Dial("tcp", px.tlsAddr, &tls.Config{ServerName: host, RootCAs: px.roots, NextProtos: []string{"http/1.1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := websocket.NewConfig("wss://"+host+path, "https://"+host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ws, err := websocket.NewClient(cfg, conn)
-	if err != nil {
-		conn.Close()
-		t.Fatalf("websocket handshake: %v", err)
-	}
-	return ws
-}
-
 func TestWebSocket(t *testing.T) {
 	e := newEnv(t, nil)
-	ws := dialWebSocket(t, e.px, "api.example.com", "/ws")
+	ws := dialWS(t, e.px, "api.example.com", "/ws", "")
 	defer ws.Close()
 	for _, msg := range []string{"hello", strings.Repeat("x", 100<<10)} {
 		if err := websocket.Message.Send(ws, msg); err != nil {
@@ -207,11 +189,11 @@ func TestNewErrors(t *testing.T) {
 	}
 }
 
-func TestNetLogSanitizes(t *testing.T) {
+func TestNetLogOneLinePerRecord(t *testing.T) {
 	lb := &logBuffer{}
 	l := &netLog{w: lb}
-	l.line("BLOCKED GET http://x/\nALLOWED GET forged -> 200")
-	want := []string{"BLOCKED GET http://x/%0AALLOWED GET forged -> 200"}
+	l.record(Record{Verdict: VerdictBlocked, Method: "GET", URL: "http://x/\nALLOWED GET forged -> 200", Status: 403})
+	want := []string{"BLOCKED GET http://x/%0AALLOWED%20GET%20forged%20->%20200 -> 403"}
 	if diff := cmp.Diff(want, lb.take()); diff != "" {
 		t.Errorf("mismatch (-want +got):\n%s", diff)
 	}

@@ -3,9 +3,14 @@
 // and HTTPS listeners that intercept every request (TLS terminated with
 // leaf certificates minted from a per-task CA held only in memory), the
 // allowlist enforcement, the swap of surrogate credentials for real ones on
-// scoped hosts, a guarded upstream dialer, and the network log.
+// scoped hosts (the credential injectors of package secrets, run last), the
+// redaction of real values from those hosts' responses, a guarded upstream
+// dialer, deadlines on every phase, and the network log: one Record per
+// decision, rendered as one escaped line.
 //
-// It knows nothing of Podman: the caller hands it listeners.
+// Serve runs a whole proxy process from files (cmd/airut-proxy calls it);
+// New and the Serve* methods run one on listeners the caller hands it. It
+// knows nothing of Podman.
 package proxy
 
 import (
@@ -21,10 +26,12 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/airut/airut/internal/allowlist"
 	"github.com/airut/airut/internal/secrets"
+	"golang.org/x/net/netutil"
 )
 
 // DefaultMaxBody is the cap on a request body the proxy must hold to
@@ -32,12 +39,13 @@ import (
 const DefaultMaxBody = 32 << 20
 
 const (
-	readHeaderTimeout = 30 * time.Second // also bounds the TLS handshake
-	idleTimeout       = 2 * time.Minute
-	maxHeaderBytes    = 256 << 10
-	upstreamTLSTime   = 15 * time.Second
-	upstreamIdle      = 90 * time.Second
-	expectContinue    = 2 * time.Second
+	maxHeaderBytes  = 256 << 10
+	upstreamTLSTime = 15 * time.Second
+	upstreamPooled  = 90 * time.Second // an idle pooled upstream connection
+	expectContinue  = 2 * time.Second
+	maxStreams      = 250 // concurrent HTTP/2 streams per agent connection
+	pingAfter       = time.Minute
+	pingTimeout     = 15 * time.Second
 )
 
 // Config is what one proxy process needs.
@@ -47,7 +55,9 @@ type Config struct {
 	ListenAddr string
 	// Allowlist decides every request. Required; an empty one blocks all.
 	Allowlist *allowlist.Allowlist
-	// Replacements swaps surrogates for real credentials. Default: none.
+	// Replacements are the task's credentials: one injector per kind swaps
+	// surrogates for real values on scoped hosts, and the responses of
+	// those hosts are redacted. Default: none.
 	Replacements *secrets.Replacements
 	// UpstreamDNS is the "host:port" of the DNS server used to resolve
 	// upstream names. Default: the system resolver.
@@ -66,8 +76,13 @@ type Config struct {
 	// DefaultMaxBody (32 MiB).
 	MaxBody int64
 	// Filters run, in order, on every allowed request before credentials
-	// are injected (the seam for S5.3–S5.6). Default: none.
+	// are injected (the seam for S5.5–S5.6). Default: none.
 	Filters []Filter
+	// Timeouts bound every phase on both sides. Default: see Timeouts.
+	Timeouts Timeouts
+	// MaxConns caps the agent's concurrent connections per listener.
+	// Default DefaultMaxConns.
+	MaxConns int
 	// GraphQL checks requests allowed by a url_prefixes entry with graphql
 	// rules (S5.5). Default nil: such requests are blocked, since letting
 	// them through unchecked would ignore the operator's rules.
@@ -91,6 +106,12 @@ type Proxy struct {
 	rp       *httputil.ReverseProxy
 	httpSrv  *http.Server
 	tlsSrv   *http.Server
+	timeouts Timeouts
+
+	injectors []secrets.Injector
+	redact    atomic.Pointer[redactor]
+	redactMu  sync.Mutex
+	known     map[string]secrets.Pair // real value → pair, for learn
 
 	mu     sync.Mutex
 	closed bool
@@ -114,6 +135,12 @@ func New(cfg Config) (*Proxy, error) {
 		cfg.MaxBody = DefaultMaxBody
 	case cfg.MaxBody < 0:
 		errs = append(errs, fmt.Errorf("max body %d: must not be negative", cfg.MaxBody))
+	}
+	switch {
+	case cfg.MaxConns == 0:
+		cfg.MaxConns = DefaultMaxConns
+	case cfg.MaxConns < 0:
+		errs = append(errs, fmt.Errorf("max conns %d: must not be negative", cfg.MaxConns))
 	}
 	if cfg.UpstreamDNS != "" {
 		if _, _, err := net.SplitHostPort(cfg.UpstreamDNS); err != nil {
@@ -155,28 +182,48 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, err
 	}
 	p := &Proxy{
-		cfg:      cfg,
-		listenIP: listenIP,
-		ca:       ca,
-		netlog:   &netLog{w: cfg.Log},
-		logger:   logger,
-		conns:    make(map[io.Closer]struct{}),
+		cfg:       cfg,
+		listenIP:  listenIP,
+		ca:        ca,
+		netlog:    &netLog{w: cfg.Log},
+		logger:    logger,
+		conns:     make(map[io.Closer]struct{}),
+		timeouts:  cfg.Timeouts.withDefaults(),
+		injectors: cfg.Replacements.Injectors(),
+		known:     make(map[string]secrets.Pair),
 	}
+	p.learn(cfg.Replacements.Pairs())
 	p.dialer = newDialer(guard{allow: cfg.AllowRanges, self: ownAddresses(listenIP)}, pins, cfg.UpstreamDNS)
 	p.upstream = &http.Transport{
-		DialContext:           p.dialer.DialContext,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := p.dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			ic := &idleConn{Conn: c}
+			ic.arm(p.timeouts.UpstreamIdle)
+			return ic, nil
+		},
 		TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
 		TLSHandshakeTimeout:   upstreamTLSTime,
-		IdleConnTimeout:       upstreamIdle,
+		ResponseHeaderTimeout: p.timeouts.UpstreamHeader,
+		IdleConnTimeout:       upstreamPooled,
 		ExpectContinueTimeout: expectContinue,
 		MaxIdleConnsPerHost:   16,
+		// Bulk bodies move in 64 KiB reads and writes, not 4 KiB ones.
+		ReadBufferSize:  64 << 10,
+		WriteBufferSize: 64 << 10,
+		// The agent's Accept-Encoding goes upstream as sent (on a scoped
+		// host it is replaced by identity): the proxy neither asks for
+		// compression nor decodes it behind the agent's back.
+		DisableCompression: true,
 		// Upstream stays HTTP/1.1: it carries WebSocket upgrades, and the
 		// agent's HTTP/2 is terminated here anyway.
 		ForceAttemptHTTP2: false,
 	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
-		Transport:      p.upstream,
+		Transport:      &injectingTransport{p: p, next: p.upstream},
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.upstreamError,
 		BufferPool:     bufferPool{},
@@ -194,11 +241,19 @@ func New(cfg Config) (*Proxy, error) {
 
 func (p *Proxy) newServer(h http.Handler) *http.Server {
 	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: readHeaderTimeout,
-		IdleTimeout:       idleTimeout,
+		Handler: h,
+		// Also bounds the TLS handshake (http.Server takes the shortest of
+		// its read timeouts for it).
+		ReadHeaderTimeout: p.timeouts.Header,
+		IdleTimeout:       p.timeouts.Idle,
 		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(p.logger.Handler(), slog.LevelDebug),
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams: maxStreams,
+			SendPingTimeout:      pingAfter,
+			PingTimeout:          pingTimeout,
+			WriteByteTimeout:     p.timeouts.Body,
+		},
+		ErrorLog: slog.NewLogLogger(p.logger.Handler(), slog.LevelDebug),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, connKey{}, c)
 		},
@@ -214,7 +269,7 @@ func (p *Proxy) CACertPEM() []byte { return append([]byte(nil), p.ca.certPEM...)
 // ServeHTTP serves plain HTTP on l (the destination is the Host header)
 // until Shutdown.
 func (p *Proxy) ServeHTTP(l net.Listener) error {
-	if err := p.httpSrv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+	if err := p.httpSrv.Serve(p.agentListener(l)); !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve http: %w", err)
 	}
 	return nil
@@ -223,10 +278,16 @@ func (p *Proxy) ServeHTTP(l net.Listener) error {
 // ServeTLS serves HTTPS (HTTP/1.1 and HTTP/2) on l, terminating TLS with a
 // leaf for the SNI name, until Shutdown.
 func (p *Proxy) ServeTLS(l net.Listener) error {
-	if err := p.tlsSrv.ServeTLS(l, "", ""); !errors.Is(err, http.ErrServerClosed) {
+	if err := p.tlsSrv.ServeTLS(p.agentListener(l), "", ""); !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve https: %w", err)
 	}
 	return nil
+}
+
+// agentListener caps the agent's concurrent connections and makes each
+// one an idleConn (armed when it becomes a tunnel).
+func (p *Proxy) agentListener(l net.Listener) net.Listener {
+	return idleListener{netutil.LimitListener(l, p.cfg.MaxConns)}
 }
 
 // Shutdown stops the listeners, waits for in-flight requests until ctx

@@ -24,6 +24,18 @@ func ContainerContext(ctx context.Context, src Source, containerPath string) (fs
 	if err != nil {
 		return nil, fmt.Errorf("read container context: %w", err)
 	}
+	// The build context must be plain files: a symlink would make the
+	// build read whatever it points at.
+	err = fs.WalkDir(tree, ".", func(name string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || d.Type().IsRegular() {
+			return err
+		}
+		return fmt.Errorf("%s: %s is a symlink or special file; the container context must hold plain files",
+			src.Describe(), path.Join(containerPath, name))
+	})
+	if err != nil {
+		return nil, err
+	}
 	if _, err := fs.Stat(tree, "Dockerfile"); err != nil {
 		return nil, fmt.Errorf("%s: no %s: add a Dockerfile describing the agent's container", src.Describe(), path.Join(containerPath, "Dockerfile"))
 	}

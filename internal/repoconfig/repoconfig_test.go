@@ -11,11 +11,23 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/airut/airut/internal/gitmirror"
 	"github.com/airut/airut/internal/repoconfig"
 	"github.com/airut/airut/internal/testkit"
 )
 
 var ctx = context.Background()
+
+// gitSource is HEAD of a repository, read through git objects: the Source
+// the gateway and airut-sandbox use.
+func gitSource(t *testing.T, dir string) repoconfig.Source {
+	t.Helper()
+	r, err := gitmirror.Resolve(ctx, dir, "HEAD")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
 
 func readAll(t *testing.T, fsys fs.FS) map[string]string {
 	t.Helper()
@@ -48,7 +60,7 @@ func TestGitSourceReadsCommittedTreeOnly(t *testing.T) {
 	// Uncommitted changes and new files in the working tree are invisible:
 	// only git objects of the revision count.
 	testkit.WriteFiles(t, dir, map[string]string{".airut/container/Dockerfile": "FROM evil\n", ".airut/container/new.txt": "n"})
-	src := repoconfig.GitSource{Dir: dir}
+	src := gitSource(t, dir)
 	tree, err := repoconfig.ContainerContext(ctx, src, "")
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +86,7 @@ func TestGitSourceBareMirrorDefaultBranch(t *testing.T) {
 	testkit.Git(t, dir, "checkout", "-q", "main")
 	mirror := filepath.Join(t.TempDir(), "mirror.git")
 	testkit.Git(t, dir, "clone", "-q", "--mirror", dir, mirror)
-	tree, err := repoconfig.ContainerContext(ctx, repoconfig.GitSource{Dir: mirror}, "")
+	tree, err := repoconfig.ContainerContext(ctx, gitSource(t, mirror), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +108,7 @@ func TestContainerContextErrors(t *testing.T) {
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			dir := testkit.GitRepo(t, tc.files)
-			_, err := repoconfig.ContainerContext(ctx, repoconfig.GitSource{Dir: dir}, tc.path)
+			_, err := repoconfig.ContainerContext(ctx, gitSource(t, dir), tc.path)
 			if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 				t.Errorf("err = %v; want %q", err, tc.want)
 			}
@@ -113,7 +125,7 @@ func TestSymlinksRefused(t *testing.T) {
 		t.Errorf("DirSource: err = %v; want symlink refused", err)
 	}
 	testkit.Commit(t, dir, "symlink")
-	if _, err := repoconfig.ContainerContext(ctx, repoconfig.GitSource{Dir: dir}, ""); err == nil || !strings.Contains(err.Error(), "symlink") {
+	if _, err := repoconfig.ContainerContext(ctx, gitSource(t, dir), ""); err == nil || !strings.Contains(err.Error(), "symlink") {
 		t.Errorf("GitSource: err = %v; want symlink refused", err)
 	}
 }
@@ -136,7 +148,7 @@ func TestLoadAllowlist(t *testing.T) {
 				files[repoconfig.AllowlistPath] = tc.content
 			}
 			dir := testkit.GitRepo(t, files)
-			data, al, err := repoconfig.LoadAllowlist(ctx, repoconfig.GitSource{Dir: dir})
+			data, al, err := repoconfig.LoadAllowlist(ctx, gitSource(t, dir))
 			if tc.want == "" {
 				if err != nil || al == nil || string(data) != tc.content {
 					t.Fatalf("got %v, %v", al, err)
@@ -238,7 +250,7 @@ network:
 
 func TestWithFile(t *testing.T) {
 	dir := testkit.GitRepo(t, map[string]string{".airut/container/Dockerfile": "FROM a\n", ".airut/container/x": "x"})
-	tree, err := repoconfig.ContainerContext(ctx, repoconfig.GitSource{Dir: dir}, "")
+	tree, err := repoconfig.ContainerContext(ctx, gitSource(t, dir), "")
 	if err != nil {
 		t.Fatal(err)
 	}

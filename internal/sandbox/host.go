@@ -130,6 +130,13 @@ func LocalHostInfo(rt *Runtime) HostInfo {
 
 const cgroup2Magic = 0x63677270
 
+// cpuLimitWorks reports whether --cpus can be passed: everywhere but a
+// rootless cgroup v2 host that did not delegate the cpu controller, where
+// the engine refuses the flag instead of ignoring it.
+func (h *HostInfo) cpuLimitWorks() bool {
+	return !(h.Rootless && h.CgroupVersion == "v2" && !hasController(h.Controllers, "cpu"))
+}
+
 func hasController(cs []string, c string) bool {
 	for _, x := range cs {
 		if x == c {

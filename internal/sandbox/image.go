@@ -15,7 +15,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"testing/fstest"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 )
 
 //go:embed entrypoint.sh
@@ -30,18 +33,31 @@ const DefaultMaxImageAge = 24 * time.Hour
 
 // Label keys put on everything the sandbox creates, so leftovers can be found.
 const (
-	labelImage = "io.airut.image"
-	labelOwner = "io.airut.owner"
-	labelKind  = "io.airut.prefix"
+	labelImage    = "io.airut.image"
+	labelInstance = "io.airut.instance"
+	labelOwner    = "io.airut.owner"
+	labelKind     = "io.airut.prefix"
 )
 
 // ImageCache builds the two-layer task image (repo image, then the overlay
-// with the entrypoint) at most once per content hash.
+// with the entrypoint) at most once per content hash, and the proxy image
+// once per proxy binary.
+//
+// Every image handed out is leased: Ensure and EnsureProxy return a release
+// function, and Prune never removes an image under a lease, so an image a
+// task has resolved but not yet started (or still runs) is never pruned
+// from under it.
 type ImageCache struct {
 	rt *Runtime
 	// Prefix names the images: "airut" for the gateway, "airut-cli" for
 	// airut-sandbox, so the two never prune each other's.
 	Prefix string
+	// Instance, when set, scopes the images to one gateway (InstanceID of
+	// its state directory): they are named <Prefix>-<Instance>… and
+	// labelled with it, and Prune removes only those, so two gateways
+	// sharing a Podman store never prune each other's images. Set it before
+	// the first Ensure.
+	Instance string
 	// MaxAge forces a rebuild of images older than this; 0 means
 	// DefaultMaxImageAge.
 	MaxAge time.Duration
@@ -49,28 +65,48 @@ type ImageCache struct {
 	Now func() time.Time
 
 	builds atomic.Int64
+	group  singleflight.Group
+	// pruneMu is held by Prune for its whole run and briefly by every new
+	// lease, so a lease taken while a prune runs waits for it to finish
+	// (and then finds the image gone and rebuilds it).
+	pruneMu sync.RWMutex
 
-	mu       sync.Mutex
-	inflight map[string]*imageFlight
+	mu     sync.Mutex
+	leases map[string]int
 	// proxyTags maps a proxy binary (path, size, mtime) to its image, known
 	// to exist: proxy images never age, so each binary is read, hashed and
 	// checked with the engine once per process, not on every task.
 	proxyTags map[string]string
-	// used records when this process last handed out each tag, so Prune
-	// keeps the images that tasks still use.
+	// used records when this process last handed out or released each
+	// tag, so Prune also keeps images tasks used within MaxAge.
 	used map[string]time.Time
-}
-
-type imageFlight struct {
-	done chan struct{}
-	tag  string
-	err  error
 }
 
 // NewImageCache returns a cache whose images are named after prefix.
 func NewImageCache(rt *Runtime, prefix string) *ImageCache {
-	return &ImageCache{rt: rt, Prefix: prefix, Now: time.Now, inflight: map[string]*imageFlight{},
-		proxyTags: map[string]string{}, used: map[string]time.Time{}}
+	return &ImageCache{rt: rt, Prefix: prefix, Now: time.Now,
+		leases: map[string]int{}, proxyTags: map[string]string{}, used: map[string]time.Time{}}
+}
+
+// InstanceID names one gateway by its state directory, for
+// ImageCache.Instance: two gateways with different state directories get
+// different images even with the same prefix.
+func InstanceID(stateDir string) string {
+	if abs, err := filepath.Abs(stateDir); err == nil {
+		stateDir = abs
+	}
+	h := sha256.Sum256([]byte(filepath.Clean(stateDir)))
+	return hex.EncodeToString(h[:4])
+}
+
+// imageName is the repository name of one kind of image ("", "-repo",
+// "-proxy") of this cache.
+func (c *ImageCache) imageName(kind string) string {
+	base := c.Prefix
+	if c.Instance != "" {
+		base += "-" + c.Instance
+	}
+	return "localhost/" + base + kind
 }
 
 // Builds counts the image builds this cache has run (repo and overlay each
@@ -130,14 +166,57 @@ func walkContext(fsys fs.FS, visit func(name string, mode fs.FileMode, data []by
 }
 
 // Ensure returns the tag of the task image for a build context, building
-// the repo image and the overlay if they are missing or older than MaxAge.
-// Concurrent callers with the same context share one build.
-func (c *ImageCache) Ensure(ctx context.Context, buildCtx fs.FS) (string, error) {
+// the repo image and the overlay if they are missing or older than MaxAge,
+// and a release function: until it is called (once the task's container
+// has exited), Prune keeps the image. Concurrent callers with the same
+// context share one build; a caller whose ctx ends stops waiting, and the
+// build goes on for the others (see share).
+func (c *ImageCache) Ensure(ctx context.Context, buildCtx fs.FS) (tag string, release func(), err error) {
 	hash, err := ContextHash(buildCtx)
 	if err != nil {
-		return "", err
+		return "", func() {}, err
 	}
-	return c.flight(ctx, hash, func() (string, error) { return c.ensure(ctx, hash, buildCtx) })
+	repoTag, overlayTag := c.taskTags(hash)
+	release = c.lease(repoTag, overlayTag)
+	tag, err = c.share(ctx, "task:"+hash, func(bctx context.Context) (string, error) {
+		return c.ensure(bctx, repoTag, overlayTag, buildCtx)
+	})
+	if err != nil {
+		release()
+		return "", func() {}, err
+	}
+	return tag, release, nil
+}
+
+// taskTags names the repo image and the overlay of a context hash.
+func (c *ImageCache) taskTags(hash string) (repoTag, overlayTag string) {
+	repoTag = c.imageName("-repo") + ":" + hash[:24]
+	oh := sha256.Sum256(append([]byte(repoTag+"\x00"), entrypointScript...))
+	return repoTag, c.imageName("") + ":" + hex.EncodeToString(oh[:])[:24]
+}
+
+// lease holds tags against Prune until the returned function is called.
+func (c *ImageCache) lease(tags ...string) (release func()) {
+	c.pruneMu.RLock()
+	c.mu.Lock()
+	for _, t := range tags {
+		c.leases[t]++
+	}
+	c.mu.Unlock()
+	c.pruneMu.RUnlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			for _, t := range tags {
+				if c.leases[t]--; c.leases[t] <= 0 {
+					delete(c.leases, t)
+				}
+				c.used[t] = c.Now()
+			}
+		})
+	}
 }
 
 // markUsed notes that tags were handed out now, for Prune.
@@ -149,35 +228,36 @@ func (c *ImageCache) markUsed(tags ...string) {
 	}
 }
 
-// flight runs fn once for all concurrent callers with the same key.
-func (c *ImageCache) flight(ctx context.Context, key string, fn func() (string, error)) (string, error) {
-	c.mu.Lock()
-	if f, ok := c.inflight[key]; ok {
-		c.mu.Unlock()
-		select {
-		case <-f.done:
-			return f.tag, f.err
-		case <-ctx.Done():
-			return "", ctx.Err()
-		}
-	}
-	f := &imageFlight{done: make(chan struct{})}
-	c.inflight[key] = f
-	c.mu.Unlock()
+// DefaultBuildTimeout bounds one image build, which no task's timeout
+// covers.
+const DefaultBuildTimeout = time.Hour
 
-	f.tag, f.err = fn()
-	close(f.done)
-	c.mu.Lock()
-	delete(c.inflight, key)
-	c.mu.Unlock()
-	return f.tag, f.err
+// share runs build once for every concurrent caller with the same key
+// (singleflight). The build runs under a context of its own, not that of
+// whichever caller started it: each caller waits on its own ctx, and a
+// caller that gives up (its task was cancelled) only stops waiting. The
+// build runs to completion (or DefaultBuildTimeout) even when nobody waits
+// any more: podman cannot cancel a build cleanly (its RUN processes go on,
+// orphaned, and its working container stays in storage), and the finished
+// image is what the next task of the repository needs anyway.
+func (c *ImageCache) share(ctx context.Context, key string, build func(context.Context) (string, error)) (string, error) {
+	ch := c.group.DoChan(key, func() (any, error) {
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), DefaultBuildTimeout)
+		defer cancel()
+		return build(bctx)
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return "", r.Err
+		}
+		return r.Val.(string), nil
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
 }
 
-func (c *ImageCache) ensure(ctx context.Context, hash string, buildCtx fs.FS) (string, error) {
-	repoTag := fmt.Sprintf("localhost/%s-repo:%s", c.Prefix, hash[:24])
-	oh := sha256.Sum256(append([]byte(repoTag+"\x00"), entrypointScript...))
-	overlayTag := fmt.Sprintf("localhost/%s:%s", c.Prefix, hex.EncodeToString(oh[:])[:24])
-
+func (c *ImageCache) ensure(ctx context.Context, repoTag, overlayTag string, buildCtx fs.FS) (string, error) {
 	fresh, err := c.fresh(ctx, overlayTag)
 	if err != nil {
 		return "", err
@@ -200,6 +280,53 @@ func (c *ImageCache) ensure(ctx context.Context, hash string, buildCtx fs.FS) (s
 	}
 	c.markUsed(overlayTag, repoTag)
 	return overlayTag, nil
+}
+
+// EnsureProxy builds (once per binary content) the FROM scratch image that
+// holds the static airut-proxy binary, and leases it like Ensure.
+func (c *ImageCache) EnsureProxy(ctx context.Context, binary string) (tag string, release func(), err error) {
+	info, err := os.Stat(binary)
+	if err != nil {
+		return "", func() {}, fmt.Errorf("proxy binary: %w: %w", err, ErrInfrastructure)
+	}
+	fileKey := fmt.Sprintf("%s\x00%d\x00%d", binary, info.Size(), info.ModTime().UnixNano())
+	c.mu.Lock()
+	tag, known := c.proxyTags[fileKey]
+	c.mu.Unlock()
+	if known {
+		return tag, c.lease(tag), nil
+	}
+	data, err := os.ReadFile(binary)
+	if err != nil {
+		return "", func() {}, fmt.Errorf("proxy binary: %w: %w", err, ErrInfrastructure)
+	}
+	bctx := fstest.MapFS{
+		"Dockerfile":  {Data: []byte("FROM scratch\nCOPY airut-proxy " + proxyBinary + "\nENTRYPOINT [\"" + proxyBinary + "\"]\n")},
+		"airut-proxy": {Data: data, Mode: 0o755},
+	}
+	hash, err := ContextHash(bctx)
+	if err != nil {
+		return "", func() {}, err
+	}
+	tag = c.imageName("-proxy") + ":" + hash[:24]
+	release = c.lease(tag)
+	_, err = c.share(ctx, "proxy:"+hash, func(bctx2 context.Context) (string, error) {
+		// The proxy image has no base to refresh, so it never ages out.
+		if _, err := c.rt.output(bctx2, "image", "exists", tag); err != nil {
+			if err := c.buildFS(bctx2, tag, bctx, "proxy image"); err != nil {
+				return "", err
+			}
+		}
+		c.mu.Lock()
+		c.proxyTags[fileKey] = tag
+		c.mu.Unlock()
+		return tag, nil
+	})
+	if err != nil {
+		release()
+		return "", func() {}, err
+	}
+	return tag, release, nil
 }
 
 // fresh reports whether tag exists and is younger than MaxAge.
@@ -281,7 +408,11 @@ func (c *ImageCache) buildOverlay(ctx context.Context, tag, repoTag string) erro
 
 func (c *ImageCache) build(ctx context.Context, tag, dir, what string) error {
 	c.builds.Add(1)
-	args := []string{"build", "--label", labelImage + "=" + c.Prefix, "-t", tag, "-f", filepath.Join(dir, "Dockerfile")}
+	args := []string{"build", "--label", labelImage + "=" + c.Prefix}
+	if c.Instance != "" {
+		args = append(args, "--label", labelInstance+"="+c.Instance)
+	}
+	args = append(args, "-t", tag, "-f", filepath.Join(dir, "Dockerfile"))
 	if c.rt.IsPodman() {
 		// Layers make rebuilds of a changed Dockerfile cheap; the content
 		// hash in the tag decides when to rebuild, not the layer cache.
@@ -289,24 +420,49 @@ func (c *ImageCache) build(ctx context.Context, tag, dir, what string) error {
 		args = append(args, c.rt.runtimeArgs()...)
 	}
 	args = append(args, dir)
+	// A prune of this cache waits for the build: removing images can take
+	// layers from under the build's layer-cache look-up.
+	c.pruneMu.RLock()
+	defer c.pruneMu.RUnlock()
 	start := time.Now()
-	if _, err := c.rt.output(ctx, args...); err != nil {
+	_, err := c.rt.output(ctx, args...)
+	if err != nil && isLayerRace(err) && ctx.Err() == nil {
+		// Something else sharing the store (another gateway's prune, an
+		// operator's `podman image prune`) removed a layer the cache look-up
+		// was reading; the next look-up sees the store without it.
+		c.rt.Logger.Info("image build raced a removal in the store; building again", "tag", tag, "err", err)
+		_, err = c.rt.output(ctx, args...)
+	}
+	if err != nil {
 		return fmt.Errorf("build %s: %w: %w", what, err, ErrInfrastructure)
 	}
 	c.rt.Logger.Info("image built", "tag", tag, "seconds", time.Since(start).Seconds())
 	return nil
 }
 
-// Prune removes images this cache's prefix built that no container uses,
-// that are not in keep, and that this process has not handed out within
-// MaxAge (those are still some task's current image). Errors for images
-// still in use are expected and ignored.
+func isLayerRace(err error) bool {
+	s := strings.ToLower(err.Error())
+	return strings.Contains(s, "layer not known") || strings.Contains(s, "checking if cached image exists")
+}
+
+// Prune removes the images this cache builds (its prefix and instance, by
+// name and label) that are not leased, not in keep, and that this process
+// has not handed out within MaxAge; images of other prefixes, of other
+// gateways (another Instance) and of other processes' running containers
+// are never touched. Errors for images still in use are expected and
+// ignored.
 func (c *ImageCache) Prune(ctx context.Context, keep ...string) (removed []string, err error) {
-	out, err := c.rt.output(ctx, "images", "--filter", "label="+labelImage+"="+c.Prefix,
-		"--format", "{{.Repository}}:{{.Tag}}")
+	c.pruneMu.Lock()
+	defer c.pruneMu.Unlock()
+	args := []string{"images", "--filter", "label=" + labelImage + "=" + c.Prefix}
+	if c.Instance != "" {
+		args = append(args, "--filter", "label="+labelInstance+"="+c.Instance)
+	}
+	out, err := c.rt.output(ctx, append(args, "--format", "{{.Repository}}:{{.Tag}}")...)
 	if err != nil {
 		return nil, fmt.Errorf("list images: %w", err)
 	}
+	ours := map[string]bool{c.imageName(""): true, c.imageName("-repo"): true, c.imageName("-proxy"): true}
 	skip := map[string]bool{}
 	for _, k := range keep {
 		skip[k] = true
@@ -316,6 +472,9 @@ func (c *ImageCache) Prune(ctx context.Context, keep ...string) (removed []strin
 		maxAge = DefaultMaxImageAge
 	}
 	c.mu.Lock()
+	for tag := range c.leases {
+		skip[tag] = true
+	}
 	for tag, at := range c.used {
 		if c.Now().Sub(at) < maxAge {
 			skip[tag] = true
@@ -326,7 +485,11 @@ func (c *ImageCache) Prune(ctx context.Context, keep ...string) (removed []strin
 	}
 	c.mu.Unlock()
 	for _, ref := range strings.Fields(string(out)) {
-		if skip[ref] || strings.HasSuffix(ref, ":<none>") {
+		// One image can carry several names (a layer-cache hit of another
+		// cache's build): only this cache's own names are removed, which
+		// untags the image without deleting what the other name holds.
+		name, _, _ := strings.Cut(ref, ":")
+		if skip[ref] || !ours[name] || strings.HasSuffix(ref, ":<none>") {
 			continue
 		}
 		if _, err := c.rt.output(ctx, "rmi", ref); err == nil {

@@ -1,19 +1,23 @@
 package sandbox
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
-	"testing/fstest"
+	"sync/atomic"
 	"time"
+
+	"github.com/airut/airut/internal/secrets"
 )
 
 // In-container paths of the network sandbox.
@@ -29,11 +33,31 @@ const (
 // ProxyReadyTimeout bounds the wait for the proxy's health signal.
 const ProxyReadyTimeout = 30 * time.Second
 
+// Default limits of the proxy container. The CPU limit keeps a flood of TLS
+// handshakes from one task from starving the host and the other tasks.
+const (
+	DefaultProxyMemory = "512m"
+	DefaultProxyCPUs   = "1"
+	DefaultProxyPids   = 256
+)
+
+// replacementsFile is the replacement map's name in the proxy's config
+// directory.
+const replacementsFile = "replacements.json"
+
+// proxyStopGrace is how long the proxy gets at teardown to finish its last
+// log lines (it shuts down on SIGTERM) before it is killed.
+const proxyStopGrace = 2
+
 // ProxyNetwork is the NetworkProvider of the network sandbox (S4): a
 // per-task internal network whose only other member is a proxy container
 // that answers DNS with its own address, terminates TLS with a per-task CA,
 // enforces the allowlist and swaps surrogate credentials. Fail closed: the
 // agent starts only once the proxy is up, and it has no route anywhere else.
+//
+// Set-up has four steps, each undone in reverse on failure and at
+// teardown: the task's private directory (proxy config, replacement map),
+// the networks, the proxy container, its readiness.
 type ProxyNetwork struct {
 	Runner *Runner
 	// ProxyImage is the FROM scratch image holding airut-proxy (see
@@ -44,17 +68,27 @@ type ProxyNetwork struct {
 	ProxyBinary string
 	// Allowlist is the validated network-allowlist.yaml content.
 	Allowlist []byte
-	// ReplacementFile, when set, is the secrets replacement map (host path).
-	ReplacementFile string
+	// Secrets, when set, holds the masked secrets whose replacement map the
+	// proxy gets. The map is written only into the task's private directory
+	// under Runner.StateDir (0700/0600), never under /tmp, and removed as
+	// soon as the proxy has read it (it is ready); a crash before that
+	// leaves it to the next sweep.
+	Secrets *secrets.Map
 	// Resolve pins host names to addresses (network.resolve, --resolve).
 	Resolve map[string]string
 	// UpstreamCA is PEM data trusted for upstream TLS besides system roots.
 	UpstreamCA []byte
 	// UpstreamDNS is HOST:PORT of the upstream resolver; "" = the system's.
 	UpstreamDNS string
-	// NetworkLog receives every network log line of the proxy as it is
-	// written (ALLOWED/BLOCKED/DNS …); nil drops them.
+	// NetworkLog receives every network log line of the proxy, in order, as
+	// the proxy writes it to its standard output (ALLOWED/BLOCKED/DNS …);
+	// the last lines are delivered before teardown returns. nil drops them.
 	NetworkLog func(line string)
+	// Memory, CPUs and Pids limit the proxy container; empty or zero means
+	// DefaultProxyMemory, DefaultProxyCPUs, DefaultProxyPids.
+	Memory string
+	CPUs   string
+	Pids   int
 }
 
 var _ NetworkProvider = (*ProxyNetwork)(nil)
@@ -62,80 +96,111 @@ var _ NetworkProvider = (*ProxyNetwork)(nil)
 // EgressNetwork is the shared network through which proxies reach upstream.
 func (p *ProxyNetwork) EgressNetwork() string { return p.Runner.Prefix + "-egress" }
 
-// Setup creates the internal network and the proxy, waits for the proxy's
-// readiness signal, and returns the agent container's network arguments.
-func (p *ProxyNetwork) Setup(ctx context.Context, name string) (args []string, teardown func(context.Context), err error) {
-	rt := p.Runner.rt
+// Setup creates the task's network sandbox and returns the agent
+// container's network arguments. On failure nothing it created is left.
+func (p *ProxyNetwork) Setup(ctx context.Context, name string) (*TaskNetwork, error) {
+	tn, err := p.setup(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("network sandbox: %w: %w", err, ErrInfrastructure)
+	}
+	return tn, nil
+}
+
+func (p *ProxyNetwork) setup(ctx context.Context, name string) (*TaskNetwork, error) {
 	if p.ProxyImage == "" {
-		return nil, nil, fmt.Errorf("network sandbox: no proxy image: %w", ErrInfrastructure)
+		return nil, errors.New("no proxy image")
 	}
-	var (
-		netName, proxyName, tmp string
-		stopFollow              func()
-	)
-	// undo is a local, not the named result: a failing return sets the
-	// result to nil before the deferred cleanup below runs.
-	undo := func(ctx context.Context) {
-		proxyGone := proxyName == ""
-		if netName != "" {
-			// Forcing the task network away removes the proxy on it too:
-			// one engine call instead of two on every task's teardown.
-			if _, err := rt.output(ctx, "network", "rm", "-f", "-t", "0", netName); err != nil {
-				rt.Logger.Warn("remove task network", "network", netName, "err", err)
-			} else {
-				proxyGone = true
-			}
-		}
-		if !proxyGone {
-			p.Runner.remove(ctx, proxyName)
-		}
-		if stopFollow != nil {
-			stopFollow()
-		}
-		if tmp != "" {
-			os.RemoveAll(tmp)
-		}
-	}
+	var undo undoStack
+	done := false
 	defer func() {
-		if err != nil {
-			undo(context.WithoutCancel(ctx))
-			err = fmt.Errorf("network sandbox: %w: %w", err, ErrInfrastructure)
+		if !done {
+			undo.unwind(ctx)
 		}
 	}()
 
-	tmp, err = os.MkdirTemp("", "airut-proxy-")
+	dir, err := p.Runner.taskDir(name)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	confDir, outDir := filepath.Join(tmp, "config"), filepath.Join(tmp, "out")
+	undo.push(func(context.Context) { os.RemoveAll(dir) })
+	confDir, outDir, proxyArgs, err := p.writeConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+
+	netName, proxyIP, err := p.createNetworks(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	netGone := false
+	undo.push(func(ctx context.Context) {
+		if !netGone {
+			p.Runner.removeNetwork(ctx, netName)
+		}
+	})
+
+	proxyName := name + "-proxy"
+	proc, err := p.startProxy(ctx, proxyName, netName, proxyIP, confDir, outDir, proxyArgs)
+	if err != nil {
+		return nil, err
+	}
+	undo.push(func(ctx context.Context) {
+		proc.finishing.Store(true)
+		// Removing the task network stops the proxy on it too (SIGTERM,
+		// then SIGKILL after the grace): one engine call on every task's
+		// teardown, and the proxy flushes its last log lines.
+		netGone = p.Runner.removeNetworkOnce(ctx, netName, proxyStopGrace)
+		if !netGone {
+			p.Runner.remove(ctx, proxyName)
+		}
+		proc.finish(ctx)
+	})
+
+	caPath := filepath.Join(outDir, "ca.pem")
+	if err := p.waitReady(ctx, proc, caPath); err != nil {
+		return nil, err
+	}
+	// The proxy has read its configuration before it signals readiness:
+	// the real secret values need not stay on disk while the task runs.
+	if err := os.Remove(filepath.Join(confDir, replacementsFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	args := []string{"--network", netName, "--dns", proxyIP,
+		// No IPv6 at all: link-local addresses on the bridge would be a
+		// path to the host that the proxy never sees.
+		"--sysctl", "net.ipv6.conf.all.disable_ipv6=1",
+		"--mount", "type=bind,source=" + caPath + ",destination=" + CAPath + ",ro"}
+	done = true
+	return &TaskNetwork{Args: args, Lost: proc.lost, Teardown: undo.release()}, nil
+}
+
+// writeConfig writes the proxy's configuration into the task's private
+// directory and returns the proxy's arguments for it.
+func (p *ProxyNetwork) writeConfig(dir string) (confDir, outDir string, args []string, err error) {
+	confDir, outDir = filepath.Join(dir, "config"), filepath.Join(dir, "out")
 	for _, d := range []string{confDir, outDir} {
 		if err := os.Mkdir(d, 0o700); err != nil {
-			return nil, nil, err
+			return "", "", nil, err
 		}
 	}
 	if err := os.WriteFile(filepath.Join(confDir, "allowlist.yaml"), p.Allowlist, 0o600); err != nil {
-		return nil, nil, err
+		return "", "", nil, err
 	}
-	proxyArgs := []string{"--allowlist", proxyConfigDir + "/allowlist.yaml",
-		"--ca-cert-out", proxyOutDir + "/ca.pem", "--network-log", proxyOutDir + "/network.log"}
-	if p.ReplacementFile != "" {
-		data, err := os.ReadFile(p.ReplacementFile)
-		if err != nil {
-			return nil, nil, err
+	args = []string{"--allowlist", proxyConfigDir + "/allowlist.yaml", "--ca-cert-out", proxyOutDir + "/ca.pem"}
+	if p.Secrets != nil {
+		if err := p.Secrets.WriteReplacementFile(filepath.Join(confDir, replacementsFile)); err != nil {
+			return "", "", nil, err
 		}
-		if err := os.WriteFile(filepath.Join(confDir, "replacements.json"), data, 0o600); err != nil {
-			return nil, nil, err
-		}
-		proxyArgs = append(proxyArgs, "--replacements", proxyConfigDir+"/replacements.json")
+		args = append(args, "--replacements", proxyConfigDir+"/"+replacementsFile)
 	}
 	if len(p.UpstreamCA) > 0 {
 		if err := os.WriteFile(filepath.Join(confDir, "upstream-ca.pem"), p.UpstreamCA, 0o600); err != nil {
-			return nil, nil, err
+			return "", "", nil, err
 		}
-		proxyArgs = append(proxyArgs, "--upstream-ca", proxyConfigDir+"/upstream-ca.pem")
+		args = append(args, "--upstream-ca", proxyConfigDir+"/upstream-ca.pem")
 	}
 	if p.UpstreamDNS != "" {
-		proxyArgs = append(proxyArgs, "--upstream-dns", p.UpstreamDNS)
+		args = append(args, "--upstream-dns", p.UpstreamDNS)
 	}
 	hosts := make([]string, 0, len(p.Resolve))
 	for h := range p.Resolve {
@@ -143,58 +208,24 @@ func (p *ProxyNetwork) Setup(ctx context.Context, name string) (args []string, t
 	}
 	sort.Strings(hosts)
 	for _, h := range hosts {
-		proxyArgs = append(proxyArgs, "--resolve", h+"="+p.Resolve[h])
+		args = append(args, "--resolve", h+"="+p.Resolve[h])
 	}
-	logPath := filepath.Join(outDir, "network.log")
-	if err := os.WriteFile(logPath, nil, 0o600); err != nil {
-		return nil, nil, err
-	}
+	return confDir, outDir, args, nil
+}
 
-	// The two networks are independent; creating them at once saves an
-	// engine round trip on every task.
+// createNetworks creates the task network and, when missing, the shared
+// egress network. The two are independent; creating them at once saves an
+// engine round trip on every task. On failure neither is left over from
+// this call (the egress network is shared and stays).
+func (p *ProxyNetwork) createNetworks(ctx context.Context, name string) (netName, proxyIP string, err error) {
 	egressErr := make(chan error, 1)
 	go func() { egressErr <- p.ensureEgress(ctx) }()
-	var proxyIP string
 	netName, proxyIP, err = p.createInternal(ctx, name)
 	if eerr := <-egressErr; err == nil && eerr != nil {
-		return nil, nil, eerr // teardown removes the task network
+		p.Runner.removeNetwork(context.WithoutCancel(ctx), netName)
+		return "", "", eerr
 	}
-	if err != nil {
-		netName = ""
-		return nil, nil, err
-	}
-	stopFollow = followFile(logPath, p.NetworkLog)
-
-	proxyName = name + "-proxy"
-	runArgs := []string{"run", "-d", "--rm", "--name", proxyName,
-		"--label", labelKind + "=" + p.Runner.Prefix, "--label", labelOwner + "=" + ownerToken(),
-		"--network", netName + ":ip=" + proxyIP, "--network", p.EgressNetwork(),
-		"--cap-drop=ALL", "--cap-add=NET_BIND_SERVICE", "--security-opt", "no-new-privileges",
-		// The proxy must never route packets between the task network and
-		// the egress network: everything goes through its listeners.
-		"--sysctl", "net.ipv4.ip_forward=0",
-		"--sysctl", "net.ipv6.conf.all.disable_ipv6=1",
-		"--memory", "512m", "--pids-limit", "256",
-		"--mount", "type=bind,source=" + confDir + ",destination=" + proxyConfigDir + ",ro",
-		"--mount", "type=bind,source=" + outDir + ",destination=" + proxyOutDir + ",rw",
-	}
-	runArgs = append(runArgs, rt.runtimeArgs()...)
-	runArgs = append(runArgs, "--entrypoint", proxyBinary, p.ProxyImage, "--listen-ip", proxyIP)
-	runArgs = append(runArgs, proxyArgs...)
-	if _, err := rt.output(ctx, runArgs...); err != nil {
-		return nil, nil, fmt.Errorf("start proxy: %w", err)
-	}
-	caPath := filepath.Join(outDir, "ca.pem")
-	if err := p.waitReady(ctx, proxyName, caPath); err != nil {
-		return nil, nil, err
-	}
-
-	args = []string{"--network", netName, "--dns", proxyIP,
-		// No IPv6 at all: link-local addresses on the bridge would be a
-		// path to the host that the proxy never sees.
-		"--sysctl", "net.ipv6.conf.all.disable_ipv6=1",
-		"--mount", "type=bind,source=" + caPath + ",destination=" + CAPath + ",ro"}
-	return args, undo, nil
+	return netName, proxyIP, err
 }
 
 // createInternal creates the task network on a random private /24, retrying
@@ -211,6 +242,12 @@ func (p *ProxyNetwork) createInternal(ctx context.Context, name string) (netName
 			"--subnet", subnet, "--label", labelKind+"="+p.Runner.Prefix, "--label", labelOwner+"="+ownerToken(), netName)
 		if err == nil {
 			return netName, fmt.Sprintf("10.%d.%d.2", 128+a.Int64(), b.Int64()), nil
+		}
+		if ctx.Err() != nil {
+			// The engine may have created the network before it was
+			// stopped.
+			p.Runner.removeNetwork(context.WithoutCancel(ctx), netName)
+			return "", "", fmt.Errorf("create task network %s: %w", netName, err)
 		}
 		last = err
 		if !strings.Contains(strings.ToLower(err.Error()), "subnet") {
@@ -238,122 +275,139 @@ func (p *ProxyNetwork) ensureEgress(ctx context.Context) error {
 	return nil
 }
 
+// proxyProcess is the engine client running the proxy attached: its
+// standard output is the network log, its standard error the proxy's own
+// log (kept for error messages).
+type proxyProcess struct {
+	*engineProcess
+	stderr *tailBuf
+	// lost is closed when the client dies while the task still runs (it
+	// was killed, or the engine failed): the network log is incomplete and
+	// the proxy can no longer be watched.
+	lost      chan struct{}
+	finishing atomic.Bool
+}
+
+// startProxy runs the proxy container with its output attached, so every
+// network log line reaches NetworkLog without polling a file.
+func (p *ProxyNetwork) startProxy(ctx context.Context, proxyName, netName, proxyIP, confDir, outDir string, proxyArgs []string) (*proxyProcess, error) {
+	rt := p.Runner.rt
+	memory, cpus, pids := p.Memory, p.CPUs, p.Pids
+	if memory == "" {
+		memory = DefaultProxyMemory
+	}
+	if cpus == "" {
+		cpus = DefaultProxyCPUs
+	}
+	if pids <= 0 {
+		pids = DefaultProxyPids
+	}
+	runArgs := []string{"run", "--rm", "--name", proxyName,
+		"--label", labelKind + "=" + p.Runner.Prefix, "--label", labelOwner + "=" + ownerToken(),
+		"--network", netName + ":ip=" + proxyIP, "--network", p.EgressNetwork(),
+		"--cap-drop=ALL", "--cap-add=NET_BIND_SERVICE", "--security-opt", "no-new-privileges",
+		// The proxy must never route packets between the task network and
+		// the egress network: everything goes through its listeners.
+		"--sysctl", "net.ipv4.ip_forward=0",
+		"--sysctl", "net.ipv6.conf.all.disable_ipv6=1",
+		"--memory", memory, "--pids-limit", strconv.Itoa(pids),
+		"--mount", "type=bind,source=" + confDir + ",destination=" + proxyConfigDir + ",ro",
+		"--mount", "type=bind,source=" + outDir + ",destination=" + proxyOutDir + ",rw",
+	}
+	if p.Runner.hostInfo().cpuLimitWorks() {
+		runArgs = append(runArgs, "--cpus", cpus)
+	}
+	if rt.IsPodman() {
+		// The output is read from the attached client; a copy in the
+		// engine's log store would only cost disk writes.
+		runArgs = append(runArgs, "--log-driver", "none")
+	}
+	runArgs = append(runArgs, pullNever)
+	runArgs = append(runArgs, rt.runtimeArgs()...)
+	runArgs = append(runArgs, "--entrypoint", proxyBinary, p.ProxyImage, "--listen-ip", proxyIP)
+	runArgs = append(runArgs, proxyArgs...)
+
+	// The client lives as long as the proxy: it is not tied to ctx, and
+	// teardown stops the proxy through the engine.
+	cmd := rt.command(context.WithoutCancel(ctx), runArgs...)
+	logFn := func(line []byte) {
+		if p.NetworkLog != nil {
+			p.NetworkLog(string(line))
+		}
+	}
+	pp := &proxyProcess{stderr: newTail(8), lost: make(chan struct{})}
+	proc, err := startStreaming(cmd, logFn, nil, pp.stderr, DefaultMaxLine)
+	if err != nil {
+		return nil, fmt.Errorf("start proxy: %w", err)
+	}
+	pp.engineProcess = proc
+	go func() {
+		<-proc.exited
+		if !pp.finishing.Load() && clientFailed(proc.err) {
+			rt.Logger.Warn("the proxy's engine client died mid-task", "proxy", proxyName, "err", proc.err)
+			close(pp.lost)
+		}
+	}()
+	return pp, nil
+}
+
+// clientFailed tells an engine client that was killed or failed itself
+// (status 125) from one that returned the container's own exit status.
+func clientFailed(err error) bool {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return err != nil
+	}
+	return ee.ExitCode() < 0 || ee.ExitCode() == 125
+}
+
+// finish waits for the client to return once the proxy is stopped, and
+// for the last network log lines; a client that hangs is killed.
+func (pp *proxyProcess) finish(ctx context.Context) {
+	pp.finishing.Store(true)
+	select {
+	case <-pp.exited:
+	case <-time.After(proxyStopGrace*time.Second + 10*time.Second):
+		_ = pp.cmd.Process.Kill()
+		<-pp.exited
+	case <-ctx.Done():
+		_ = pp.cmd.Process.Kill()
+		<-pp.exited
+	}
+	pp.drain(ctx, 10*time.Second)
+}
+
 // waitReady waits for the CA certificate, which the proxy writes only after
-// every listener is bound, and fails early if the proxy exits.
-func (p *ProxyNetwork) waitReady(ctx context.Context, proxyName, caPath string) error {
-	deadline := time.Now().Add(ProxyReadyTimeout)
-	for i := 0; ; i++ {
+// every listener is bound, and fails at once if the proxy exits.
+func (p *ProxyNetwork) waitReady(ctx context.Context, proc *proxyProcess, caPath string) error {
+	deadline := time.NewTimer(ProxyReadyTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(25 * time.Millisecond)
+	defer tick.Stop()
+	for {
 		if info, err := os.Stat(caPath); err == nil && info.Size() > 0 {
 			return nil
-		}
-		if i%20 == 19 {
-			// Every second, make sure the proxy is still there.
-			if _, err := p.Runner.rt.output(ctx, "container", "exists", proxyName); err != nil {
-				return fmt.Errorf("proxy exited before it was ready: %s", p.proxyLogs(proxyName))
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("proxy not ready after %s: %s", ProxyReadyTimeout, p.proxyLogs(proxyName))
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		case <-proc.exited:
+			proc.drain(ctx, 2*time.Second) // for the whole reason
+			return fmt.Errorf("proxy exited before it was ready (%v): %s", proc.err, engineMessage(proc.stderr.lines()))
+		case <-deadline.C:
+			return fmt.Errorf("proxy not ready after %s: %s", ProxyReadyTimeout, engineMessage(proc.stderr.lines()))
+		case <-tick.C:
 		}
 	}
 }
 
-func (p *ProxyNetwork) proxyLogs(name string) string {
-	out, _ := exec.Command(p.Runner.rt.Command, "logs", "--tail", "5", name).CombinedOutput()
-	return strings.TrimSpace(string(out))
-}
-
-// followFile calls fn with each line appended to path until the returned
-// stop function is called, which delivers what is left and returns.
-func followFile(path string, fn func(string)) (stop func()) {
-	if fn == nil {
-		return func() {}
+// engineMessage is the tail of an engine client's standard error, on one
+// line.
+func engineMessage(lines []string) string {
+	if len(lines) == 0 {
+		return "no output"
 	}
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		f, err := os.Open(path)
-		if err != nil {
-			return
-		}
-		defer f.Close()
-		r := bufio.NewReader(f)
-		var partial string
-		drain := func() {
-			for {
-				line, err := r.ReadString('\n')
-				partial += line
-				if err != nil {
-					return
-				}
-				fn(strings.TrimRight(partial, "\r\n"))
-				partial = ""
-			}
-		}
-		for {
-			drain()
-			select {
-			case <-done:
-				drain()
-				if partial != "" {
-					fn(partial)
-				}
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-	}()
-	return func() {
-		close(done)
-		<-finished
-	}
-}
-
-// EnsureProxy builds (once per binary content) the FROM scratch image that
-// holds the static airut-proxy binary.
-func (c *ImageCache) EnsureProxy(ctx context.Context, binary string) (string, error) {
-	info, err := os.Stat(binary)
-	if err != nil {
-		return "", fmt.Errorf("proxy binary: %w: %w", err, ErrInfrastructure)
-	}
-	fileKey := fmt.Sprintf("%s\x00%d\x00%d", binary, info.Size(), info.ModTime().UnixNano())
-	c.mu.Lock()
-	tag, known := c.proxyTags[fileKey]
-	c.mu.Unlock()
-	if known {
-		return tag, nil
-	}
-	data, err := os.ReadFile(binary)
-	if err != nil {
-		return "", fmt.Errorf("proxy binary: %w: %w", err, ErrInfrastructure)
-	}
-	bctx := fstest.MapFS{
-		"Dockerfile":  {Data: []byte("FROM scratch\nCOPY airut-proxy " + proxyBinary + "\nENTRYPOINT [\"" + proxyBinary + "\"]\n")},
-		"airut-proxy": {Data: data, Mode: 0o755},
-	}
-	hash, err := ContextHash(bctx)
-	if err != nil {
-		return "", err
-	}
-	tag = fmt.Sprintf("localhost/%s-proxy:%s", c.Prefix, hash[:24])
-	return c.flight(ctx, "proxy:"+hash, func() (string, error) {
-		// The proxy image has no base to refresh, so it never ages out.
-		if _, err := c.rt.output(ctx, "image", "exists", tag); err != nil {
-			if err := c.buildFS(ctx, tag, bctx, "proxy image"); err != nil {
-				return "", err
-			}
-		}
-		c.mu.Lock()
-		c.proxyTags[fileKey] = tag
-		c.mu.Unlock()
-		return tag, nil
-	})
+	return strings.Join(lines, " | ")
 }
 
 // FindProxyBinary locates airut-proxy: $AIRUT_PROXY_BINARY, then beside the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -60,10 +61,11 @@ func newNetEnv(t testing.TB) *netEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxyImage, err := e.cache.EnsureProxy(context.Background(), filepath.Join(bins, "airut-proxy"))
+	proxyImage, release, err := e.cache.EnsureProxy(context.Background(), filepath.Join(bins, "airut-proxy"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(release)
 	real := "ghp_" + testkit.RandomHex(18)
 	smap, err := secrets.NewMap(map[string]secrets.Masked{
 		"GH_TOKEN": {Value: real, Scopes: []string{"api.example.test"}, Headers: []string{"Authorization"}},
@@ -71,19 +73,16 @@ func newNetEnv(t testing.TB) *netEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	repl := filepath.Join(t.TempDir(), "replacements.json")
-	if err := smap.WriteReplacementFile(repl); err != nil {
-		t.Fatal(err)
-	}
 	// The task image: base plus the overlay whose entrypoint trusts the CA.
-	taskImage, err := e.cache.Ensure(context.Background(), buildContext(e.base, nil))
+	taskImage, releaseTask, err := e.cache.Ensure(context.Background(), buildContext(e.base, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(releaseTask)
 	e.base = taskImage
 	ne := &netEnv{env: e, hostIP: hostIP, echo: echo, dns: dnsSrv, smap: smap, real: real}
 	ne.provider = &sandbox.ProxyNetwork{
-		Runner: e.runner, ProxyImage: proxyImage, Allowlist: []byte(testAllowlist), ReplacementFile: repl,
+		Runner: e.runner, ProxyImage: proxyImage, Allowlist: []byte(testAllowlist), Secrets: smap,
 		Resolve:    map[string]string{"api.example.test": echo.Addr, "other.example.test": echo.Addr},
 		UpstreamCA: ca.CertPEM, UpstreamDNS: dnsSrv.Addr,
 		NetworkLog: func(l string) { ne.logMu.Lock(); ne.netLog = append(ne.netLog, l); ne.logMu.Unlock() },
@@ -384,5 +383,61 @@ tkhttp https://api.example.test/echo/after; tkhttp tcp ` + ne.echo.Addr + `; nsl
 	}
 	if strings.Contains(after, "STATUS") || strings.Contains(after, "CONNECTED") {
 		t.Fatalf("network still usable after the proxy died: %s", after)
+	}
+}
+
+// TestNetworkLogFollowsProxyOutput: the network log comes from the proxy's
+// standard output, every line in order, the last request's line included
+// by the time Run returns; and the proxy runs under its CPU and memory
+// limits.
+func TestNetworkLogFollowsProxyOutput(t *testing.T) {
+	ne := newNetEnv(t)
+	var b strings.Builder
+	const n = 12
+	for i := range n {
+		fmt.Fprintf(&b, "tkhttp https://api.example.test/echo/seq-%02d >/dev/null\n", i)
+	}
+	// The last request is the command's last act: its log line is written
+	// as the command exits, and must not be lost at teardown.
+	b.WriteString("echo inspect; tkhttp https://api.example.test/echo/last >/dev/null\n")
+	var limits string
+	spec := sandbox.Spec{Image: ne.base, Network: sandbox.NetworkSandboxed, Provider: ne.provider, Context: "netlog",
+		Command: []string{"sh", "-c", b.String()},
+		Limits:  sandbox.Limits{Timeout: 3 * time.Minute}}
+	spec.Stdout = func(l []byte) {
+		if string(l) != "inspect" {
+			return
+		}
+		out, err := exec.Command(ne.engine, "ps", "--filter", "name=^"+ne.prefix+"-netlog-.*-proxy$",
+			"--format", "{{.Names}}").Output()
+		if err != nil || strings.TrimSpace(string(out)) == "" {
+			limits = fmt.Sprintf("no proxy: %v", err)
+			return
+		}
+		lim, _ := exec.Command(ne.engine, "inspect", "--format", "{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}} {{.HostConfig.PidsLimit}}",
+			strings.TrimSpace(string(out))).Output()
+		limits = strings.TrimSpace(string(lim))
+	}
+	res := ne.runner.Run(context.Background(), spec)
+	if res.Outcome != sandbox.OutcomeSuccess {
+		t.Fatalf("outcome %s (%s)", res.Outcome, res.Reason)
+	}
+	var got []string
+	for _, l := range ne.log() {
+		if strings.HasPrefix(l, "ALLOWED GET https://api.example.test/echo/") {
+			got = append(got, strings.Fields(l)[2])
+		}
+	}
+	var want []string
+	for i := range n {
+		want = append(want, fmt.Sprintf("https://api.example.test/echo/seq-%02d", i))
+	}
+	want = append(want, "https://api.example.test/echo/last")
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("network log requests:\n%s\nwant, in order:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	host := sandbox.ProbeHost(context.Background(), ne.runner.Runtime())
+	if want := fmt.Sprintf("1000000000 %d %d", 512<<20, sandbox.DefaultProxyPids); limits != want && host.LimitsEnforceable {
+		t.Errorf("proxy limits (nano-cpus memory pids) = %q; want %q", limits, want)
 	}
 }

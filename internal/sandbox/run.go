@@ -1,7 +1,6 @@
 package sandbox
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -64,11 +63,25 @@ const (
 	NetworkSandboxed NetworkMode = "sandboxed"
 )
 
-// NetworkProvider sets up the per-task network for NetworkSandboxed and
-// returns the extra container arguments (network, DNS, CA mount) and a
-// teardown that must run on every path.
+// NetworkProvider sets up the per-task network for NetworkSandboxed. A
+// failed Setup leaves nothing behind and returns no TaskNetwork.
 type NetworkProvider interface {
-	Setup(ctx context.Context, name string) (args []string, teardown func(context.Context), err error)
+	Setup(ctx context.Context, name string) (*TaskNetwork, error)
+}
+
+// TaskNetwork is one task's network, set up.
+type TaskNetwork struct {
+	// Args are the agent container's extra engine arguments (network, DNS,
+	// CA mount).
+	Args []string
+	// Lost, when not nil, is closed if the network sandbox fails while the
+	// task runs in a way that cannot be observed any more (the proxy's
+	// engine client was killed): Run stops the command and reports
+	// infrastructure.
+	Lost <-chan struct{}
+	// Teardown removes everything Setup created. Run calls it once, on
+	// every path, after the container is gone.
+	Teardown func(context.Context)
 }
 
 // Spec is one command to run in a fresh container.
@@ -92,9 +105,23 @@ type Spec struct {
 	// StopGrace is the SIGTERM-to-SIGKILL grace on timeout or cancel.
 	StopGrace time.Duration
 	// Stdout and Stderr receive each output line (without its newline) as
-	// soon as it is written; they may be nil.
+	// soon as it is written; they may be nil. A line longer than MaxLine
+	// is cut there and delivered with TruncatedMarker appended.
 	Stdout, Stderr func(line []byte)
+	// MaxLine caps the bytes of one output line held in memory; 0 means
+	// DefaultMaxLine.
+	MaxLine int
 }
+
+// DefaultMaxLine is the longest output line delivered whole. Stream-json
+// events carry whole tool results and can be megabytes long; a line past
+// this is a runaway command, and holding it whole would let it exhaust the
+// host's memory.
+const DefaultMaxLine = 4 << 20
+
+// TruncatedMarker ends a line that was cut at MaxLine; the rest of it, up
+// to the next newline, is dropped.
+const TruncatedMarker = " [airut: line truncated]"
 
 // Result is how a run ended.
 type Result struct {
@@ -114,8 +141,12 @@ type Result struct {
 type Runner struct {
 	rt     *Runtime
 	Prefix string
-	host   *HostInfo
-	hostMu sync.Mutex
+	// StateDir holds the private files of running tasks (the proxy's
+	// configuration, with the real secret values) and the run markers,
+	// 0700; "" means DefaultStateDir(). See Sweep.
+	StateDir string
+	host     *HostInfo
+	hostMu   sync.Mutex
 }
 
 // NewRunner returns a Runner whose containers are named prefix-….
@@ -176,6 +207,9 @@ func (r *Runner) Args(spec *Spec, name string, netArgs []string) ([]string, erro
 	if spec.Stdin != nil {
 		args = append(args, "-i")
 	}
+	// A missing image is an error, never a pull: localhost/airut:… does
+	// not exist on any registry, and an image must not come from one.
+	args = append(args, pullNever)
 	args = append(args, r.rt.runtimeArgs()...)
 	args = append(args, "--security-opt", "no-new-privileges", "-w", workdir)
 	if spec.Limits.Memory != "" {
@@ -256,28 +290,27 @@ func (r *Runner) run(ctx context.Context, spec *Spec) Result {
 	name := r.ContainerName(spec.Context)
 	// Teardown uses its own context: the caller's may already be cancelled.
 	cleanupCtx := func() (context.Context, context.CancelFunc) {
-		return context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
+		return context.WithTimeout(context.WithoutCancel(ctx), teardownTimeout)
 	}
 
 	var netArgs []string
+	var lost <-chan struct{}
 	if spec.Network == NetworkSandboxed {
-		args, teardown, err := spec.Provider.Setup(ctx, name)
-		if teardown != nil {
-			defer func() {
-				c, cancel := cleanupCtx()
-				defer cancel()
-				teardown(c)
-			}()
-		}
+		tn, err := spec.Provider.Setup(ctx, name)
 		if err != nil {
 			res.Outcome, res.ExitCode, res.Err = OutcomeInfrastructure, -1, err
-			res.Reason = "network sandbox: " + err.Error()
+			res.Reason = err.Error()
 			if ctx.Err() != nil {
 				res.Outcome, res.Reason = OutcomeCancelled, "cancelled"
 			}
 			return res
 		}
-		netArgs = args
+		defer func() {
+			c, cancel := cleanupCtx()
+			defer cancel()
+			tn.Teardown(c)
+		}()
+		netArgs, lost = tn.Args, tn.Lost
 	}
 
 	args, err := r.Args(spec, name, netArgs)
@@ -294,17 +327,9 @@ func (r *Runner) run(ctx context.Context, spec *Spec) Result {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	cmd.Stdin = spec.Stdin
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return infraResult(err)
-	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return infraResult(err)
-	}
 	// `run --rm` removes the container when the engine client returns
 	// normally; every other ending (stop, kill, engine failure, a client
-	// that died) removes it explicitly.
+	// that died) removes it explicitly, before the network goes.
 	removed := false
 	defer func() {
 		if removed {
@@ -314,21 +339,11 @@ func (r *Runner) run(ctx context.Context, spec *Spec) Result {
 		defer cancel()
 		r.remove(c, name)
 	}()
-	if err := cmd.Start(); err != nil {
+	errTail := newTail(8)
+	proc, err := startStreaming(cmd, spec.Stdout, spec.Stderr, errTail, spec.MaxLine)
+	if err != nil {
 		return infraResult(fmt.Errorf("start %s: %w", r.rt.Command, err))
 	}
-
-	var wg sync.WaitGroup
-	errTail := newTail(8)
-	wg.Add(2)
-	go func() { defer wg.Done(); streamLines(stdout, spec.Stdout, nil) }()
-	go func() { defer wg.Done(); streamLines(stderr, spec.Stderr, errTail) }()
-
-	waitErr := make(chan error, 1)
-	go func() {
-		wg.Wait() // pipes must be drained before Wait closes them
-		waitErr <- cmd.Wait()
-	}()
 
 	var timeout <-chan time.Time
 	if spec.Limits.Timeout > 0 {
@@ -342,31 +357,53 @@ func (r *Runner) run(ctx context.Context, spec *Spec) Result {
 	}
 
 	var stopped Outcome
-	var werr error
 	select {
-	case werr = <-waitErr:
+	case <-proc.exited:
 	case <-timeout:
 		stopped = OutcomeTimeout
 	case <-ctx.Done():
 		stopped = OutcomeCancelled
+	case <-lost:
+		stopped = OutcomeInfrastructure
 	}
 	if stopped != "" {
 		c, cancel := cleanupCtx()
 		r.stop(c, name, grace)
 		cancel()
 		select {
-		case werr = <-waitErr:
+		case <-proc.exited:
 		case <-time.After(grace + 30*time.Second):
 			// The engine client hangs on: kill it, the container is
 			// removed by the deferred teardown.
 			_ = cmd.Process.Kill()
-			werr = <-waitErr
+			<-proc.exited
 		}
 	}
+	werr := proc.err
 
+	if clientKilled(werr) && stopped == "" {
+		// The engine client died (SIGKILL, OOM killer), not the command:
+		// the container may still run, and its status is unknown. It is
+		// removed now, which also ends output a re-executed (rootless)
+		// client still holds.
+		c, cancel := cleanupCtx()
+		r.remove(c, name)
+		removed = true
+		proc.drain(c, 10*time.Second)
+		cancel()
+		res.Outcome, res.ExitCode, res.Err = OutcomeInfrastructure, -1, fmt.Errorf("container engine client: %w: %w", werr, ErrInfrastructure)
+		res.Reason = "the container engine client was killed (" + werr.Error() + "); the container was removed"
+		return res
+	}
+	// Every line written before the client returned is delivered.
+	proc.drain(context.WithoutCancel(ctx), 30*time.Second)
 	res.ExitCode = exitCode(werr)
 	removed = stopped == "" && res.ExitCode >= 0 && !(res.ExitCode >= 125 && res.ExitCode <= 127)
 	switch {
+	case stopped == OutcomeInfrastructure:
+		res.Outcome, res.ExitCode = OutcomeInfrastructure, -1
+		res.Reason = "network sandbox lost while the command ran: the proxy's engine client died; the command was stopped"
+		res.Err = fmt.Errorf("%s: %w", res.Reason, ErrInfrastructure)
 	case stopped == OutcomeTimeout:
 		res.Outcome = OutcomeTimeout
 		res.Reason = fmt.Sprintf("timed out after %s", spec.Limits.Timeout)
@@ -397,6 +434,17 @@ func (r *Runner) run(ctx context.Context, spec *Spec) Result {
 func infraResult(err error) Result {
 	return Result{Outcome: OutcomeInfrastructure, ExitCode: -1, Err: fmt.Errorf("%w: %w", err, ErrInfrastructure), Reason: err.Error()}
 }
+
+// clientKilled reports an engine client ended by a signal rather than by
+// returning the container's status.
+func clientKilled(err error) bool {
+	var ee *exec.ExitError
+	return errors.As(err, &ee) && ee.ExitCode() < 0
+}
+
+// pullNever is the engine's "never pull" flag: every image the sandbox runs
+// is built locally.
+const pullNever = "--pull=never"
 
 func exitCode(err error) int {
 	if err == nil {
@@ -442,69 +490,57 @@ func (r *Runner) remove(ctx context.Context, name string) {
 	}
 }
 
+// removeNetworkOnce removes a network with every container still on it,
+// stopped with grace seconds before they are killed. It reports whether the
+// network is gone.
+func (r *Runner) removeNetworkOnce(ctx context.Context, name string, grace int) bool {
+	_, err := r.rt.output(ctx, "network", "rm", "-f", "-t", strconv.Itoa(grace), name)
+	return err == nil || isNoSuchNetwork(err)
+}
+
+// removeNetwork removes a network, retrying with backoff. Under load
+// `network rm` races the engine's own clean-up of a container that was on
+// it (the exit command that `run --rm` leaves to conmon), and a teardown
+// that gave up at the first error left the network behind. It reports
+// whether the network is gone.
+func (r *Runner) removeNetwork(ctx context.Context, name string) bool {
+	wait := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		_, err := r.rt.output(ctx, "network", "rm", "-f", "-t", "0", name)
+		if err == nil || isNoSuchNetwork(err) {
+			return true
+		}
+		if attempt == networkRemoveAttempts || ctx.Err() != nil {
+			r.rt.Logger.Warn("remove task network", "network", name, "attempts", attempt, "err", err)
+			return false
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+		wait *= 2
+	}
+}
+
+// networkRemoveAttempts bounds removeNetwork: about 3 s of backoff.
+const networkRemoveAttempts = 6
+
+func isNoSuchNetwork(err error) bool {
+	s := strings.ToLower(err.Error())
+	return strings.Contains(s, "network not found") || strings.Contains(s, "no such network")
+}
+
 func isNoSuchContainer(err error) bool {
 	s := strings.ToLower(err.Error())
 	return strings.Contains(s, "no such container") || strings.Contains(s, "no container with name")
 }
 
-// streamLines hands every line to fn as it arrives. Lines of any length are
-// delivered whole: stream-json events can be megabytes long.
-func streamLines(rd io.Reader, fn func([]byte), tail *tailBuf) {
-	br := bufio.NewReaderSize(rd, 64*1024)
-	for {
-		line, err := br.ReadBytes('\n')
-		if len(line) > 0 {
-			line = trimEOL(line)
-			if tail != nil {
-				tail.add(string(line))
-			}
-			if fn != nil {
-				fn(line)
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
+// OwnerToken identifies this process across PID reuse: pid and kernel
+// start time. Every container and network the sandbox creates carries it
+// as the io.airut.owner label; sweeps remove only resources whose owner is
+// gone.
+func OwnerToken() string { return ownerToken() }
 
-func trimEOL(b []byte) []byte {
-	b = bytesTrimSuffix(b, '\n')
-	return bytesTrimSuffix(b, '\r')
-}
-
-func bytesTrimSuffix(b []byte, c byte) []byte {
-	if len(b) > 0 && b[len(b)-1] == c {
-		return b[:len(b)-1]
-	}
-	return b
-}
-
-type tailBuf struct {
-	mu  sync.Mutex
-	n   int
-	buf []string
-}
-
-func newTail(n int) *tailBuf { return &tailBuf{n: n} }
-
-func (t *tailBuf) add(s string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, s)
-	if len(t.buf) > t.n {
-		t.buf = t.buf[len(t.buf)-t.n:]
-	}
-}
-
-func (t *tailBuf) lines() []string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return append([]string(nil), t.buf...)
-}
-
-// ownerToken identifies this process across PID reuse: pid and kernel
-// start time. Sweeps remove only resources whose owner is gone.
 func ownerToken() string {
 	pid := os.Getpid()
 	return fmt.Sprintf("%d:%s", pid, processStart(pid))

@@ -18,6 +18,8 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
+	"time"
 )
 
 // ErrInfrastructure marks failures of the sandbox itself (podman missing,
@@ -93,6 +95,11 @@ func (r *Runtime) command(ctx context.Context, args ...string) *exec.Cmd {
 // error carries the engine's stderr, which is where podman explains itself.
 func (r *Runtime) output(ctx context.Context, args ...string) ([]byte, error) {
 	cmd := r.command(ctx, args...)
+	// A cancelled engine command (an image build nobody waits for) gets
+	// SIGTERM, so it removes its working containers, and is killed only if
+	// it does not exit.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 10 * time.Second
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr

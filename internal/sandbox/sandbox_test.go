@@ -40,22 +40,25 @@ func newEnv(t testing.TB) *env {
 	}
 	e := &env{engine: engine, runner: sandbox.NewRunner(rt, prefix), cache: sandbox.NewImageCache(rt, prefix),
 		base: testkit.BaseImage(t, engine), prefix: prefix}
+	e.runner.StateDir = t.TempDir()
 	t.Cleanup(func() { e.assertNoLeftovers(t) })
 	return e
 }
 
 // assertNoLeftovers fails the test if any container or network of its
-// prefix still exists: teardown must run on every path.
+// prefix that this process created still exists: teardown must run on
+// every path. (The same test may run in another checkout on this host.)
 func (e *env) assertNoLeftovers(t testing.TB) {
 	t.Helper()
-	out, err := exec.Command(e.engine, "ps", "-a", "--filter", "name=^"+e.prefix+"-", "--format", "{{.Names}}").CombinedOutput()
+	mine := "label=io.airut.owner=" + sandbox.OwnerToken()
+	out, err := exec.Command(e.engine, "ps", "-a", "--filter", "name=^"+e.prefix+"-", "--filter", mine, "--format", "{{.Names}}").CombinedOutput()
 	if err != nil {
 		t.Fatalf("ps: %v %s", err, out)
 	}
 	if s := strings.TrimSpace(string(out)); s != "" {
 		t.Errorf("containers left behind: %s", s)
 	}
-	out, err = exec.Command(e.engine, "network", "ls", "--filter", "name=^"+e.prefix+"-", "--format", "{{.Name}}").CombinedOutput()
+	out, err = exec.Command(e.engine, "network", "ls", "--filter", "name=^"+e.prefix+"-", "--filter", mine, "--format", "{{.Name}}").CombinedOutput()
 	if err != nil {
 		t.Fatalf("network ls: %v %s", err, out)
 	}
@@ -301,7 +304,12 @@ func TestImageCache(t *testing.T) {
 	errs := make([]error, 4)
 	for i := range tags {
 		wg.Add(1)
-		go func() { defer wg.Done(); tags[i], errs[i] = e.cache.Ensure(ctx, bctx) }()
+		go func() {
+			defer wg.Done()
+			var release func()
+			tags[i], release, errs[i] = e.cache.Ensure(ctx, bctx)
+			release()
+		}()
 	}
 	wg.Wait()
 	for i := range tags {
@@ -315,9 +323,7 @@ func TestImageCache(t *testing.T) {
 	if got := e.cache.Builds(); got != 2 {
 		t.Fatalf("builds = %d after concurrent first use; want 2 (repo + overlay)", got)
 	}
-	if _, err := e.cache.Ensure(ctx, bctx); err != nil {
-		t.Fatal(err)
-	}
+	ensureOnce(t, e.cache, bctx)
 	if got := e.cache.Builds(); got != 2 {
 		t.Fatalf("builds = %d after second use of an unchanged context; want 2", got)
 	}
@@ -329,9 +335,7 @@ func TestImageCache(t *testing.T) {
 
 	// Past the max age it is rebuilt.
 	e.cache.Now = func() time.Time { return time.Now().Add(48 * time.Hour) }
-	if _, err := e.cache.Ensure(ctx, bctx); err != nil {
-		t.Fatal(err)
-	}
+	ensureOnce(t, e.cache, bctx)
 	if got := e.cache.Builds(); got != 4 {
 		t.Fatalf("builds = %d after max age; want 4", got)
 	}
@@ -339,10 +343,7 @@ func TestImageCache(t *testing.T) {
 
 	// A changed context gives a new image.
 	changed := buildContext(e.base, map[string]string{"Dockerfile+": "LABEL nonce=\"" + nonce + "\"\nCOPY hello.txt /hello.txt\n", "hello.txt": "changed\n"})
-	tag2, err := e.cache.Ensure(ctx, changed)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tag2 := ensureOnce(t, e.cache, changed)
 	if tag2 == tags[0] || e.cache.Builds() != 6 {
 		t.Fatalf("changed context: tag %s (old %s), builds %d; want a new tag and 6 builds", tag2, tags[0], e.cache.Builds())
 	}
@@ -361,6 +362,17 @@ func TestImageCache(t *testing.T) {
 	}
 }
 
+// ensureOnce resolves an image and releases its lease at once.
+func ensureOnce(t *testing.T, c *sandbox.ImageCache, bctx fs.FS) string {
+	t.Helper()
+	tag, release, err := c.Ensure(context.Background(), bctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	return tag
+}
+
 func TestImageBuildCannotReachHostFiles(t *testing.T) {
 	e := newEnv(t)
 	hostDir := t.TempDir()
@@ -372,7 +384,7 @@ func TestImageBuildCannotReachHostFiles(t *testing.T) {
 		"absolute": "COPY " + hostDir + "/secret /secret\n",
 	} {
 		t.Run(name, func(t *testing.T) {
-			_, err := e.cache.Ensure(context.Background(), buildContext(e.base, map[string]string{"Dockerfile+": copyLine}))
+			_, _, err := e.cache.Ensure(context.Background(), buildContext(e.base, map[string]string{"Dockerfile+": copyLine}))
 			if err == nil {
 				t.Fatal("build that copies a host file succeeded")
 			}
@@ -395,7 +407,7 @@ func TestBadBuildContext(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			_, err := e.cache.Ensure(context.Background(), tc.fsys)
+			_, _, err := e.cache.Ensure(context.Background(), tc.fsys)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v; want it to contain %q", err, tc.want)
 			}
@@ -441,8 +453,8 @@ func ownerOfSelf(t *testing.T) string {
 }
 
 func TestRunMarkers(t *testing.T) {
-	t.Setenv("TMPDIR", t.TempDir())
 	r := sandbox.NewRunner(nil, "airut-markertest")
+	r.StateDir = t.TempDir()
 	if r.NeedsSweep() {
 		t.Fatal("NeedsSweep with no markers at all")
 	}
@@ -450,9 +462,12 @@ func TestRunMarkers(t *testing.T) {
 	if r.NeedsSweep() {
 		t.Fatal("NeedsSweep while only this live process has a marker")
 	}
+	runs := filepath.Join(r.StateDir, "runs")
+	if fi, err := os.Stat(runs); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("runs directory: %v %v; want mode 0700", fi.Mode(), err)
+	}
 	// A marker of a process that is gone is a crashed run.
-	dir := filepath.Join(os.TempDir(), "airut-runs-"+strconv.Itoa(os.Getuid()), "airut-markertest")
-	if err := os.WriteFile(filepath.Join(dir, "999999999-1"), nil, 0o600); err != nil {
+	if err := os.Mkdir(filepath.Join(runs, "999999999-1"), 0o700); err != nil {
 		t.Fatal(err)
 	}
 	if !r.NeedsSweep() {
@@ -463,7 +478,7 @@ func TestRunMarkers(t *testing.T) {
 		t.Fatal("NeedsSweep after clearing dead markers")
 	}
 	done()
-	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+	if entries, _ := os.ReadDir(runs); len(entries) != 0 {
 		t.Errorf("markers left after a clean exit: %v", entries)
 	}
 }

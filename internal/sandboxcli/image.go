@@ -57,10 +57,11 @@ func newImageCmd(stdout, stderr io.Writer) *cobra.Command {
 			if err != nil {
 				return fail(ExitUsage, "%v", err)
 			}
-			tag, err := cache.Ensure(cmd.Context(), bctx)
+			tag, release, err := cache.Ensure(cmd.Context(), bctx)
 			if err != nil {
 				return fail(ExitInfra, "%s", oneLine(err))
 			}
+			defer release()
 			path, err := cache.SaveImage(cmd.Context(), tag, args[0])
 			if err != nil {
 				return fail(ExitInfra, "%s", oneLine(err))

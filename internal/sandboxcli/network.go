@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 
@@ -80,36 +79,25 @@ func configureNetwork(ctx context.Context, o *runOpts, cfg *repoconfig.Sandbox, 
 	for k, v := range smap.Env() {
 		spec.Env[k] = v
 	}
-	tmp, err := os.MkdirTemp("", "airut-sandbox-")
-	if err != nil {
-		return nil, noop, err
-	}
-	removeTmp := func() { os.RemoveAll(tmp) }
-	replacements := filepath.Join(tmp, "replacements.json")
-	if err := smap.WriteReplacementFile(replacements); err != nil {
-		removeTmp()
-		return nil, noop, err
-	}
-
 	bin, err := sandbox.FindProxyBinary()
 	if err != nil {
-		removeTmp()
 		return nil, noop, err
 	}
 	sink, closeSink, err := networkLogSink(o, stderr)
 	if err != nil {
-		removeTmp()
 		return nil, noop, err
 	}
 	spec.Network = sandbox.NetworkSandboxed
 	// ProxyImage is filled in by the caller, which builds it alongside the
-	// task image.
+	// task image. The real secret values are written only to the runner's
+	// private directory (0700, under the state directory), and only until
+	// the proxy has read them.
 	proxy = &sandbox.ProxyNetwork{
-		Runner: runner, ProxyBinary: bin, Allowlist: allowData, ReplacementFile: replacements,
+		Runner: runner, ProxyBinary: bin, Allowlist: allowData, Secrets: smap,
 		Resolve: resolve, UpstreamCA: upstreamCA, NetworkLog: sink,
 	}
 	spec.Provider = proxy
-	return proxy, func() { closeSink(); removeTmp() }, nil
+	return proxy, closeSink, nil
 }
 
 // networkLogSink writes proxy log lines to --network-log (appending) and,

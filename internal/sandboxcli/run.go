@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/airut/airut/internal/gitmirror"
 	"github.com/airut/airut/internal/repoconfig"
 	"github.com/airut/airut/internal/sandbox"
 )
@@ -23,6 +24,11 @@ import (
 // Prefix names every resource airut-sandbox creates, so it can share a host
 // with a gateway without either sweeping the other's.
 var Prefix = "airut-cli"
+
+// StateDir is where airut-sandbox keeps each run's private files (the
+// proxy's configuration with the real secret values) and its run markers;
+// "" means sandbox.DefaultStateDir(), $XDG_STATE_HOME/airut-sandbox.
+var StateDir = ""
 
 type runOpts struct {
 	config           string
@@ -89,8 +95,9 @@ func workspaceSource(ctx context.Context, cwd string) (repoconfig.Source, string
 	out, err := exec.CommandContext(ctx, "git", "-C", cwd, "rev-parse", "--show-toplevel").Output()
 	if err == nil {
 		top := strings.TrimSpace(string(out))
-		if exec.CommandContext(ctx, "git", "-C", top, "rev-parse", "--verify", "-q", "HEAD").Run() == nil {
-			return repoconfig.GitSource{Dir: top, Rev: "HEAD"}, top
+		// One commit for every read, like the gateway's tasks.
+		if rev, err := gitmirror.Resolve(ctx, top, "HEAD"); err == nil {
+			return rev, top
 		}
 	}
 	return repoconfig.DirSource{Dir: cwd}, cwd
@@ -148,29 +155,19 @@ func runCommand(ctx context.Context, o *runOpts, command []string, stdout, stder
 		rt.Verbose = stderr
 	}
 	runner := sandbox.NewRunner(rt, Prefix)
+	runner.StateDir = StateDir
 	// Leftovers exist only if an earlier run died (its marker is still
 	// there); they are swept alongside this run rather than before it, since
-	// they belong to dead processes and cannot collide. Task networks are
-	// only looked for when this run uses one.
+	// they belong to dead processes and cannot collide. The sweep removes
+	// the dead run's private files (secrets) first.
 	defer runner.MarkRunning()()
 	var sweep sync.WaitGroup
 	if runner.NeedsSweep() {
-		sweep.Add(1)
-		go func() {
-			defer sweep.Done()
-			sweepCtx := context.WithoutCancel(ctx)
-			_, err := runner.SweepContainers(sweepCtx)
-			if err == nil && cfg.NetworkSandbox {
-				_, err = runner.SweepNetworks(sweepCtx)
-			}
-			if err != nil {
+		sweep.Go(func() {
+			if _, err := runner.Sweep(context.WithoutCancel(ctx)); err != nil {
 				logger.Warn("sweep of leftovers failed", "err", err)
-				return
 			}
-			if cfg.NetworkSandbox {
-				runner.ClearDeadMarkers()
-			}
-		}()
+		})
 	}
 	defer sweep.Wait()
 	cache := sandbox.NewImageCache(rt, Prefix)
@@ -185,13 +182,15 @@ func runCommand(ctx context.Context, o *runOpts, command []string, stdout, stder
 	var proxyErr error
 	var images sync.WaitGroup
 	if proxy != nil {
-		images.Add(1)
-		go func() {
-			defer images.Done()
-			proxy.ProxyImage, proxyErr = cache.EnsureProxy(ctx, proxy.ProxyBinary)
-		}()
+		images.Go(func() {
+			var release func()
+			proxy.ProxyImage, release, proxyErr = cache.EnsureProxy(ctx, proxy.ProxyBinary)
+			release() // airut-sandbox never prunes: the lease need not outlast the look-up
+		})
 	}
-	spec.Image, err = cache.Ensure(ctx, bctx)
+	var release func()
+	spec.Image, release, err = cache.Ensure(ctx, bctx)
+	defer release()
 	images.Wait()
 	if err == nil {
 		err = proxyErr

@@ -4,15 +4,19 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/airut/airut/internal/sandbox"
 	"github.com/airut/airut/internal/sandboxcli"
 	"github.com/airut/airut/internal/testkit"
 )
@@ -55,19 +59,30 @@ func setup(t *testing.T) (engine, base string) {
 		sandboxcli.Prefix = sandboxcli.Prefix[:40]
 	}
 	prefix := sandboxcli.Prefix
+	oldState := sandboxcli.StateDir
+	sandboxcli.StateDir = t.TempDir()
 	t.Cleanup(func() {
-		sandboxcli.Prefix = old
+		sandboxcli.Prefix, sandboxcli.StateDir = old, oldState
 		assertNothingLeft(t, engine, prefix)
 		_ = exec.Command(engine, "network", "rm", "-f", prefix+"-egress").Run()
 	})
 	return engine, base
 }
 
+// assertNothingLeft fails the test if a container or task network of
+// prefix that this process created is still there. (The same test may run
+// in another checkout on this host at the same time.)
 func assertNothingLeft(t *testing.T, engine, prefix string) {
 	t.Helper()
+	assertNothingLeftBy(t, engine, prefix, sandbox.OwnerToken())
+}
+
+func assertNothingLeftBy(t *testing.T, engine, prefix, owner string) {
+	t.Helper()
+	mine := "label=io.airut.owner=" + owner
 	for _, args := range [][]string{
-		{"ps", "-a", "--filter", "name=^" + prefix + "-", "--format", "{{.Names}}"},
-		{"network", "ls", "--filter", "name=^" + prefix + "-conv", "--format", "{{.Name}}"},
+		{"ps", "-a", "--filter", "name=^" + prefix + "-", "--filter", mine, "--format", "{{.Names}}"},
+		{"network", "ls", "--filter", "name=^" + prefix + "-conv", "--filter", mine, "--format", "{{.Name}}"},
 	} {
 		out, err := exec.Command(engine, args...).CombinedOutput()
 		if err != nil {
@@ -199,16 +214,56 @@ func TestNetworkLogAndOpenNetworkWarning(t *testing.T) {
 	}
 }
 
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// binary builds the airut-sandbox command once per test process.
+func binary(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "airut-sandbox-bin-")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "airut-sandbox")
+		build := exec.Command("go", "build", "-o", binPath, "./cmd/airut-sandbox")
+		build.Dir = testkit.ModuleRoot()
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			binErr = fmt.Errorf("build: %v %s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+// ownedBy lists the containers and networks whose owner label names pid.
+func ownedBy(engine string, pid int) []string {
+	out, _ := exec.Command(engine, "ps", "-a", "--format", `{{.Names}}={{index .Labels "io.airut.owner"}}`).Output()
+	nets, _ := exec.Command(engine, "network", "ls", "--format", "{{.Name}}").Output()
+	for _, n := range strings.Fields(string(nets)) {
+		lbl, _ := exec.Command(engine, "network", "inspect", "--format", `{{index .Labels "io.airut.owner"}}`, n).Output()
+		out = append(out, []byte("\n"+n+"="+strings.TrimSpace(string(lbl)))...)
+	}
+	var mine []string
+	for _, l := range strings.Fields(string(out)) {
+		if name, owner, _ := strings.Cut(l, "="); strings.HasPrefix(owner, strconv.Itoa(pid)+":") {
+			mine = append(mine, name)
+		}
+	}
+	return mine
+}
+
 func TestSignalTearsDown(t *testing.T) {
 	engine, base := setup(t)
 	repo(t, base, nil)
-	bin := filepath.Join(t.TempDir(), "airut-sandbox")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/airut-sandbox")
-	build.Dir = testkit.ModuleRoot()
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v %s", err, out)
-	}
+	bin := binary(t)
 	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
 		t.Run(sig.String(), func(t *testing.T) {
 			cmd := exec.Command(bin, "run", "--", "sh", "-c", "echo started; sleep 1000")
@@ -237,17 +292,8 @@ func TestSignalTearsDown(t *testing.T) {
 			}
 			// Nothing of this process may remain: its containers and networks
 			// carry its pid.
-			out, _ := exec.Command(engine, "ps", "-a", "--format", `{{index .Labels "io.airut.owner"}}`).Output()
-			nets, _ := exec.Command(engine, "network", "ls", "--format", "{{.Name}}").Output()
-			for _, n := range strings.Fields(string(nets)) {
-				lbl, _ := exec.Command(engine, "network", "inspect", "--format", `{{index .Labels "io.airut.owner"}}`, n).Output()
-				out = append(out, ' ')
-				out = append(out, lbl...)
-			}
-			for _, owner := range strings.Fields(string(out)) {
-				if strings.HasPrefix(owner, strconv.Itoa(cmd.Process.Pid)+":") {
-					t.Errorf("container or network of the signalled run left behind (owner %s)", owner)
-				}
+			if left := ownedBy(engine, cmd.Process.Pid); len(left) > 0 {
+				t.Errorf("containers or networks of the signalled run left behind: %q", left)
 			}
 		})
 	}
@@ -313,5 +359,142 @@ func TestImageHashSaveLoad(t *testing.T) {
 	_ = exec.Command(engine, "rmi", tag).Run()
 	if code, _, stderr := run("image", "load", t.TempDir()); code != sandboxcli.ExitInfra || !strings.Contains(stderr, "no *.tar archive") {
 		t.Errorf("load of an empty dir: exit %d %q", code, stderr)
+	}
+}
+
+// TestConcurrentRunsLeaveNothing: several airut-sandbox runs at once on a
+// busy host, ending every way (success, exit code, timeout), leave no
+// container or task network behind and log no failed teardown.
+func TestConcurrentRunsLeaveNothing(t *testing.T) {
+	_, base := setup(t)
+	repo(t, base, nil)
+	cases := [][]string{
+		{"run", "--", "sh", "-c", "echo ok"},
+		{"run", "--", "sh", "-c", "exit 3"},
+		{"run", "--timeout", "1", "--", "sleep", "100"},
+	}
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Go(func() {
+			args := cases[i%len(cases)]
+			code, _, stderr := run(args...)
+			if want := []int{0, 3, sandboxcli.ExitTimeout}[i%len(cases)]; code != want {
+				t.Errorf("%q: exit %d; want %d (%s)", args, code, want, stderr)
+			}
+			if strings.Contains(stderr, "level=WARN") {
+				t.Errorf("%q: teardown trouble: %s", args, stderr)
+			}
+		})
+	}
+	wg.Wait()
+	// setup's cleanup fails the test if anything of this process is left.
+}
+
+// TestCrashLeavesNoSecret: airut-sandbox SIGKILLed (with its process
+// group) while the proxy starts, the moment the real secret value is on
+// disk. It is only ever in the private state directory (0700/0600), never
+// under TMPDIR; the next run's sweep removes it with the dead run's
+// network. Once the proxy is up, the value is on disk nowhere.
+func TestCrashLeavesNoSecret(t *testing.T) {
+	engine, base := setup(t)
+	real := "ghp_" + testkit.RandomHex(18)
+	t.Setenv("AIRUT_TEST_CRASH_TOKEN", real)
+	repo(t, base, map[string]string{".airut/sandbox.yaml": "masked_secrets:\n  GH_TOKEN:\n    value: !env AIRUT_TEST_CRASH_TOKEN\n" +
+		"    scopes: [api.example.test]\n    headers: [Authorization]\n"})
+	bin := binary(t)
+	state, tmp := t.TempDir(), t.TempDir()
+	env := append(os.Environ(), "XDG_STATE_HOME="+state, "TMPDIR="+tmp)
+
+	t.Run("running", func(t *testing.T) {
+		cmd := exec.Command(bin, "run", "--", "sh", "-c", "echo started; exec sleep 1000")
+		cmd.Env = env
+		stdout, _ := cmd.StdoutPipe()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }()
+		sc := bufio.NewScanner(stdout)
+		if !sc.Scan() || sc.Text() != "started" {
+			t.Fatalf("no start line: %q", sc.Text())
+		}
+		if left := append(filesContaining(t, state, real), filesContaining(t, tmp, real)...); len(left) > 0 {
+			t.Errorf("secret on disk while the command runs: %q", left)
+		}
+	})
+
+	// The proxy's start is held up so the crash comes while the
+	// replacement map is on disk.
+	shim := testkit.EngineShim(t, engine, testkit.Fault{Match: "run --rm --name", Delay: time.Minute})
+	cmd := exec.Command(bin, "run", "--container-command", shim, "--", "true")
+	cmd.Env = env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Killed once the secret is on disk and the task network exists (the
+	// proxy's start is what the shim holds up).
+	var holding []string
+	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		if holding = filesContaining(t, state, real); len(holding) > 0 && len(ownedBy(engine, cmd.Process.Pid)) > 0 {
+			break
+		}
+	}
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	_ = cmd.Wait()
+	if len(holding) != 1 || !strings.HasSuffix(holding[0], "replacements.json") {
+		t.Fatalf("files holding the secret while the proxy starts: %q; want the one replacement map", holding)
+	}
+	assertPrivate(t, state, holding)
+	if leaked := filesContaining(t, tmp, real); len(leaked) > 0 {
+		t.Errorf("secret written under TMPDIR: %q", leaked)
+	}
+	if len(ownedBy(engine, cmd.Process.Pid)) == 0 {
+		t.Fatal("the killed run left no network: this test cannot show the sweep")
+	}
+
+	next := exec.Command(bin, "run", "--", "true")
+	next.Env = env
+	if out, err := next.CombinedOutput(); err != nil {
+		t.Fatalf("next run: %v %s", err, out)
+	}
+	if left := filesContaining(t, state, real); len(left) > 0 {
+		t.Errorf("secret still on disk after the restart's sweep: %q", left)
+	}
+	if left := ownedBy(engine, cmd.Process.Pid); len(left) > 0 {
+		t.Errorf("the crashed run's containers or networks were not swept: %q", left)
+	}
+}
+
+// filesContaining lists the files under root whose content holds s.
+func filesContaining(t *testing.T, root, s string) []string {
+	t.Helper()
+	var found []string
+	_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte(s)) {
+			found = append(found, p)
+		}
+		return nil
+	})
+	return found
+}
+
+// assertPrivate checks that files and every directory above them up to
+// root/airut-sandbox are the owner's only.
+func assertPrivate(t *testing.T, root string, files []string) {
+	t.Helper()
+	top := filepath.Join(root, "airut-sandbox")
+	for _, f := range files {
+		if fi, err := os.Stat(f); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v (%v); want 0600", f, fi.Mode(), err)
+		}
+		for d := filepath.Dir(f); strings.HasPrefix(d, top+"/"); d = filepath.Dir(d) {
+			if fi, err := os.Stat(d); err != nil || fi.Mode().Perm() != 0o700 {
+				t.Errorf("%s: mode %v (%v); want 0700", d, fi.Mode(), err)
+			}
+		}
 	}
 }

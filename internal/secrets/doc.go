@@ -4,6 +4,13 @@
 // map for the proxy, which swaps a surrogate for its real value only on the
 // hosts and headers the operator scoped it to (SPEC S5.1–S5.2).
 //
+// The proxy's side is one [Injector] per credential kind (masked now;
+// aws-sigv4 and github-app plug in the same way), each given the whole
+// request as the last step before it goes upstream, in the manner of
+// superfly/tokenizer's processors. The replacement file that carries the
+// credentials into the proxy's container is versioned and names a kind per
+// entry; a proxy refuses a file of another version or an unknown kind.
+//
 // Real values are carried as [Value], which redacts itself in every
 // formatting and logging path; only [Value.Reveal] yields the string.
 package secrets

@@ -1,16 +1,12 @@
 package secrets
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
-	"os"
 	"slices"
 	"strings"
-
-	"github.com/airut/airut/internal/atomicfile"
 )
 
 // Masked is one masked_secrets entry of the server config (S5.2).
@@ -137,109 +133,5 @@ func (m *Map) Surrogate(name string) (string, bool) {
 
 // Replacements is the proxy's view of a Map.
 func (m *Map) Replacements() *Replacements {
-	return &Replacements{entries: slices.Clone(m.masked)}
-}
-
-// replacementFileVersion changes when the file's meaning changes, so a proxy
-// never silently misreads a newer gateway's file.
-const replacementFileVersion = 1
-
-// fileEntry is the wire form of one masked secret. It carries the real value
-// in clear: the file is written 0600 and read only by the proxy.
-type fileEntry struct {
-	Name                    string   `json:"name"`
-	Surrogate               string   `json:"surrogate"`
-	Value                   string   `json:"value"`
-	Scopes                  []string `json:"scopes"`
-	Headers                 []string `json:"headers"`
-	AllowForeignCredentials bool     `json:"allow_foreign_credentials"`
-}
-
-type replacementFile struct {
-	Version int         `json:"version"`
-	Masked  []fileEntry `json:"masked"`
-}
-
-// WriteReplacementFile writes the proxy's replacement map to path, mode
-// 0600, atomically (temporary file in the same directory, then rename), so
-// the proxy never reads a half-written file.
-func (m *Map) WriteReplacementFile(path string) error {
-	f := replacementFile{Version: replacementFileVersion, Masked: []fileEntry{}}
-	for _, e := range m.masked {
-		f.Masked = append(f.Masked, fileEntry{
-			Name:                    e.name,
-			Surrogate:               e.surrogate,
-			Value:                   e.real.Reveal(),
-			Scopes:                  e.scopes,
-			Headers:                 e.headers,
-			AllowForeignCredentials: e.allowForeign,
-		})
-	}
-	data, err := json.Marshal(f)
-	if err != nil {
-		return fmt.Errorf("write replacement file %s: %w", path, err)
-	}
-	if err := atomicfile.Write(path, data, 0o600); err != nil {
-		return fmt.Errorf("write replacement file %s: %w", path, err)
-	}
-	return nil
-}
-
-// LoadReplacementFile reads a file written by WriteReplacementFile. Unknown
-// fields, another version, or an entry that could replace nothing are errors.
-func LoadReplacementFile(path string) (*Replacements, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read replacement file: %w", err)
-	}
-	r, err := parseReplacements(data)
-	if err != nil {
-		return nil, fmt.Errorf("read replacement file %s: %w", path, err)
-	}
-	return r, nil
-}
-
-func parseReplacements(data []byte) (*Replacements, error) {
-	dec := json.NewDecoder(strings.NewReader(string(data)))
-	dec.DisallowUnknownFields()
-	var f replacementFile
-	if err := dec.Decode(&f); err != nil {
-		return nil, err
-	}
-	if dec.More() {
-		return nil, errors.New("trailing data after the JSON object")
-	}
-	if f.Version != replacementFileVersion {
-		return nil, fmt.Errorf("version %d, want %d", f.Version, replacementFileVersion)
-	}
-	r := &Replacements{}
-	var errs []error
-	for i, fe := range f.Masked {
-		err := checkMasked(Masked{Value: fe.Value, Scopes: fe.Scopes, Headers: fe.Headers})
-		switch {
-		case err != nil:
-		case fe.Name == "":
-			err = errors.New("name is empty")
-		case fe.Surrogate == "":
-			err = errors.New("surrogate is empty")
-		case fe.Surrogate == fe.Value:
-			err = errors.New("surrogate equals the real value")
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("masked[%d] (%s): %w", i, fe.Name, err))
-			continue
-		}
-		r.entries = append(r.entries, entry{
-			name:         fe.Name,
-			real:         NewValue(fe.Value),
-			surrogate:    fe.Surrogate,
-			scopes:       fe.Scopes,
-			headers:      fe.Headers,
-			allowForeign: fe.AllowForeignCredentials,
-		})
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	return r, nil
+	return &Replacements{masked: slices.Clone(m.masked)}
 }

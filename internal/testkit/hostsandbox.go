@@ -32,10 +32,11 @@ import (
 // use paths relative to the working directory (../outbox/x, ../storage/x)
 // behave the same here and in a real container.
 //
-// Like an engine, it refuses to run an image it does not have (as Podman
-// would try to pull it from a registry), Prune removes every image no
-// running task uses, and it keeps count of the networks set up and not
-// torn down, for leak checks.
+// Like the real cache and engine, it leases the images it hands out until
+// they are released, refuses to run an image it does not have (as Podman
+// would try to pull it from a registry), Prune removes every image not
+// leased, and it keeps count of the networks set up and not torn down,
+// for leak checks.
 type HostSandbox struct {
 	// BeforeRun, when set, is called with each spec before its process
 	// starts; an error fails the run as an engine failure would.
@@ -45,7 +46,7 @@ type HostSandbox struct {
 
 	mu       sync.Mutex
 	images   map[string]bool
-	inUse    map[string]int
+	leases   map[string]int
 	pruned   []string
 	runs     int
 	running  int
@@ -55,42 +56,52 @@ type HostSandbox struct {
 
 // NewHostSandbox returns an empty host sandbox.
 func NewHostSandbox() *HostSandbox {
-	return &HostSandbox{images: map[string]bool{}, inUse: map[string]int{}, procs: map[*os.Process]bool{}}
+	return &HostSandbox{images: map[string]bool{}, leases: map[string]int{}, procs: map[*os.Process]bool{}}
 }
 
-// Ensure "builds" the image of a build context: its tag is the context's
-// content hash, as the real cache's is.
-func (s *HostSandbox) Ensure(_ context.Context, buildCtx fs.FS) (string, error) {
+// Ensure "builds" the image of a build context, leased until release: its
+// tag is the context's content hash, as the real cache's is.
+func (s *HostSandbox) Ensure(_ context.Context, buildCtx fs.FS) (string, func(), error) {
 	h, err := sandbox.ContextHash(buildCtx)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	tag := "localhost/host-sandbox:" + h[:24]
-	s.mu.Lock()
-	s.images[tag] = true
-	s.mu.Unlock()
-	return tag, nil
+	return tag, s.lease(tag), nil
 }
 
-// EnsureProxy "builds" the proxy image.
-func (s *HostSandbox) EnsureProxy(_ context.Context, binary string) (string, error) {
+// EnsureProxy "builds" the proxy image, leased until release.
+func (s *HostSandbox) EnsureProxy(_ context.Context, binary string) (string, func(), error) {
 	if _, err := os.Stat(binary); err != nil {
-		return "", fmt.Errorf("proxy binary: %w", err)
+		return "", nil, fmt.Errorf("proxy binary: %w", err)
 	}
+	const tag = "localhost/host-sandbox-proxy:1"
+	return tag, s.lease(tag), nil
+}
+
+// lease makes tag exist and holds it against Prune until release.
+func (s *HostSandbox) lease(tag string) (release func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.images["localhost/host-sandbox-proxy:1"] = true
-	return "localhost/host-sandbox-proxy:1", nil
+	s.images[tag] = true
+	s.leases[tag]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			s.leases[tag]--
+		})
+	}
 }
 
-// Prune removes every image that no running task uses, as an engine's
-// image removal does (it refuses only images of existing containers).
+// Prune removes every image not leased.
 func (s *HostSandbox) Prune(_ context.Context, keep ...string) ([]string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var removed []string
 	for tag := range s.images {
-		if s.inUse[tag] > 0 || slices.Contains(keep, tag) {
+		if s.leases[tag] > 0 || slices.Contains(keep, tag) {
 			continue
 		}
 		delete(s.images, tag)
@@ -149,7 +160,7 @@ type hostNetwork struct {
 	image string
 }
 
-func (n hostNetwork) Setup(ctx context.Context, name string) ([]string, func(context.Context), error) {
+func (n hostNetwork) Setup(ctx context.Context, name string) (*sandbox.TaskNetwork, error) {
 	n.s.mu.Lock()
 	ok := n.s.images[n.image]
 	if ok {
@@ -157,19 +168,19 @@ func (n hostNetwork) Setup(ctx context.Context, name string) ([]string, func(con
 	}
 	n.s.mu.Unlock()
 	if !ok {
-		return nil, nil, fmt.Errorf("start proxy: image %s not known (trying to pull it): %w", n.image, sandbox.ErrInfrastructure)
+		return nil, fmt.Errorf("start proxy: image %s not known (trying to pull it): %w", n.image, sandbox.ErrInfrastructure)
 	}
 	if n.log != nil {
 		n.log("DNS A host-sandbox.test -> 127.0.0.1")
 	}
 	var once sync.Once
-	return nil, func(context.Context) {
+	return &sandbox.TaskNetwork{Teardown: func(context.Context) {
 		once.Do(func() {
 			n.s.mu.Lock()
 			n.s.networks--
 			n.s.mu.Unlock()
 		})
-	}, nil
+	}}, nil
 }
 
 func mountOf(spec *sandbox.Spec, target string) string {
@@ -197,11 +208,11 @@ func (s *HostSandbox) Run(ctx context.Context, spec sandbox.Spec) (res sandbox.R
 		if spec.Provider == nil {
 			return infra("network sandbox requested but not available")
 		}
-		_, teardown, err := spec.Provider.Setup(ctx, spec.Context)
+		tn, err := spec.Provider.Setup(ctx, spec.Context)
 		if err != nil {
 			return infra("network sandbox: %v", err)
 		}
-		defer teardown(context.WithoutCancel(ctx))
+		defer tn.Teardown(context.WithoutCancel(ctx))
 	}
 	if s.BeforeRun != nil {
 		if err := s.BeforeRun(ctx, &spec); err != nil {
@@ -213,12 +224,10 @@ func (s *HostSandbox) Run(ctx context.Context, spec sandbox.Spec) (res sandbox.R
 		s.mu.Unlock()
 		return infra("container failed to start: %s: image not known, pinging container registry localhost", spec.Image)
 	}
-	s.inUse[spec.Image]++
 	s.running++
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
-		s.inUse[spec.Image]--
 		s.running--
 		s.mu.Unlock()
 	}()

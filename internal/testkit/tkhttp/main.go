@@ -3,8 +3,9 @@
 // requests through the proxy with the CA bundle the entrypoint sets up
 // (Go's TLS stack honours SSL_CERT_FILE, like curl does).
 //
-//	tkhttp [-X METHOD] [-H 'Name: value']... [-u user:pass] [-d body] [--host HOST] [--sni NAME] URL
+//	tkhttp [-X METHOD] [-H 'Name: value']... [-u user:pass] [-d body] [--host HOST] [--sni NAME] [-i] [--h1] URL
 //	tkhttp tcp HOST:PORT
+//	tkhttp raw|h2|ws|slow … (raw.go)
 //
 // It prints "STATUS <code>" and then the body, exiting 0 whenever an HTTP
 // response arrived; 7 when no connection could be made; 35 on a TLS
@@ -30,6 +31,12 @@ func (h *headers) String() string     { return strings.Join(*h, ", ") }
 func (h *headers) Set(v string) error { *h = append(*h, v); return nil }
 
 func main() {
+	if len(os.Args) > 1 {
+		if cmd, ok := subcommands[os.Args[1]]; ok {
+			cmd(os.Args[2:])
+			return
+		}
+	}
 	if len(os.Args) == 3 && os.Args[1] == "tcp" {
 		c, err := net.DialTimeout("tcp", os.Args[2], 3*time.Second)
 		if err != nil {
@@ -48,6 +55,8 @@ func main() {
 	data := fs.String("d", "", "request body")
 	host := fs.String("host", "", "Host header to send instead of the URL's")
 	sni := fs.String("sni", "", "TLS server name to send instead of the URL's")
+	include := fs.Bool("i", false, "print response headers and trailers (HEADER/TRAILER lines)")
+	h1 := fs.Bool("h1", false, "HTTP/1.1 only")
 	_ = fs.Parse(os.Args[1:])
 	if fs.NArg() != 1 {
 		fmt.Fprintln(os.Stderr, "usage: tkhttp [flags] URL | tkhttp tcp HOST:PORT")
@@ -63,8 +72,8 @@ func main() {
 		os.Exit(2)
 	}
 	for _, h := range hs {
-		k, v, _ := strings.Cut(h, ":")
-		req.Header.Add(strings.TrimSpace(k), strings.TrimSpace(v))
+		k, v := splitHeader(h)
+		req.Header.Add(k, v)
 	}
 	if *user != "" {
 		u, p, _ := strings.Cut(*user, ":")
@@ -76,6 +85,17 @@ func main() {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	if *sni != "" {
 		tr.TLSClientConfig = &tls.Config{ServerName: *sni}
+	}
+	if *h1 {
+		// Protocols alone still offers h2 in ALPN when TLSClientConfig is
+		// nil (the server then speaks HTTP/2 to an HTTP/1 client).
+		if tr.TLSClientConfig == nil {
+			tr.TLSClientConfig = &tls.Config{}
+		}
+		tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+		var p http.Protocols
+		p.SetHTTP1(true)
+		tr.Protocols = &p
 	}
 	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	resp, err := client.Do(req)
@@ -89,6 +109,26 @@ func main() {
 	}
 	defer resp.Body.Close()
 	fmt.Printf("STATUS %d %s\n", resp.StatusCode, resp.Proto)
+	if *include {
+		printHeaders("HEADER", resp.Header)
+	}
 	_, _ = io.Copy(os.Stdout, resp.Body)
 	fmt.Println()
+	if *include {
+		printHeaders("TRAILER", resp.Trailer)
+	}
+}
+
+func printHeaders(kind string, h http.Header) {
+	for k, vs := range h {
+		for _, v := range vs {
+			fmt.Printf("%s %s: %s\n", kind, k, v)
+		}
+	}
+}
+
+// splitHeader reads a -H argument, "Name: value".
+func splitHeader(h string) (string, string) {
+	k, v, _ := strings.Cut(h, ":")
+	return strings.TrimSpace(k), strings.TrimSpace(v)
 }

@@ -1,0 +1,174 @@
+package secrets
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/airut/airut/internal/atomicfile"
+)
+
+// replacementFileVersion changes when the file's meaning changes, so a proxy
+// never silently misreads a newer gateway's file. Version 2 names a kind
+// per entry.
+const replacementFileVersion = 2
+
+// The replacement file is a tagged union, like tokenizer's secrets: each
+// entry names its kind and carries that kind's object, and nothing else.
+//
+//	{"version": 2, "credentials": [
+//	  {"kind": "masked", "name": "GH_TOKEN", "masked": {"surrogate": …, "value": …, …}}]}
+type replacementFile struct {
+	Version     int               `json:"version"`
+	Credentials []json.RawMessage `json:"credentials"`
+}
+
+type fileCredential struct {
+	Kind   string      `json:"kind"`
+	Name   string      `json:"name"`
+	Masked *fileMasked `json:"masked,omitempty"`
+}
+
+// fileMasked is the wire form of one masked secret. It carries the real
+// value in clear: the file is written 0600 and read only by the proxy.
+type fileMasked struct {
+	Surrogate               string   `json:"surrogate"`
+	Value                   string   `json:"value"`
+	Scopes                  []string `json:"scopes"`
+	Headers                 []string `json:"headers"`
+	AllowForeignCredentials bool     `json:"allow_foreign_credentials"`
+}
+
+// WriteReplacementFile writes the proxy's replacement map to path, mode
+// 0600, atomically (temporary file in the same directory, then rename), so
+// the proxy never reads a half-written file.
+func (m *Map) WriteReplacementFile(path string) error {
+	f := struct {
+		Version     int              `json:"version"`
+		Credentials []fileCredential `json:"credentials"`
+	}{Version: replacementFileVersion, Credentials: []fileCredential{}}
+	for _, e := range m.masked {
+		f.Credentials = append(f.Credentials, fileCredential{Kind: KindMasked, Name: e.name, Masked: &fileMasked{
+			Surrogate:               e.surrogate,
+			Value:                   e.real.Reveal(),
+			Scopes:                  e.scopes,
+			Headers:                 e.headers,
+			AllowForeignCredentials: e.allowForeign,
+		}})
+	}
+	data, err := json.Marshal(f)
+	if err != nil {
+		return fmt.Errorf("write replacement file %s: %w", path, err)
+	}
+	if err := atomicfile.Write(path, data, 0o600); err != nil {
+		return fmt.Errorf("write replacement file %s: %w", path, err)
+	}
+	return nil
+}
+
+// LoadReplacementFile reads a file written by WriteReplacementFile. It
+// fails closed: another version, an unknown kind, unknown fields, or an
+// entry that could replace nothing are errors, never skipped.
+func LoadReplacementFile(path string) (*Replacements, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read replacement file: %w", err)
+	}
+	r, err := parseReplacements(data)
+	if err != nil {
+		return nil, fmt.Errorf("read replacement file %s: %w", path, err)
+	}
+	return r, nil
+}
+
+func strictDecode(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("trailing data after the JSON object")
+	}
+	return nil
+}
+
+func parseReplacements(data []byte) (*Replacements, error) {
+	// The version is read first, on its own, so that a file of another
+	// version is reported as such and not as an unknown field.
+	var v struct {
+		Version int `json:"version"`
+	}
+	if err := json.Unmarshal(data, &v); err != nil {
+		return nil, err
+	}
+	if v.Version != replacementFileVersion {
+		return nil, fmt.Errorf("version %d, want %d", v.Version, replacementFileVersion)
+	}
+	var f replacementFile
+	if err := strictDecode(data, &f); err != nil {
+		return nil, err
+	}
+	r := &Replacements{}
+	var errs []error
+	for i, raw := range f.Credentials {
+		var head struct {
+			Kind string `json:"kind"`
+			Name string `json:"name"`
+		}
+		if err := json.Unmarshal(raw, &head); err != nil {
+			errs = append(errs, fmt.Errorf("credentials[%d]: %w", i, err))
+			continue
+		}
+		where := fmt.Sprintf("credentials[%d] (%s)", i, head.Name)
+		var fc fileCredential
+		if err := strictDecode(raw, &fc); err != nil {
+			if head.Kind != KindMasked {
+				err = fmt.Errorf("unknown kind %q", head.Kind)
+			}
+			errs = append(errs, fmt.Errorf("%s: %w", where, err))
+			continue
+		}
+		switch {
+		case fc.Kind != KindMasked:
+			errs = append(errs, fmt.Errorf("%s: unknown kind %q", where, fc.Kind))
+		case fc.Name == "":
+			errs = append(errs, fmt.Errorf("%s: name is empty", where))
+		case fc.Masked == nil:
+			errs = append(errs, fmt.Errorf("%s: kind masked without a masked object", where))
+		default:
+			e, err := fc.Masked.entry(fc.Name)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", where, err))
+				continue
+			}
+			r.masked = append(r.masked, e)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (fm *fileMasked) entry(name string) (entry, error) {
+	if err := checkMasked(Masked{Value: fm.Value, Scopes: fm.Scopes, Headers: fm.Headers}); err != nil {
+		return entry{}, err
+	}
+	switch {
+	case fm.Surrogate == "":
+		return entry{}, errors.New("surrogate is empty")
+	case fm.Surrogate == fm.Value:
+		return entry{}, errors.New("surrogate equals the real value")
+	}
+	return entry{
+		name:         name,
+		real:         NewValue(fm.Value),
+		surrogate:    fm.Surrogate,
+		scopes:       fm.Scopes,
+		headers:      fm.Headers,
+		allowForeign: fm.AllowForeignCredentials,
+	}, nil
+}
