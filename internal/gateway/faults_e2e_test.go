@@ -256,8 +256,9 @@ func heapPeak() (stop func() uint64) {
 }
 
 // TestHugeOutputLine: a 10 MB single stream-json line from the agent (one
-// tool result) goes whole to events.jsonl, while the gateway's memory
-// stays bounded: the event bus carries a stub, not ten copies.
+// tool result) reaches the gateway cut at the sandbox's line limit; the
+// gateway's memory stays bounded (the bus carries a stub, not copies), the
+// transcript records that a line was cut, and the task still replies.
 func TestHugeOutputLine(t *testing.T) {
 	h := newHarness(t)
 	h.start(harnessOpts{})
@@ -294,9 +295,9 @@ func TestHugeOutputLine(t *testing.T) {
 	}
 	mu.Unlock()
 	conv := h.taskOf("huge").Conversation
-	fi, err := os.Stat(filepath.Join(h.convDir(conv), "events.jsonl"))
-	if err != nil || fi.Size() < 10_000_000 {
-		t.Errorf("events.jsonl: %v, %d bytes; want the whole line kept", err, fi.Size())
+	events, err := os.ReadFile(filepath.Join(h.convDir(conv), "events.jsonl"))
+	if err != nil || !strings.Contains(string(events), `{"type":"airut_truncated","kept_bytes":`) {
+		t.Errorf("events.jsonl (%v): want the cut line recorded as airut_truncated", err)
 	}
 	if ti := h.taskOf("huge"); ti.Outcome != agent.OutcomeSuccess {
 		t.Errorf("outcome: %s (%s)", ti.Outcome, ti.Reason)

@@ -223,6 +223,15 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 	return tr
 }
 
+// truncatedType is the type of the event that stands in events.jsonl for
+// an output line the sandbox cut at its line limit.
+const truncatedType = "airut_truncated"
+
+// truncatedEvent is that stand-in: it names how much of the line came.
+func truncatedEvent(kept int) []byte {
+	return []byte(`{"type":"` + truncatedType + `","kept_bytes":` + strconv.Itoa(kept) + `}`)
+}
+
 // saveSpooled copies one spooled attachment into the conversation's inbox.
 func saveSpooled(dir *conversation.Dir, a spooled) (string, error) {
 	f, err := os.Open(a.Path)
@@ -389,14 +398,23 @@ func (j *job) runAgent(ctx context.Context, a agentRun, prog *progress, log *slo
 		Stdout: func(line []byte) {
 			reader.Feed(line)
 			login.feed(line)
-			if ev, err := agent.ParseEvent(line); err == nil {
-				line = bytes.TrimSpace(line)
-				if err := a.dir.AppendEvent(line); err != nil {
-					log.Warn("event not recorded", logError, err)
+			ev, err := agent.ParseEvent(line)
+			if err != nil {
+				if !bytes.HasSuffix(line, []byte(sandbox.TruncatedMarker)) {
+					return // not an event: it only goes to the reader's tail
 				}
-				data := agentEventData(line, ev.Type, g.opts.Registry)
-				j.publish(EventAgent, func(e *Event) { e.Data = data })
+				// An event longer than the sandbox delivers: the transcript
+				// says one was cut rather than skip it silently.
+				kept := len(line)
+				line, ev.Type = truncatedEvent(kept), truncatedType
+				log.Warn("agent output line cut by the sandbox's line limit", "kept_bytes", kept)
 			}
+			line = bytes.TrimSpace(line)
+			if err := a.dir.AppendEvent(line); err != nil {
+				log.Warn("event not recorded", logError, err)
+			}
+			data := agentEventData(line, ev.Type, g.opts.Registry)
+			j.publish(EventAgent, func(e *Event) { e.Data = data })
 		},
 		Stderr: func(line []byte) {
 			errMu.Lock()
