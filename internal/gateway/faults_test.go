@@ -557,6 +557,33 @@ func TestPruneSeesResolvedImages(t *testing.T) {
 	}
 }
 
+// TestClaudeVersionGCWaitsForTasks: installed Claude Code versions that no
+// repo names are removed only while no task runs (a version a task has
+// resolved but not yet mounted looks unused); intake is not held up.
+func TestClaudeVersionGCWaitsForTasks(t *testing.T) {
+	f := newFixture(t, fixtureOpts{})
+	ch := f.chans["app"]
+	g := f.start()
+	old := filepath.Join(f.state, ClaudeBinariesDir, "1.2.3")
+	mustWrite(t, filepath.Join(old, "claude"), "an old release")
+	if err := ch.hand(t, msg("8:5", block("running"))); err != nil {
+		t.Fatal(err)
+	}
+	running := f.taskFor("8:5")
+	f.waitStarted("app", running.Conversation)
+	g.collectGarbage(context.Background())
+	if _, err := os.Stat(old); err != nil {
+		t.Errorf("version removed while a task ran: %v", err)
+	}
+	f.release("app", running.Conversation)
+	ch.wait(t, "the reply", func() bool { return len(ch.replies) == 1 })
+	f.waitTask(running.ID, StateDone)
+	g.collectGarbage(context.Background())
+	if _, err := os.Stat(old); !os.IsNotExist(err) {
+		t.Errorf("unused version kept while idle: %v", err)
+	}
+}
+
 // testClock is a settable clock.
 type testClock struct {
 	mu  sync.Mutex
