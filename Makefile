@@ -8,7 +8,7 @@ export CGO_ENABLED ?= 0
 export CONTAINERS_CONF ?= $(CURDIR)/contrib/containers.conf
 BIN := bin
 TEST_USER ?= airut-test
-PKGS_RACE := ./internal/sandbox/... ./internal/claudecli/... ./internal/redact/... ./internal/conversation/... ./internal/channel/... ./internal/agent/... ./internal/proxy/... ./internal/gateway/...
+PKGS_RACE := ./internal/sandbox/... ./internal/secrets/... ./internal/claudecli/... ./internal/redact/... ./internal/conversation/... ./internal/channel/... ./internal/agent/... ./internal/proxy/... ./internal/gateway/...
 
 .PHONY: all build test test-deps test-claude test-mail-deps test-actionlint test-unit test-rootless bench lint run clean
 AIRUT_CONFIG ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/airut/airut.yaml
@@ -111,7 +111,10 @@ bench: test-deps test-claude
 	$(GO) test -run '^$$' -bench . -benchtime 10x ./internal/sandbox/ ./internal/sandboxcli/
 	$(GO) test -run '^$$' -bench . -benchtime 10x ./internal/proxy/
 	$(GO) test -run '^$$' -bench . ./internal/allowlist/
-	$(GO) test -run '^$$' -bench . -benchtime 5x ./internal/gateway/
+	$(GO) test -run '^$$' -bench 'MessageToAgentStart|BareSandboxStart|RealClaudeFirstRequest' -benchtime 5x ./internal/gateway/
+	$(GO) test -run '^$$' -bench BusPublish ./internal/gateway/
+	# 200 messages over 20 conversations, max_concurrent 3: about a minute.
+	$(GO) test -run '^$$' -bench Soak -benchtime 1x -timeout 30m ./internal/gateway/
 
 lint: test-actionlint
 	gofmt -l . | (! grep .)

@@ -40,6 +40,7 @@ type Record struct {
 	// is only in the operational log.
 	Reason   string
 	Masked   int    // headers whose surrogate was swapped for a real value
+	Token    string // kinds of minted tokens swapped in ("github-app"), comma-separated
 	Dropped  int    // duplicate copies of replaced headers removed
 	Redacted int    // real values replaced by their surrogates in the response
 	Upgrade  string // an Upgrade the proxy refused and removed ("h2c")
@@ -73,6 +74,9 @@ func (r Record) Line() string {
 			}
 		}
 		tag("masked", r.Masked)
+		if r.Token != "" {
+			fmt.Fprintf(&b, " [token: %s]", escapeTag(r.Token))
+		}
 		tag("dropped", r.Dropped)
 		tag("redacted", r.Redacted)
 		if r.Upgrade != "" {
@@ -96,6 +100,19 @@ func (r Record) Line() string {
 		fmt.Fprintf(&b, " %s %s -> %s", escapeWord(r.QType), escapeWord(r.Name), escapeWord(r.Answer))
 	}
 	return b.String()
+}
+
+// addToken notes a kind of minted token, once.
+func (r *Record) addToken(kind string) {
+	for _, k := range strings.Split(r.Token, ",") {
+		if k == kind {
+			return
+		}
+	}
+	if r.Token != "" {
+		r.Token += ","
+	}
+	r.Token += kind
 }
 
 // ErrBadRecord is matched by every ParseRecord error.
@@ -141,6 +158,8 @@ func ParseRecord(line string) (Record, error) {
 			switch key {
 			case "masked":
 				r.Masked = num()
+			case "token":
+				r.Token = value
 			case "dropped":
 				r.Dropped = num()
 			case "redacted":

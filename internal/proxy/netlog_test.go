@@ -14,7 +14,8 @@ func TestRecordLines(t *testing.T) {
 		line string
 	}{
 		{Record{Verdict: VerdictAllowed, Method: "GET", URL: "https://api.github.com/repos/acme/app", Status: 200, Masked: 1}, "ALLOWED GET https://api.github.com/repos/acme/app -> 200 [masked: 1]"},
-		{Record{Verdict: VerdictAllowed, Method: "GET", URL: "https://a.test/x", Status: 200, Masked: 1, Dropped: 2, Redacted: 3, Upgrade: "h2c", Aborted: true}, "ALLOWED GET https://a.test/x -> 200 [masked: 1] [dropped: 2] [redacted: 3] [upgrade refused: h2c] [aborted]"},
+		{Record{Verdict: VerdictAllowed, Method: "POST", URL: "https://api.github.com/graphql", Status: 200, Token: "github-app"}, "ALLOWED POST https://api.github.com/graphql -> 200 [token: github-app]"},
+		{Record{Verdict: VerdictAllowed, Method: "GET", URL: "https://a.test/x", Status: 200, Masked: 1, Token: "github-app", Dropped: 2, Redacted: 3, Upgrade: "h2c", Aborted: true}, "ALLOWED GET https://a.test/x -> 200 [masked: 1] [token: github-app] [dropped: 2] [redacted: 3] [upgrade refused: h2c] [aborted]"},
 		{Record{Verdict: VerdictBlocked, Method: "POST", URL: "https://evil.com/upload", Status: 403}, "BLOCKED POST https://evil.com/upload -> 403"},
 		{Record{Verdict: VerdictError, Method: "GET", URL: "https://pypi.org/simple", Reason: "dial tcp: i/o timeout"}, "ERROR GET https://pypi.org/simple -> dial tcp: i/o timeout"},
 		{Record{Verdict: VerdictStripped, Header: "Authorization", Host: "evil-but-allowed.com"}, "STRIPPED Authorization on evil-but-allowed.com"},

@@ -19,6 +19,9 @@ type Sandbox struct {
 	// SigningCredentials are accepted and validated; re-signing is done by
 	// the proxy (S5.3).
 	SigningCredentials map[string]SigningCredential
+	// GitHubAppCredentials are GitHub Apps the proxy mints installation
+	// tokens for (S5.4).
+	GitHubAppCredentials map[string]GitHubAppCredential
 	// NetworkSandbox defaults to true; false runs on an open network and
 	// says so loudly.
 	NetworkSandbox bool
@@ -59,11 +62,12 @@ type LookupEnv func(name string) (string, bool)
 
 // sandboxFile is sandbox.yaml as written: the schema yamlwalk decodes.
 type sandboxFile struct {
-	Env                map[string]string            `yaml:"env"`
-	PassEnv            []string                     `yaml:"pass_env"`
-	MaskedSecrets      map[string]MaskedSecret      `yaml:"masked_secrets"`
-	SigningCredentials map[string]SigningCredential `yaml:"signing_credentials"`
-	NetworkSandbox     bool                         `yaml:"network_sandbox"`
+	Env                map[string]string              `yaml:"env"`
+	PassEnv            []string                       `yaml:"pass_env"`
+	MaskedSecrets      map[string]MaskedSecret        `yaml:"masked_secrets"`
+	SigningCredentials map[string]SigningCredential   `yaml:"signing_credentials"`
+	GitHubApps         map[string]GitHubAppCredential `yaml:"github_app_credentials"`
+	NetworkSandbox     bool                           `yaml:"network_sandbox"`
 	ResourceLimits     struct {
 		Timeout   uint32 `yaml:"timeout"`
 		Memory    string `yaml:"memory"`
@@ -92,11 +96,12 @@ func ParseSandbox(data []byte, file string, env LookupEnv) (*Sandbox, error) {
 		return nil, errs
 	}
 	s := &Sandbox{
-		Env:                f.Env,
-		PassEnv:            f.PassEnv,
-		MaskedSecrets:      f.MaskedSecrets,
-		SigningCredentials: f.SigningCredentials,
-		NetworkSandbox:     f.NetworkSandbox,
+		Env:                  f.Env,
+		PassEnv:              f.PassEnv,
+		MaskedSecrets:        f.MaskedSecrets,
+		SigningCredentials:   f.SigningCredentials,
+		GitHubAppCredentials: f.GitHubApps,
+		NetworkSandbox:       f.NetworkSandbox,
 		Limits: Limits{
 			TimeoutSeconds: int(f.ResourceLimits.Timeout),
 			Memory:         f.ResourceLimits.Memory,
@@ -159,6 +164,7 @@ func checkSandbox(w *yamlwalk.Walker, f *sandboxFile) {
 		secret(p.Key("secret_access_key"), c.SecretAccessKey)
 		secret(p.Key("session_token"), c.SessionToken)
 	}
+	checkGitHubApps(f.GitHubApps, report, checked, secret)
 	rl, p := f.ResourceLimits, root.Key("resource_limits")
 	if checked(p.Key("memory")) && !memoryRe.MatchString(rl.Memory) {
 		report(p.Key("memory"), "must be a size like 512m or 8g, got %q", rl.Memory)

@@ -26,8 +26,8 @@ func configureNetwork(ctx context.Context, o *runOpts, cfg *repoconfig.Sandbox, 
 	if !cfg.NetworkSandbox {
 		fmt.Fprintln(stderr, "airut-sandbox: WARNING: network_sandbox is false in sandbox.yaml: "+
 			"the command runs on an OPEN network, with no allowlist and no credential masking")
-		if len(cfg.MaskedSecrets) > 0 {
-			return nil, noop, fmt.Errorf("sandbox.yaml: masked_secrets need the network sandbox (network_sandbox: false)")
+		if len(cfg.MaskedSecrets) > 0 || len(cfg.GitHubAppCredentials) > 0 {
+			return nil, noop, fmt.Errorf("sandbox.yaml: masked_secrets and github_app_credentials need the network sandbox (network_sandbox: false)")
 		}
 		spec.Network = sandbox.NetworkOpen
 		return nil, noop, nil
@@ -75,6 +75,15 @@ func configureNetwork(ctx context.Context, o *runOpts, cfg *repoconfig.Sandbox, 
 	smap, err := secrets.NewMap(masked, nil)
 	if err != nil {
 		return nil, noop, fmt.Errorf("masked_secrets: %w", err)
+	}
+	apps := map[string]secrets.GitHubApp{}
+	for name, g := range cfg.GitHubAppCredentials {
+		apps[name] = secrets.GitHubApp{AppID: g.AppID, PrivateKey: g.PrivateKey, InstallationID: g.InstallationID,
+			Scopes: g.Scopes, BaseURL: g.BaseURL, Permissions: g.Permissions, Repositories: g.Repositories,
+			AllowForeignCredentials: g.AllowForeignCredentials}
+	}
+	if err := smap.AddGitHubApps(apps); err != nil {
+		return nil, noop, fmt.Errorf("github_app_credentials: %w", err)
 	}
 	if spec.Env == nil {
 		spec.Env = map[string]string{}

@@ -2,12 +2,15 @@
 // needs: environment values for the container (real values for plain
 // secrets, format-preserving surrogates for masked ones) and a replacement
 // map for the proxy, which swaps a surrogate for its real value only on the
-// hosts and headers the operator scoped it to (SPEC S5.1–S5.2).
+// hosts and headers the operator scoped it to (SPEC S5.1–S5.2, S5.4).
 //
-// The proxy's side is one [Injector] per credential kind (masked now;
-// aws-sigv4 and github-app plug in the same way), each given the whole
-// request as the last step before it goes upstream, in the manner of
-// superfly/tokenizer's processors. The replacement file that carries the
+// The proxy's side is one [Injector] per credential kind, each given the
+// whole request as the last step before it goes upstream, in the manner of
+// superfly/tokenizer's processors. Masked secrets and GitHub Apps share
+// one, since both live in headers and what is foreign in a header can only
+// be told with every surrogate in view; a GitHub App's real value is an
+// installation token the injector mints with the App's key (through the
+// proxy's own transport, [Env]), caches and refreshes in the background. The replacement file that carries the
 // credentials into the proxy's container is versioned and names a kind per
 // entry; a proxy refuses a file of another version or an unknown kind.
 //

@@ -26,9 +26,10 @@ type replacementFile struct {
 }
 
 type fileCredential struct {
-	Kind   string      `json:"kind"`
-	Name   string      `json:"name"`
-	Masked *fileMasked `json:"masked,omitempty"`
+	Kind      string         `json:"kind"`
+	Name      string         `json:"name"`
+	Masked    *fileMasked    `json:"masked,omitempty"`
+	GitHubApp *fileGitHubApp `json:"github_app,omitempty"`
 }
 
 // fileMasked is the wire form of one masked secret. It carries the real
@@ -57,6 +58,9 @@ func (m *Map) WriteReplacementFile(path string) error {
 			Headers:                 e.headers,
 			AllowForeignCredentials: e.allowForeign,
 		}})
+	}
+	for _, e := range m.apps {
+		f.Credentials = append(f.Credentials, fileCredential{Kind: KindGitHubApp, Name: e.name, GitHubApp: e.fileGitHubApp()})
 	}
 	data, err := json.Marshal(f)
 	if err != nil {
@@ -123,27 +127,40 @@ func parseReplacements(data []byte) (*Replacements, error) {
 			continue
 		}
 		where := fmt.Sprintf("credentials[%d] (%s)", i, head.Name)
+		known := head.Kind == KindMasked || head.Kind == KindGitHubApp
 		var fc fileCredential
 		if err := strictDecode(raw, &fc); err != nil {
-			if head.Kind != KindMasked {
+			if !known {
 				err = fmt.Errorf("unknown kind %q", head.Kind)
 			}
 			errs = append(errs, fmt.Errorf("%s: %w", where, err))
 			continue
 		}
+		var e entry
+		var err error
 		switch {
-		case fc.Kind != KindMasked:
-			errs = append(errs, fmt.Errorf("%s: unknown kind %q", where, fc.Kind))
+		case !known:
+			err = fmt.Errorf("unknown kind %q", fc.Kind)
 		case fc.Name == "":
-			errs = append(errs, fmt.Errorf("%s: name is empty", where))
-		case fc.Masked == nil:
-			errs = append(errs, fmt.Errorf("%s: kind masked without a masked object", where))
+			err = errors.New("name is empty")
+		case fc.Kind == KindMasked && fc.Masked == nil:
+			err = errors.New("kind masked without a masked object")
+		case fc.Kind == KindGitHubApp && fc.GitHubApp == nil:
+			err = errors.New("kind github-app without a github_app object")
+		case fc.Masked != nil && fc.GitHubApp != nil:
+			err = fmt.Errorf("kind %s carries another kind's object too", fc.Kind)
+		case fc.Kind == KindMasked:
+			e, err = fc.Masked.entry(fc.Name)
 		default:
-			e, err := fc.Masked.entry(fc.Name)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", where, err))
-				continue
-			}
+			e, err = fc.GitHubApp.entry(fc.Name)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", where, err))
+			continue
+		}
+		if e.app != nil {
+			r.apps = append(r.apps, e)
+		} else {
 			r.masked = append(r.masked, e)
 		}
 	}

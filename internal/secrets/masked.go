@@ -34,10 +34,13 @@ func (m Masked) LogValue() slog.Value {
 	)
 }
 
-// entry is one masked secret with the surrogate generated for this task.
+// entry is one masked secret or GitHub App with the surrogate generated
+// for this task.
 type entry struct {
 	name         string
-	real         Value
+	real         Value      // masked: the real credential
+	app          *appConfig // github-app: what mints the real credential
+	src          *tokenSource
 	surrogate    string
 	scopes       []string
 	headers      []string
@@ -48,6 +51,7 @@ type entry struct {
 // the proxy needs to swap back. Build a fresh one per task.
 type Map struct {
 	masked []entry // sorted by name
+	apps   []entry // GitHub Apps, sorted by name
 	plain  map[string]Value
 }
 
@@ -108,30 +112,46 @@ func checkMasked(ms Masked) error {
 	return nil
 }
 
-// Env is what the container gets: the surrogate for every masked secret and
-// the real value for every plain one; a masked name wins over a plain one.
+// Env is what the container gets: the surrogate for every masked secret
+// and GitHub App and the real value for every plain one. Where a name is
+// in several pools, a GitHub App wins over a masked secret, which wins
+// over a plain one (S5).
 func (m *Map) Env() map[string]string {
-	env := make(map[string]string, len(m.plain)+len(m.masked))
+	env := make(map[string]string, len(m.plain)+len(m.masked)+len(m.apps))
 	for name, v := range m.plain {
 		env[name] = v.Reveal()
 	}
 	for _, e := range m.masked {
 		env[e.name] = e.surrogate
 	}
+	for _, e := range m.apps {
+		env[e.name] = e.surrogate
+	}
 	return env
 }
 
-// Surrogate returns the surrogate generated for a masked secret.
+// Surrogate returns the surrogate generated for a masked secret or GitHub
+// App; the App's when both have the name.
 func (m *Map) Surrogate(name string) (string, bool) {
-	for _, e := range m.masked {
-		if e.name == name {
-			return e.surrogate, true
+	for _, list := range [][]entry{m.apps, m.masked} {
+		for _, e := range list {
+			if e.name == name {
+				return e.surrogate, true
+			}
 		}
 	}
 	return "", false
 }
 
-// Replacements is the proxy's view of a Map.
+// Replacements is the proxy's view of a Map. A masked secret shadowed by
+// a GitHub App of the same name is left out: the container never sees its
+// surrogate.
 func (m *Map) Replacements() *Replacements {
-	return &Replacements{masked: slices.Clone(m.masked)}
+	r := &Replacements{apps: slices.Clone(m.apps)}
+	for _, e := range m.masked {
+		if !slices.ContainsFunc(m.apps, func(a entry) bool { return a.name == e.name }) {
+			r.masked = append(r.masked, e)
+		}
+	}
+	return r
 }
