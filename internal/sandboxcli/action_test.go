@@ -256,3 +256,29 @@ func requireTool(t *testing.T, why string) {
 	}
 	t.Skip(why)
 }
+
+// TestActionWithoutCache: with cache 'false' no cache step runs, no cache
+// key is computed, the image is built by the run itself, and the command's
+// exit code is still the step's.
+func TestActionWithoutCache(t *testing.T) {
+	_, base := setup(t)
+	workspace := pullRequestCheckout(t, baseRules(base), map[string]string{
+		".airut/container/Dockerfile": "FROM " + base + "\nRUN echo pr > /rules-marker\n",
+		"pr-file.txt":                 "code under test\n",
+	})
+	cache := t.TempDir()
+	r := newRunner(t, workspace, cache, "main")
+	code := r.run(map[string]string{"command": "echo \"marker=$(cat /rules-marker) code=$(cat pr-file.txt)\"\nexit 7", "cache": "false"})
+	log := r.log.String()
+	if code != 7 || !strings.Contains(log, "marker=base code=code under test\n") {
+		t.Fatalf("exit %d; want the command's 7 and the base branch's image; log:\n%s", code, log)
+	}
+	for _, step := range r.ran {
+		if strings.Contains(step, "image") {
+			t.Errorf("step %q ran with cache 'false'", step)
+		}
+	}
+	if keys, _ := os.ReadDir(cache); len(keys) != 0 || strings.Contains(log, "airut-sandbox-image-") {
+		t.Errorf("cache 'false' touched the cache (%d keys); log:\n%s", len(keys), log)
+	}
+}
