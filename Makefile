@@ -10,7 +10,7 @@ BIN := bin
 TEST_USER ?= airut-test
 PKGS_RACE := ./internal/sandbox/... ./internal/secrets/... ./internal/claudecli/... ./internal/redact/... ./internal/conversation/... ./internal/channel/... ./internal/agent/... ./internal/proxy/... ./internal/gateway/...
 
-.PHONY: all build test test-deps test-claude test-mail-deps test-unit test-rootless bench lint run clean
+.PHONY: all build test test-deps test-claude test-mail-deps test-actionlint test-unit test-rootless bench lint run clean
 AIRUT_CONFIG ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/airut/airut.yaml
 
 all: build
@@ -21,7 +21,7 @@ build:
 # Installs what the container tests need when it is missing (as root).
 test-deps:
 	@missing=""; \
-	for p in podman runc uidmap slirp4netns busybox-static git; do \
+	for p in podman runc uidmap slirp4netns busybox-static git shellcheck; do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -58,11 +58,19 @@ test-mail-deps:
 	  exit $$rc; \
 	fi
 
-test: test-deps test-mail-deps test-claude test-unit test-rootless
+# actionlint, for the lint of action.yml and the README's workflow
+# (TestActionLint), fetched into the module cache once per machine: the
+# test runs it from there, offline. Keep the version in step with
+# internal/sandboxcli/action_test.go.
+ACTIONLINT := github.com/rhysd/actionlint/cmd/actionlint@v1.7.12
+test-actionlint:
+	@$(GO) run $(ACTIONLINT) -version >/dev/null
 
-# The gateway's package runs the real-parts suites (Podman, mail servers,
-# the real CLI): on a busy 2-core host it can pass go test's default
-# 10-minute limit per package, so the limit is raised (CI has 90 minutes).
+test: test-deps test-mail-deps test-claude test-actionlint test-unit test-rootless
+
+# -timeout: the container suites take minutes each, more on a loaded
+# machine, and go test's default of 10 minutes per package is no limit of
+# ours (CI's is 90 minutes for everything).
 test-unit:
 	$(GO) test -count=1 -timeout 30m ./...
 	CGO_ENABLED=1 $(GO) test -count=1 -timeout 30m -race $(PKGS_RACE)
@@ -108,10 +116,11 @@ bench: test-deps test-claude
 	# 200 messages over 20 conversations, max_concurrent 3: about a minute.
 	$(GO) test -run '^$$' -bench Soak -benchtime 1x -timeout 30m ./internal/gateway/
 
-lint:
+lint: test-actionlint
 	gofmt -l . | (! grep .)
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+	$(GO) test -count=1 -run '^TestActionLint$$' ./internal/sandboxcli/
 
 clean:
 	rm -rf $(BIN)

@@ -246,8 +246,10 @@ func runGit(ctx context.Context, bin, dir string, stdin io.Reader, args ...strin
 	cmd.Dir = dir
 	cmd.Stdin = stdin
 	// Never wait for a password on a terminal nobody watches; C locale so
-	// messages are the same everywhere.
-	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0", "LC_ALL=C")
+	// messages are the same everywhere. Replace refs (refs/replace/) are
+	// ignored: a commit read by its name must be that commit, not whatever
+	// a planted replace ref substitutes for it.
+	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0", "LC_ALL=C", "GIT_NO_REPLACE_OBJECTS=1")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {

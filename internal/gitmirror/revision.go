@@ -19,7 +19,8 @@ import (
 // changes nothing, since every read names the same commit.
 //
 // It is the one git-tree reader of the project: the gateway reads the
-// mirror's default branch with it, airut-sandbox a working tree's HEAD.
+// mirror's default branch with it, airut-sandbox a trusted ref of a CI
+// clone (origin's base branch, see sandboxcli).
 // Its methods are those of repoconfig.Source.
 type Revision struct {
 	// Dir is the repository: a bare mirror or a working tree.

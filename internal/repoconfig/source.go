@@ -1,9 +1,11 @@
 // Package repoconfig reads a repository's .airut/ folder: the container
 // build context, the network allowlist and sandbox.yaml. For the gateway
 // they come from one commit of the bare mirror's default branch (git
-// objects, never the agent's workspace); for airut-sandbox from a working
-// tree's HEAD or explicit files. The git side is gitmirror.Revision, which
-// satisfies Source; this package does not run git itself.
+// objects, never the agent's workspace); for airut-sandbox from one commit
+// of a trusted ref of the CI's clone (the base branch, never the pull
+// request under test), or explicit files. The git side is
+// gitmirror.Revision, which satisfies Source; this package does not run
+// git itself.
 package repoconfig
 
 import (

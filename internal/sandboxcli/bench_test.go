@@ -48,7 +48,7 @@ func benchStart(b *testing.B, sandboxYAML string) {
 	if sandboxYAML != "" {
 		files[".airut/sandbox.yaml"] = sandboxYAML
 	}
-	dir := testkit.GitRepo(b, files)
+	dir := ciClone(b, files)
 	cli := func() {
 		cmd := exec.Command(bin, "run", "--", "true")
 		cmd.Dir = dir

@@ -106,7 +106,12 @@ echo done`
 		t.Fatal(err)
 	}
 	tokened, blocked := 0, 0
-	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	// The run's header (which rules the proxy enforced), then the records.
+	if !strings.HasPrefix(lines[0], "# airut-sandbox run ") {
+		t.Errorf("network log starts %q; want the run's header", lines[0])
+	}
+	for _, line := range lines[1:] {
 		r, err := proxy.ParseRecord(line)
 		if err != nil {
 			t.Errorf("network log: %v", err)

@@ -20,8 +20,7 @@ func newImageCmd(stdout, stderr io.Writer) *cobra.Command {
 		Short: "Image cache for CI: hash, save DIR, load DIR",
 	}
 	pf := cmd.PersistentFlags()
-	pf.StringVar(&o.dockerfile, "dockerfile", "", "Dockerfile (default .airut/container/Dockerfile at HEAD)")
-	pf.StringVar(&o.contextDir, "context-dir", "", "build context directory")
+	addRulesFlags(pf, &o)
 	pf.StringVar(&o.containerCommand, "container-command", "podman", "container engine: podman or docker")
 	pf.Float64Var(&o.maxImageAge, "max-image-age", sandbox.DefaultMaxImageAge.Hours(), "rebuild images older than this many hours")
 	pf.BoolVar(&o.verbose, "verbose", false, "show the container engine commands")
@@ -32,9 +31,9 @@ func newImageCmd(stdout, stderr io.Writer) *cobra.Command {
 		Short: "Print the content hash of the build context (a CI cache key)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			bctx, err := contextFromCwd(cmd.Context(), &o)
+			bctx, err := contextFromCwd(cmd.Context(), &o, stderr)
 			if err != nil {
-				return fail(ExitUsage, "%v", err)
+				return err
 			}
 			h, err := sandbox.ContextHash(bctx)
 			if err != nil {
@@ -53,9 +52,9 @@ func newImageCmd(stdout, stderr io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			bctx, err := contextFromCwd(cmd.Context(), &o)
+			bctx, err := contextFromCwd(cmd.Context(), &o, stderr)
 			if err != nil {
-				return fail(ExitUsage, "%v", err)
+				return err
 			}
 			tag, release, err := cache.Ensure(cmd.Context(), bctx)
 			if err != nil {
@@ -89,13 +88,23 @@ func newImageCmd(stdout, stderr io.Writer) *cobra.Command {
 	return cmd
 }
 
-func contextFromCwd(ctx context.Context, o *runOpts) (fs.FS, error) {
+// contextFromCwd is the build context run would use in the working
+// directory: read from the same trusted ref, so a CI cache keyed by image
+// hash holds the image of the trusted Dockerfile.
+func contextFromCwd(ctx context.Context, o *runOpts, stderr io.Writer) (fs.FS, error) {
 	cwd, err := os.Getwd()
+	if err != nil {
+		return nil, fail(ExitInfra, "working directory: %v", err)
+	}
+	r, err := openRules(ctx, o, cwd, stderr)
 	if err != nil {
 		return nil, err
 	}
-	src, _ := workspaceSource(ctx, cwd)
-	return buildContext(ctx, o, src)
+	bctx, err := buildContext(ctx, o, r)
+	if err != nil {
+		return nil, fail(ExitUsage, "%v", err)
+	}
+	return bctx, nil
 }
 
 func newCache(o *runOpts, stderr io.Writer) (*sandbox.ImageCache, error) {

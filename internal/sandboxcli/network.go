@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/airut/airut/internal/allowlist"
 	"github.com/airut/airut/internal/repoconfig"
@@ -15,10 +16,11 @@ import (
 )
 
 // configureNetwork picks the network for the run: the network sandbox by
-// default; network_sandbox: false is the only way to an open network, and it
-// is announced on every run. Everything the proxy needs is validated here,
+// default; network_sandbox: false (from the trusted ref only, see
+// loadSandboxConfig) is the only way to an open network, and it is
+// announced on every run. Everything the proxy needs is validated here,
 // before any image is built or container started.
-func configureNetwork(ctx context.Context, o *runOpts, cfg *repoconfig.Sandbox, src repoconfig.Source,
+func configureNetwork(ctx context.Context, o *runOpts, cfg *repoconfig.Sandbox, r *rules,
 	spec *sandbox.Spec, runner *sandbox.Runner, stderr io.Writer) (proxy *sandbox.ProxyNetwork, cleanup func(), err error) {
 	noop := func() {}
 	if !cfg.NetworkSandbox {
@@ -33,11 +35,12 @@ func configureNetwork(ctx context.Context, o *runOpts, cfg *repoconfig.Sandbox, 
 
 	var allowData []byte
 	if o.allowlist != "" {
-		if allowData, err = os.ReadFile(o.allowlist); err == nil {
-			_, err = allowlist.Parse(allowData, o.allowlist)
+		var name string
+		if allowData, name, _, err = r.readFile(ctx, "--allowlist", o.allowlist); err == nil {
+			_, err = allowlist.Parse(allowData, name)
 		}
 	} else {
-		allowData, _, err = repoconfig.LoadAllowlist(ctx, src)
+		allowData, _, err = repoconfig.LoadAllowlist(ctx, r.src)
 	}
 	if err != nil {
 		return nil, noop, err
@@ -92,7 +95,7 @@ func configureNetwork(ctx context.Context, o *runOpts, cfg *repoconfig.Sandbox, 
 	if err != nil {
 		return nil, noop, err
 	}
-	sink, closeSink, err := networkLogSink(o, stderr)
+	sink, closeSink, err := networkLogSink(o, networkLogHeader(o, r), stderr)
 	if err != nil {
 		return nil, noop, err
 	}
@@ -109,9 +112,22 @@ func configureNetwork(ctx context.Context, o *runOpts, cfg *repoconfig.Sandbox, 
 	return proxy, closeSink, nil
 }
 
+// networkLogHeader opens each run's part of the network log: when, and
+// which rules the proxy enforces (the ref and commit they came from).
+func networkLogHeader(o *runOpts, r *rules) string {
+	h := "# airut-sandbox run " + time.Now().UTC().Format(time.RFC3339) + ": rules from " + r.describe()
+	if !r.trusted {
+		h += ", the code under test (" + r.why + ")"
+	}
+	if o.allowlist != "" {
+		h += "; allowlist --allowlist " + o.allowlist
+	}
+	return h
+}
+
 // networkLogSink writes proxy log lines to --network-log (appending) and,
-// with --network-log-live, to stderr.
-func networkLogSink(o *runOpts, stderr io.Writer) (func(string), func(), error) {
+// with --network-log-live, to stderr, each run's lines after its header.
+func networkLogSink(o *runOpts, header string, stderr io.Writer) (func(string), func(), error) {
 	var f *os.File
 	if o.networkLog != "" {
 		var err error
@@ -134,6 +150,7 @@ func networkLogSink(o *runOpts, stderr io.Writer) (func(string), func(), error) 
 			fmt.Fprintln(stderr, "[network] "+line)
 		}
 	}
+	sink(header)
 	return sink, func() {
 		if f != nil {
 			f.Close()

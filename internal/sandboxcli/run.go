@@ -7,7 +7,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,8 +14,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
 
-	"github.com/airut/airut/internal/gitmirror"
 	"github.com/airut/airut/internal/repoconfig"
 	"github.com/airut/airut/internal/sandbox"
 )
@@ -44,9 +44,10 @@ type runOpts struct {
 	verbose          bool
 	resolve          []string
 	upstreamCA       string
+	configRef        string
 }
 
-func newRunCmd(stdout, stderr io.Writer) *cobra.Command {
+func newRunCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	var o runOpts
 	cmd := &cobra.Command{
 		Use:   "run [flags] -- COMMAND [ARGS...]",
@@ -54,8 +55,17 @@ func newRunCmd(stdout, stderr io.Writer) *cobra.Command {
 		Long: `Run a command in the sandbox: the container built from .airut/container/,
 the network allowlist of .airut/network-allowlist.yaml, masked secrets and
 limits from .airut/sandbox.yaml. The current directory is mounted at
-/workspace. The command's exit code is passed through; 124 means it timed
-out, 125 means the sandbox itself failed (a one-line reason is printed).`,
+/workspace (its .git read-only), and standard input is passed to the
+command unless it is a terminal. The command's exit code is passed
+through; 124 means it timed out, 125 means the sandbox itself failed (a
+one-line reason is printed).
+
+The rules (.airut/) are read from a trusted ref, never from the checkout
+under test: --config-ref REF, else origin/$GITHUB_BASE_REF when that is
+set (a GitHub pull request), else origin/HEAD (the default branch). HEAD
+is used only with --config-ref HEAD or in a repository without a remote,
+with a warning. Relative --config, --allowlist, --dockerfile and
+--context-dir paths are read from that ref too; absolute ones from disk.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dash := cmd.ArgsLenAtDash()
 			if dash < 0 {
@@ -67,15 +77,14 @@ out, 125 means the sandbox itself failed (a one-line reason is printed).`,
 			if len(args) == 0 {
 				return fail(ExitUsage, "no command after --")
 			}
-			return runCommand(cmd.Context(), &o, args, stdout, stderr)
+			return runCommand(cmd.Context(), &o, args, forwardedStdin(stdin), stdout, stderr)
 		},
 	}
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return fail(ExitUsage, "%s", err) })
 	f := cmd.Flags()
-	f.StringVar(&o.config, "config", "", "sandbox config (default .airut/sandbox.yaml at HEAD)")
-	f.StringVar(&o.dockerfile, "dockerfile", "", "Dockerfile (default .airut/container/Dockerfile at HEAD)")
-	f.StringVar(&o.contextDir, "context-dir", "", "build context directory (default: the Dockerfile's directory)")
-	f.StringVar(&o.allowlist, "allowlist", "", "network allowlist (default .airut/network-allowlist.yaml at HEAD)")
+	addRulesFlags(f, &o)
+	f.StringVar(&o.config, "config", "", "sandbox config (default .airut/sandbox.yaml at the config ref)")
+	f.StringVar(&o.allowlist, "allowlist", "", "network allowlist (default .airut/network-allowlist.yaml at the config ref)")
 	f.IntVar(&o.timeout, "timeout", 0, "timeout in seconds (overrides resource_limits.timeout)")
 	f.StringVar(&o.containerCommand, "container-command", "podman", "container engine: podman or docker")
 	f.StringArrayVar(&o.mounts, "mount", nil, "extra mount SRC:DST[:ro] (repeatable)")
@@ -88,34 +97,64 @@ out, 125 means the sandbox itself failed (a one-line reason is printed).`,
 	return cmd
 }
 
-// workspaceSource decides where .airut/ is read from: explicit files when
-// given, otherwise HEAD of the git repository holding the working directory
-// (committed content only), otherwise the directory itself.
-func workspaceSource(ctx context.Context, cwd string) (repoconfig.Source, string) {
-	out, err := exec.CommandContext(ctx, "git", "-C", cwd, "rev-parse", "--show-toplevel").Output()
-	if err == nil {
-		top := strings.TrimSpace(string(out))
-		// One commit for every read, like the gateway's tasks.
-		if rev, err := gitmirror.Resolve(ctx, top, "HEAD"); err == nil {
-			return rev, top
-		}
-	}
-	return repoconfig.DirSource{Dir: cwd}, cwd
+// addRulesFlags adds the flags that choose where the rules come from,
+// shared by run and image.
+func addRulesFlags(f *pflag.FlagSet, o *runOpts) {
+	f.StringVar(&o.configRef, "config-ref", "", "git ref to read .airut/ from (default origin/$GITHUB_BASE_REF, else origin/HEAD; HEAD = the code under test)")
+	f.StringVar(&o.dockerfile, "dockerfile", "", "Dockerfile (default .airut/container/Dockerfile at the config ref)")
+	f.StringVar(&o.contextDir, "context-dir", "", "build context directory (default: the Dockerfile's directory)")
 }
 
-func runCommand(ctx context.Context, o *runOpts, command []string, stdout, stderr io.Writer) error {
+// forwardedStdin is what the command reads: the caller's standard input,
+// except a terminal, which the sandbox (no tty) cannot use and must not
+// wait on.
+func forwardedStdin(in io.Reader) io.Reader {
+	if f, ok := in.(*os.File); ok && (f == nil || isTerminal(f)) {
+		return nil
+	}
+	return in
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// openRules resolves the rules' source for the working directory, logs it
+// (--verbose) and prints the warning when it is the code under test.
+func openRules(ctx context.Context, o *runOpts, cwd string, stderr io.Writer) (*rules, error) {
+	r, err := resolveRules(ctx, cwd, o.configRef, os.Getenv)
+	if err != nil {
+		return nil, fail(ExitUsage, "%s", oneLine(err))
+	}
+	r.stderr = stderr
+	newLogger(stderr, o.verbose).Info("sandbox rules", "from", r.describe(), "trusted", r.trusted)
+	if !r.trusted {
+		fmt.Fprintf(stderr, "airut-sandbox: WARNING: the sandbox rules (.airut/) come from %s, the code under test (%s): "+
+			"a change to them in this checkout takes effect, and network_sandbox: false is refused\n", r.describe(), r.why)
+	}
+	return r, nil
+}
+
+func runCommand(ctx context.Context, o *runOpts, command []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	logger := newLogger(stderr, o.verbose)
 	cwd, err := os.Getwd()
 	if err != nil {
 		return fail(ExitInfra, "working directory: %v", err)
 	}
-	src, _ := workspaceSource(ctx, cwd)
+	r, err := openRules(ctx, o, cwd, stderr)
+	if err != nil {
+		return err
+	}
 
-	cfg, err := loadSandboxConfig(ctx, o, src)
+	cfg, err := loadSandboxConfig(ctx, o, r)
 	if err != nil {
 		return fail(ExitUsage, "%v", err)
 	}
 	mounts := []sandbox.Mount{{Source: cwd, Target: "/workspace"}}
+	if m, ok := gitMount(r); ok {
+		mounts = append(mounts, m)
+	}
 	for _, m := range o.mounts {
 		mt, err := parseMount(m)
 		if err != nil {
@@ -123,7 +162,7 @@ func runCommand(ctx context.Context, o *runOpts, command []string, stdout, stder
 		}
 		mounts = append(mounts, mt)
 	}
-	bctx, err := buildContext(ctx, o, src)
+	bctx, err := buildContext(ctx, o, r)
 	if err != nil {
 		return fail(ExitUsage, "%v", err)
 	}
@@ -143,6 +182,7 @@ func runCommand(ctx context.Context, o *runOpts, command []string, stdout, stder
 		Env:     env,
 		Mounts:  mounts,
 		Limits:  limits,
+		Stdin:   stdin,
 		Stdout:  lineWriter(stdout),
 		Stderr:  lineWriter(stderr),
 	}
@@ -171,7 +211,7 @@ func runCommand(ctx context.Context, o *runOpts, command []string, stdout, stder
 	}
 	defer sweep.Wait()
 	cache := sandbox.NewImageCache(rt, Prefix)
-	proxy, netCleanup, err := configureNetwork(ctx, o, cfg, src, &spec, runner, stderr)
+	proxy, netCleanup, err := configureNetwork(ctx, o, cfg, r, &spec, runner, stderr)
 	if err != nil {
 		return fail(ExitUsage, "%v", oneLine(err))
 	}
@@ -236,37 +276,51 @@ func oneLine(err error) string {
 	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", " | ")), " ")
 }
 
-func loadSandboxConfig(ctx context.Context, o *runOpts, src repoconfig.Source) (*repoconfig.Sandbox, error) {
+// loadSandboxConfig reads sandbox.yaml and refuses network_sandbox: false
+// unless the file came from the trusted ref: the pull request under test
+// must not be able to switch the network sandbox off.
+func loadSandboxConfig(ctx context.Context, o *runOpts, r *rules) (*repoconfig.Sandbox, error) {
+	var cfg *repoconfig.Sandbox
+	var err error
+	trusted, from := r.trusted, repoconfig.SandboxPath+" of "+r.describe()
 	if o.config == "" {
-		return repoconfig.LoadSandbox(ctx, src, os.LookupEnv)
+		cfg, err = repoconfig.LoadSandbox(ctx, r.src, os.LookupEnv)
+	} else {
+		var data []byte
+		var name string
+		if data, name, trusted, err = r.readFile(ctx, "--config", o.config); err == nil {
+			cfg, err = repoconfig.ParseSandbox(data, name, os.LookupEnv)
+			from = "--config " + o.config
+		}
 	}
-	data, err := os.ReadFile(o.config)
-	if err != nil {
-		return nil, fmt.Errorf("--config: %w", err)
-	}
-	return repoconfig.ParseSandbox(data, o.config, os.LookupEnv)
-}
-
-func buildContext(ctx context.Context, o *runOpts, src repoconfig.Source) (fs.FS, error) {
-	if o.dockerfile == "" && o.contextDir == "" {
-		return repoconfig.ContainerContext(ctx, src, repoconfig.DefaultContainerPath)
-	}
-	dir := o.contextDir
-	if dir == "" {
-		dir = filepath.Dir(o.dockerfile)
-	}
-	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, err
 	}
-	tree, err := repoconfig.DirSource{Dir: abs}.Tree(ctx, abs)
+	if !cfg.NetworkSandbox && !trusted {
+		return nil, fmt.Errorf("network_sandbox: false in %s is refused: it comes from the code under test, "+
+			"and an open network is taken only from the trusted ref (the default branch, or --config-ref)", from)
+	}
+	return cfg, nil
+}
+
+// buildContext is the container build context: .airut/container/ at the
+// rules' ref, or what --context-dir and --dockerfile name.
+func buildContext(ctx context.Context, o *runOpts, r *rules) (fs.FS, error) {
+	if o.dockerfile == "" && o.contextDir == "" {
+		return repoconfig.ContainerContext(ctx, r.src, repoconfig.DefaultContainerPath)
+	}
+	flag, dir := "--context-dir", o.contextDir
+	if dir == "" {
+		flag, dir = "--dockerfile", filepath.Dir(o.dockerfile)
+	}
+	tree, err := r.tree(ctx, flag, dir)
 	if err != nil {
-		return nil, fmt.Errorf("--context-dir %s: %w", dir, err)
+		return nil, err
 	}
 	if o.dockerfile != "" {
-		data, err := os.ReadFile(o.dockerfile)
+		data, _, _, err := r.readFile(ctx, "--dockerfile", o.dockerfile)
 		if err != nil {
-			return nil, fmt.Errorf("--dockerfile: %w", err)
+			return nil, err
 		}
 		return repoconfig.WithFile(tree, "Dockerfile", data)
 	}
@@ -274,6 +328,21 @@ func buildContext(ctx context.Context, o *runOpts, src repoconfig.Source) (fs.FS
 		return nil, fmt.Errorf("--context-dir %s: no Dockerfile", dir)
 	}
 	return tree, nil
+}
+
+// gitMount mounts the repository's .git read-only over the workspace's:
+// the command must not be able to move the trusted ref (or plant a
+// replace ref, a hook, a config) that the next airut-sandbox run on this
+// checkout reads its rules from.
+func gitMount(r *rules) (sandbox.Mount, bool) {
+	if r.commit == "" || r.rel != "." {
+		return sandbox.Mount{}, false
+	}
+	p := filepath.Join(r.top, ".git")
+	if _, err := os.Lstat(p); err != nil {
+		return sandbox.Mount{}, false
+	}
+	return sandbox.Mount{Source: p, Target: "/workspace/.git", ReadOnly: true}, true
 }
 
 // commandEnv is the container environment: fixed env, then pass_env, then

@@ -36,9 +36,10 @@ func fail(code int, format string, args ...any) error {
 }
 
 // Main runs airut-sandbox with args (without the program name) and returns
-// the process exit code. SIGINT and SIGTERM cancel the run, which tears the
-// sandbox down; the exit code is then 128+signal.
-func Main(args []string, stdout, stderr io.Writer) int {
+// the process exit code; stdin is what `run` forwards to the command. SIGINT
+// and SIGTERM cancel the run, which tears the sandbox down; the exit code is
+// then 128+signal.
+func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	sigs := make(chan os.Signal, 2)
@@ -49,7 +50,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			cancel(signalError{s.(syscall.Signal)})
 		}
 	}()
-	return Run(ctx, args, stdout, stderr)
+	return Run(ctx, args, stdin, stdout, stderr)
 }
 
 type signalError struct{ sig syscall.Signal }
@@ -57,8 +58,8 @@ type signalError struct{ sig syscall.Signal }
 func (s signalError) Error() string { return "received " + s.sig.String() }
 
 // Run is Main without the process-global signal handling, for tests.
-func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	root := newRoot(ctx, stdout, stderr)
+func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := newRoot(ctx, stdin, stdout, stderr)
 	root.SetArgs(args)
 	err := root.Execute()
 	if err == nil {
@@ -75,7 +76,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return ExitUsage
 }
 
-func newRoot(ctx context.Context, stdout, stderr io.Writer) *cobra.Command {
+func newRoot(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "airut-sandbox",
 		Short:         "Run commands inside the Airut sandbox",
@@ -85,7 +86,7 @@ func newRoot(ctx context.Context, stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetContext(ctx)
-	root.AddCommand(newRunCmd(stdout, stderr), newImageCmd(stdout, stderr))
+	root.AddCommand(newRunCmd(stdin, stdout, stderr), newImageCmd(stdout, stderr))
 	return root
 }
 

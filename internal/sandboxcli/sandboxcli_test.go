@@ -23,8 +23,9 @@ import (
 
 const okAllowlist = "domains:\n  - example.com\n"
 
-// repo makes a committed repository with an .airut/ folder and makes it the
-// working directory; files override the defaults.
+// repo makes what a CI runner has: a bare origin whose main holds an
+// .airut/ folder (files override the defaults), and a clone of it as the
+// working directory, whose origin/HEAD is main.
 func repo(t *testing.T, base string, files map[string]string) string {
 	t.Helper()
 	all := map[string]string{
@@ -38,9 +39,32 @@ func repo(t *testing.T, base string, files map[string]string) string {
 		}
 		all[k] = v
 	}
-	dir := testkit.GitRepo(t, all)
-	t.Chdir(dir)
-	return dir
+	clone := ciClone(t, all)
+	// The suite may itself run in a pull request's CI.
+	t.Setenv("GITHUB_BASE_REF", "")
+	t.Chdir(clone)
+	return clone
+}
+
+// ciClone commits files on main of a bare origin and returns a clone of
+// it, whose origin/HEAD is main.
+func ciClone(tb testing.TB, files map[string]string) string {
+	tb.Helper()
+	src := testkit.GitRepo(tb, files)
+	origin := filepath.Join(tb.TempDir(), "origin.git")
+	testkit.Git(tb, src, "clone", "-q", "--bare", src, origin)
+	clone := tb.TempDir()
+	testkit.Git(tb, clone, "clone", "-q", origin, ".")
+	return clone
+}
+
+// merge commits files in the clone and pushes them to origin's main: a
+// change to the rules that was reviewed and merged.
+func merge(t *testing.T, dir string, files map[string]string) {
+	t.Helper()
+	testkit.WriteFiles(t, dir, files)
+	testkit.Commit(t, dir, "merged change")
+	testkit.Git(t, dir, "push", "-q", "origin", "HEAD:main")
 }
 
 // setup gives the test its own resource prefix and the proxy binary.
@@ -96,7 +120,7 @@ func assertNothingLeftBy(t *testing.T, engine, prefix, owner string) {
 
 func run(args ...string) (int, string, string) {
 	var stdout, stderr bytes.Buffer
-	code := sandboxcli.Run(context.Background(), args, &stdout, &stderr)
+	code := sandboxcli.Run(context.Background(), args, nil, &stdout, &stderr)
 	return code, stdout.String(), stderr.String()
 }
 
@@ -202,12 +226,16 @@ func TestNetworkLogAndOpenNetworkWarning(t *testing.T) {
 	if !strings.Contains(string(data), "DNS A blocked.example.org -> ") {
 		t.Errorf("network log %q lacks the DNS line", data)
 	}
+	head := testkit.Git(t, dir, "rev-parse", "HEAD")
+	if first, _, _ := strings.Cut(string(data), "\n"); !strings.HasPrefix(first, "# airut-sandbox run ") ||
+		!strings.HasSuffix(first, ": rules from origin/main at commit "+head+" of "+dir) {
+		t.Errorf("network log header %q; want the ref and commit the rules came from", first)
+	}
 	if !strings.Contains(stderr, "[network] DNS A blocked.example.org") {
 		t.Errorf("live log missing from stderr %q", stderr)
 	}
 
-	testkit.WriteFiles(t, dir, map[string]string{".airut/sandbox.yaml": "network_sandbox: false\n"})
-	testkit.Commit(t, dir, "open network")
+	merge(t, dir, map[string]string{".airut/sandbox.yaml": "network_sandbox: false\n"})
 	code, _, stderr = run("run", "--", "true")
 	if code != 0 || !strings.Contains(stderr, "WARNING: network_sandbox is false") {
 		t.Errorf("exit %d stderr %q; want a loud warning about the open network", code, stderr)
