@@ -189,7 +189,7 @@ func New(cfg Config) (*Proxy, error) {
 		logger:    logger,
 		conns:     make(map[io.Closer]struct{}),
 		timeouts:  cfg.Timeouts.withDefaults(),
-		injectors: cfg.Replacements.Injectors(),
+		injectors: cfg.Replacements.Injectors(secrets.InjectorOptions{MaxBody: cfg.MaxBody}),
 		known:     make(map[string]secrets.Pair),
 	}
 	p.learn(cfg.Replacements.Pairs())

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 
 	"github.com/airut/airut/internal/atomicfile"
 )
@@ -19,7 +20,8 @@ const replacementFileVersion = 2
 // entry names its kind and carries that kind's object, and nothing else.
 //
 //	{"version": 2, "credentials": [
-//	  {"kind": "masked", "name": "GH_TOKEN", "masked": {"surrogate": …, "value": …, …}}]}
+//	  {"kind": "masked", "name": "GH_TOKEN", "masked": {"surrogate": …, "value": …, …}},
+//	  {"kind": "aws-sigv4", "name": "AWS", "aws": {"access_key_id": {"surrogate": …, "value": …}, …}}]}
 type replacementFile struct {
 	Version     int               `json:"version"`
 	Credentials []json.RawMessage `json:"credentials"`
@@ -29,7 +31,11 @@ type fileCredential struct {
 	Kind   string      `json:"kind"`
 	Name   string      `json:"name"`
 	Masked *fileMasked `json:"masked,omitempty"`
+	AWS    *fileAWS    `json:"aws,omitempty"`
 }
+
+// knownKinds are the kinds this proxy can inject.
+var knownKinds = []string{KindMasked, KindAWS}
 
 // fileMasked is the wire form of one masked secret. It carries the real
 // value in clear: the file is written 0600 and read only by the proxy.
@@ -57,6 +63,10 @@ func (m *Map) WriteReplacementFile(path string) error {
 			Headers:                 e.headers,
 			AllowForeignCredentials: e.allowForeign,
 		}})
+	}
+	for i := range m.aws {
+		e := &m.aws[i]
+		f.Credentials = append(f.Credentials, fileCredential{Kind: KindAWS, Name: e.name, AWS: e.file()})
 	}
 	data, err := json.Marshal(f)
 	if err != nil {
@@ -125,32 +135,59 @@ func parseReplacements(data []byte) (*Replacements, error) {
 		where := fmt.Sprintf("credentials[%d] (%s)", i, head.Name)
 		var fc fileCredential
 		if err := strictDecode(raw, &fc); err != nil {
-			if head.Kind != KindMasked {
+			if !slices.Contains(knownKinds, head.Kind) {
 				err = fmt.Errorf("unknown kind %q", head.Kind)
 			}
 			errs = append(errs, fmt.Errorf("%s: %w", where, err))
 			continue
 		}
-		switch {
-		case fc.Kind != KindMasked:
-			errs = append(errs, fmt.Errorf("%s: unknown kind %q", where, fc.Kind))
-		case fc.Name == "":
-			errs = append(errs, fmt.Errorf("%s: name is empty", where))
-		case fc.Masked == nil:
-			errs = append(errs, fmt.Errorf("%s: kind masked without a masked object", where))
-		default:
-			e, err := fc.Masked.entry(fc.Name)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", where, err))
-				continue
-			}
-			r.masked = append(r.masked, e)
+		if err := r.add(fc); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", where, err))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	return r, nil
+}
+
+// add takes one decoded entry: exactly its kind's object, nothing else.
+func (r *Replacements) add(fc fileCredential) error {
+	if fc.Name == "" {
+		return errors.New("name is empty")
+	}
+	objects := 0
+	for _, set := range []bool{fc.Masked != nil, fc.AWS != nil} {
+		if set {
+			objects++
+		}
+	}
+	if objects > 1 {
+		return fmt.Errorf("kind %s with more than one kind's object", fc.Kind)
+	}
+	switch fc.Kind {
+	case KindMasked:
+		if fc.Masked == nil {
+			return errors.New("kind masked without a masked object")
+		}
+		e, err := fc.Masked.entry(fc.Name)
+		if err != nil {
+			return err
+		}
+		r.masked = append(r.masked, e)
+	case KindAWS:
+		if fc.AWS == nil {
+			return fmt.Errorf("kind %s without an aws object", KindAWS)
+		}
+		e, err := fc.AWS.entry(fc.Name)
+		if err != nil {
+			return err
+		}
+		r.aws = append(r.aws, e)
+	default:
+		return fmt.Errorf("unknown kind %q", fc.Kind)
+	}
+	return nil
 }
 
 func (fm *fileMasked) entry(name string) (entry, error) {

@@ -3,8 +3,8 @@ package secrets
 import "net/http"
 
 // Credential kinds, as the replacement file and the network log name them.
-// One Injector per kind (SPEC S5.2–S5.4); "aws-sigv4" and "github-app"
-// join "masked" here.
+// One Injector per kind (SPEC S5.2–S5.4); "github-app" joins "masked" and
+// KindAWS here.
 const (
 	KindMasked = "masked"
 )
@@ -44,6 +44,13 @@ type Injection struct {
 	// response, so an upstream that echoes a request cannot hand a real
 	// value back into the sandbox.
 	Injected []Pair
+	// Signed names the signature an injector re-made with a real key
+	// ("aws", as in the network log's "[signed: aws]"), or tried to.
+	Signed string
+	// SignError says why a request signed with a surrogate was not
+	// re-signed: it goes on with the agent's surrogate signature, which
+	// the upstream rejects (fail closed). "" when it was re-signed.
+	SignError string
 }
 
 // Strip is one header an Injector removed, and why.

@@ -47,16 +47,39 @@ type entry struct {
 // Map holds the credentials of one task: what the container sees and what
 // the proxy needs to swap back. Build a fresh one per task.
 type Map struct {
-	masked []entry // sorted by name
+	masked []entry    // sorted by name
+	aws    []awsEntry // sorted by name
 	plain  map[string]Value
 }
 
-// NewMap generates a fresh surrogate for every masked secret. Every entry
-// must have a value, at least one scope and at least one header pattern:
-// an entry that could never be replaced is a config mistake, not a no-op.
+// Pools are a task's credential pools, by kind (S5): the inputs of a Map.
+type Pools struct {
+	Plain  map[string]string // secrets: the container sees the real value
+	Masked map[string]Masked // masked_secrets
+	AWS    map[string]AWS    // signing_credentials of type aws-sigv4
+}
+
+// NewMap is NewMapFrom for the masked and plain pools alone.
 func NewMap(masked map[string]Masked, plain map[string]string) (*Map, error) {
+	return NewMapFrom(Pools{Plain: plain, Masked: masked})
+}
+
+// NewMapFrom generates fresh surrogates for every credential of p. Every
+// entry must be complete: a masked secret needs a value, a scope and a
+// header pattern, an AWS credential a key id, a secret key and a scope.
+// An entry that could never be used is a config mistake, not a no-op.
+func NewMapFrom(p Pools) (*Map, error) {
+	masked, plain := p.Masked, p.Plain
 	m := &Map{plain: make(map[string]Value, len(plain))}
 	var errs []error
+	for _, name := range slices.Sorted(maps.Keys(p.AWS)) {
+		e, err := newAWSEntry(name, p.AWS[name])
+		if err != nil {
+			errs = append(errs, fmt.Errorf("signing credential %s: %w", name, err))
+			continue
+		}
+		m.aws = append(m.aws, e)
+	}
 	for _, name := range slices.Sorted(maps.Keys(masked)) {
 		ms := masked[name]
 		if err := checkMasked(ms); err != nil {
@@ -108,15 +131,24 @@ func checkMasked(ms Masked) error {
 	return nil
 }
 
-// Env is what the container gets: the surrogate for every masked secret and
-// the real value for every plain one; a masked name wins over a plain one.
+// Env is what the container gets: the surrogates of every masked secret
+// and AWS credential and the real value of every plain one. A name in
+// several pools takes the value of the highest (S5: signing > masked >
+// plain).
 func (m *Map) Env() map[string]string {
-	env := make(map[string]string, len(m.plain)+len(m.masked))
+	env := make(map[string]string, len(m.plain)+len(m.masked)+3*len(m.aws))
 	for name, v := range m.plain {
 		env[name] = v.Reveal()
 	}
 	for _, e := range m.masked {
 		env[e.name] = e.surrogate
+	}
+	for _, e := range m.aws {
+		env[e.keyID.env] = e.keyID.surrogate
+		env[e.secret.env] = e.secret.surrogate
+		if e.hasToken() {
+			env[e.token.env] = e.token.surrogate
+		}
 	}
 	return env
 }
@@ -133,5 +165,5 @@ func (m *Map) Surrogate(name string) (string, bool) {
 
 // Replacements is the proxy's view of a Map.
 func (m *Map) Replacements() *Replacements {
-	return &Replacements{masked: slices.Clone(m.masked)}
+	return &Replacements{masked: slices.Clone(m.masked), aws: slices.Clone(m.aws)}
 }

@@ -14,6 +14,7 @@ import (
 // by kind. The zero value and nil hold nothing.
 type Replacements struct {
 	masked []entry
+	aws    []awsEntry
 }
 
 // Len is the number of credentials.
@@ -21,15 +22,30 @@ func (r *Replacements) Len() int {
 	if r == nil {
 		return 0
 	}
-	return len(r.masked)
+	return len(r.masked) + len(r.aws)
+}
+
+// InjectorOptions are what the proxy tells its injectors.
+type InjectorOptions struct {
+	// MaxBody caps a request body an injector must hold (SigV4 hashes a
+	// body whose hash the client did not send; an aws-chunked chunk is
+	// held until its signature is known). Required.
+	MaxBody int64
 }
 
 // Injectors returns one Injector per credential kind present.
-func (r *Replacements) Injectors() []Injector {
+func (r *Replacements) Injectors(opt InjectorOptions) []Injector {
 	if r.Len() == 0 {
 		return nil
 	}
-	return []Injector{&maskedInjector{entries: r.masked}}
+	var out []Injector
+	if len(r.masked) > 0 {
+		out = append(out, &maskedInjector{entries: r.masked})
+	}
+	if len(r.aws) > 0 {
+		out = append(out, newAWSInjector(r.aws, opt))
+	}
+	return out
 }
 
 // Pairs returns every real value known before any request, with its
@@ -38,11 +54,18 @@ func (r *Replacements) Pairs() []Pair {
 	if r == nil {
 		return nil
 	}
-	out := make([]Pair, 0, len(r.masked))
+	out := make([]Pair, 0, len(r.masked)+3*len(r.aws))
 	for _, e := range r.masked {
 		out = append(out, Pair{Real: e.real, Surrogate: e.surrogate})
 	}
+	for i := range r.aws {
+		out = append(out, r.aws[i].pairs()...)
+	}
 	return out
+}
+
+func matchesAnyHost(patterns []string, host string) bool {
+	return slices.ContainsFunc(patterns, func(p string) bool { return allowlist.MatchHost(p, host) })
 }
 
 // maskedInjector swaps masked surrogates (S5.2) in the headers their
@@ -62,9 +85,7 @@ func (m *maskedInjector) Scoped(host string) bool {
 	return false
 }
 
-func (e *entry) inScope(host string) bool {
-	return slices.ContainsFunc(e.scopes, func(p string) bool { return allowlist.MatchHost(p, host) })
-}
+func (e *entry) inScope(host string) bool { return matchesAnyHost(e.scopes, host) }
 
 // Inject applies the masked rules to r's headers for r.Host (the
 // destination name; matching lower-cases it and drops a trailing dot).
