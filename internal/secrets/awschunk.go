@@ -211,6 +211,8 @@ func (c *chunkResigner) next() error {
 		}
 	} else if end, err := c.line(0); err != nil || end != "" {
 		return errors.New("last chunk not followed by CRLF")
+	} else {
+		c.out = append(c.out, []byte("\r\n"))
 	}
 	if _, err := c.br.ReadByte(); err != io.EOF {
 		return errors.New("data after the last chunk")
