@@ -26,9 +26,9 @@ import (
 // the SDK signs it with the real key.
 
 const (
-	realKeyID  = "AKIAREALREALREALREAL"
-	realSecret = "realSecretKeyrealSecretKeyrealSecretKey0"
-	realSessionToken  = "FwoGZXIvYXdzEBYaDREALTOKENreal+token/value=="
+	realKeyID        = "AKIAREALREALREALREAL"
+	realSecret       = "realSecretKeyrealSecretKeyrealSecretKey0"
+	realSessionToken = "FwoGZXIvYXdzEBYaDREALTOKENreal+token/value=="
 )
 
 var signTime = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
@@ -138,7 +138,7 @@ func TestAWSResignMatchesSDK(t *testing.T) {
 			service: "sts", region: "us-east-1", body: []byte("Action=GetCallerIdentity&Version=2011-06-15"),
 			header: map[string]string{"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}},
 		{name: "non-s3 path is encoded twice", method: "GET", host: "lambda.us-east-1.amazonaws.com",
-			target: "/2015-03-31/functions/arn%3Aaws%3Alambda%3Aus-east-1%3A1%3Afunction%3Af/invocations?Qualifier=%24LATEST",
+			target:  "/2015-03-31/functions/arn%3Aaws%3Alambda%3Aus-east-1%3A1%3Afunction%3Af/invocations?Qualifier=%24LATEST",
 			service: "lambda", region: "us-east-1"},
 		{name: "query with repeated keys and reserved characters", method: "GET", host: "bucket.s3.us-east-1.amazonaws.com",
 			target: "/?list-type=2&prefix=a%2Fb%20c&prefix2=%E2%9C%93&delimiter=%2F&empty=", service: "s3", region: "us-east-1"},
