@@ -39,16 +39,16 @@ type Record struct {
 	// verdict, and the reason of DNS DROPPED (on the line); for BLOCKED it
 	// is only in the operational log.
 	Reason   string
-	Masked   int    // headers whose surrogate was swapped for a real value
-	Dropped  int    // duplicate copies of replaced headers removed
-	Redacted int    // real values replaced by their surrogates in the response
+	Masked   int // headers whose surrogate was swapped for a real value
+	Dropped  int // duplicate copies of replaced headers removed
+	Redacted int // real values replaced by their surrogates in the response
 	// Signed names the signature re-made with a real key ("aws"): the
 	// line says "[signed: aws]", or with SignError "[not signed: aws:
 	// <why>]" (the request went on with the agent's surrogate signature).
 	Signed    string
 	SignError string
 	Upgrade   string // an Upgrade the proxy refused and removed ("h2c")
-	Aborted  bool   // the response was cut off (the agent or the upstream went away)
+	Aborted   bool   // the response was cut off (the agent or the upstream went away)
 
 	// STRIPPED: a header removed from a request.
 	Header string
