@@ -335,8 +335,8 @@ func (g *Gateway) startRepo(ctx, workCtx context.Context, id string, rc *config.
 		return nil, errors.New("no channel could be started")
 	}
 	h.channels = chans
-	if n := len(rc.SigningCredentials) + len(rc.GitHubAppCredentials); n > 0 {
-		g.log.Warn("signing_credentials and github_app_credentials are not supported by this build; "+
+	if n := len(rc.GitHubAppCredentials); n > 0 {
+		g.log.Warn("github_app_credentials are not supported by this build; "+
 			"the agent does not get them", logRepo, id, "count", n)
 	}
 	return h, nil

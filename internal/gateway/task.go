@@ -143,10 +143,19 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 	for name, v := range rc.Secrets {
 		plain[name] = v.Reveal()
 	}
-	if !rc.Network.SandboxEnabled && len(masked) > 0 {
-		return infra("masked_secrets need the network sandbox, which is disabled for this repo")
+	signing := map[string]secrets.AWS{}
+	for name, c := range rc.SigningCredentials {
+		a := secrets.AWS{AccessKeyID: c.AccessKeyID.Value.Reveal(), SecretAccessKey: c.SecretAccessKey.Value.Reveal(), Scopes: c.Scopes,
+			AccessKeyIDEnv: c.AccessKeyID.Name, SecretAccessKeyEnv: c.SecretAccessKey.Name}
+		if c.SessionToken != nil {
+			a.SessionToken, a.SessionTokenEnv = c.SessionToken.Value.Reveal(), c.SessionToken.Name
+		}
+		signing[name] = a
 	}
-	smap, err := secrets.NewMap(masked, plain)
+	if !rc.Network.SandboxEnabled && len(masked)+len(signing) > 0 {
+		return infra("masked_secrets and signing_credentials need the network sandbox, which is disabled for this repo")
+	}
+	smap, err := secrets.NewMapFrom(secrets.Pools{Plain: plain, Masked: masked, AWS: signing})
 	if err != nil {
 		return infra("secrets: %v", err)
 	}
