@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -24,7 +26,17 @@ const (
 	awsBucket     = "airut-test"
 )
 
-var awsHosts = []string{"sts.amazonaws.com", "sts.us-east-1.amazonaws.com", "s3.us-east-1.amazonaws.com", awsBucket + ".s3.us-east-1.amazonaws.com"}
+const awsDropHost = "drop.s3.us-east-1.amazonaws.com"
+
+var awsHosts = []string{"sts.amazonaws.com", "sts.us-east-1.amazonaws.com", "s3.us-east-1.amazonaws.com", awsBucket + ".s3.us-east-1.amazonaws.com", awsDropHost}
+
+// dropper reads 100 KiB of a request's body and closes the connection.
+func dropper(w http.ResponseWriter, r *http.Request) {
+	_, _ = io.CopyN(io.Discard, r.Body, 100<<10)
+	if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
+		c.Close()
+	}
+}
 
 type awsEnv struct {
 	px     *testProxy
@@ -40,7 +52,13 @@ func newAWSEnv(t testing.TB, h2 bool) *awsEnv {
 	t.Helper()
 	ca := newTestCA(t)
 	fake := awsfake.New(awsRealKeyID, awsRealSecret, awsRealToken)
-	srv := httptest.NewUnstartedServer(fake)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Host == awsDropHost {
+			dropper(w, r)
+			return
+		}
+		fake.ServeHTTP(w, r)
+	}))
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{ca.leaf(t, awsHosts...)}}
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
@@ -207,5 +225,58 @@ func TestAWSNotSigned(t *testing.T) {
 		if s.KeyID == awsRealKeyID && s.Code != "" {
 			t.Errorf("a request with the real key was rejected: %+v", s)
 		}
+	}
+}
+
+// TestAWSConcurrent: many requests re-signed at once (run with -race).
+func TestAWSConcurrent(t *testing.T) {
+	e := newAWSEnv(t, true)
+	ctx := context.Background()
+	errs := make(chan error, 16)
+	for i := range cap(errs) {
+		go func() {
+			key := "k" + itoa(i)
+			body := bytes.Repeat([]byte(key), 1000)
+			err := e.client.Put(ctx, awsBucket, key, body)
+			if err == nil {
+				var got []byte
+				got, err = e.client.Get(ctx, awsBucket, key)
+				if err == nil && !bytes.Equal(got, body) {
+					err = io.ErrUnexpectedEOF
+				}
+			}
+			if err == nil {
+				var code int
+				code, _, err = e.client.PutSignedChunks(ctx, awsBucket+".s3.us-east-1.amazonaws.com", "/c"+key, body, 8<<10)
+				if err == nil && code != 200 {
+					err = fmt.Errorf("chunked PUT: %d", code)
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range cap(errs) {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	for _, s := range e.fake.Seen() {
+		if s.Code != "" {
+			t.Errorf("upstream rejected %s %s: %s", s.Method, s.Path, s.Code)
+		}
+	}
+}
+
+// TestAWSUpstreamDropsUpload: an upstream that closes the connection in
+// the middle of an aws-chunked upload gives the agent an error, not a
+// hang, and the proxy goes on serving.
+func TestAWSUpstreamDropsUpload(t *testing.T) {
+	e := newAWSEnv(t, false)
+	code, _, err := e.client.PutSignedChunks(context.Background(), awsDropHost, "/k", bytes.Repeat([]byte("x"), 1<<20), 64<<10)
+	if err == nil && code < 500 {
+		t.Errorf("dropped upload answered %d; want an error", code)
+	}
+	if err := e.client.Put(context.Background(), awsBucket, "after", []byte("x")); err != nil {
+		t.Errorf("request after the drop: %v", err)
 	}
 }

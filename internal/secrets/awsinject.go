@@ -41,12 +41,33 @@ type awsInjector struct {
 	entries []awsEntry
 	maxBody int64
 
-	mu   sync.Mutex
-	keys map[string]*ecdsa.PrivateKey // SigV4A keys by key id and secret, derived on first use
+	mu       sync.Mutex
+	keys     map[string]*ecdsa.PrivateKey // SigV4A keys by key id and secret, derived on first use
+	hmacKeys map[string][]byte            // SigV4 signing keys by secret and scope (one a day and service)
 }
 
+// maxHMACKeys bounds the signing key cache; it is emptied when full.
+const maxHMACKeys = 256
+
 func newAWSInjector(entries []awsEntry, opt InjectorOptions) *awsInjector {
-	return &awsInjector{entries: entries, maxBody: opt.MaxBody, keys: map[string]*ecdsa.PrivateKey{}}
+	return &awsInjector{entries: entries, maxBody: opt.MaxBody, keys: map[string]*ecdsa.PrivateKey{}, hmacKeys: map[string][]byte{}}
+}
+
+// signingKey is signingKey, cached: deriving it is four HMACs, and every
+// request needs two (the surrogate's and the real one).
+func (a *awsInjector) signingKey(secret string, sc scope) []byte {
+	id := secret + "\x00" + sc.String()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if k, ok := a.hmacKeys[id]; ok {
+		return k
+	}
+	if len(a.hmacKeys) >= maxHMACKeys {
+		clear(a.hmacKeys)
+	}
+	k := signingKey(secret, sc)
+	a.hmacKeys[id] = k
+	return k
 }
 
 func (a *awsInjector) Kind() string { return KindAWS }
@@ -209,46 +230,41 @@ func (a *awsInjector) keyFor(keyID, secret string) (*ecdsa.PrivateKey, error) {
 	return k, nil
 }
 
-// signer signs or verifies with one key pair.
+// signer signs or verifies with one key pair, for one signature's scope.
 type signer struct {
-	keyID, secret string
-	ec            *ecdsa.PrivateKey // SigV4A only
+	hmacKey []byte            // SigV4
+	ec      *ecdsa.PrivateKey // SigV4A
 }
 
 func (a *awsInjector) signer(sig *sigV4, keyID, secret string) (signer, error) {
-	s := signer{keyID: keyID, secret: secret}
-	if sig.v4a() {
-		k, err := a.keyFor(keyID, secret)
-		if err != nil {
-			return s, err
-		}
-		s.ec = k
+	if !sig.v4a() {
+		return signer{hmacKey: a.signingKey(secret, sig.scope)}, nil
 	}
-	return s, nil
+	k, err := a.keyFor(keyID, secret)
+	if err != nil {
+		return signer{}, err
+	}
+	return signer{ec: k}, nil
 }
 
 func (s signer) chain(sig *sigV4, seed string) chain {
-	c := chain{alg: sig.alg, amzDate: sig.amzDate, scope: sig.scope, prev: seed, ecKey: s.ec}
-	if s.ec == nil {
-		c.hmacKey = signingKey(s.secret, sig.scope)
-	}
-	return c
+	return chain{alg: sig.alg, amzDate: sig.amzDate, scope: sig.scope, prev: seed, ecKey: s.ec, hmacKey: s.hmacKey}
 }
 
 func (s signer) verify(sig *sigV4, sts string) bool {
 	if s.ec != nil {
 		return verifyV4A(&s.ec.PublicKey, sts, sig.signature)
 	}
-	want := hmacSHA256(signingKey(s.secret, sig.scope), sts)
+	want := hmacSHA256(s.hmacKey, sts)
 	got, err := hex.DecodeString(sig.signature)
 	return err == nil && hmac.Equal(want, got)
 }
 
-func (s signer) sign(sig *sigV4, sts string) (string, error) {
+func (s signer) sign(sts string) (string, error) {
 	if s.ec != nil {
 		return signV4A(s.ec, sts)
 	}
-	return hex.EncodeToString(hmacSHA256(signingKey(s.secret, sig.scope), sts)), nil
+	return hex.EncodeToString(hmacSHA256(s.hmacKey, sts)), nil
 }
 
 // canonicalForm is one way the agent may have built its canonical request.
@@ -427,7 +443,7 @@ func (a *awsInjector) resignHeader(r *http.Request, e *awsEntry, sig *sigV4, rea
 	if err != nil {
 		return err
 	}
-	s, err := real.sign(sig, stringToSign(sig.alg, sig.amzDate, sig.scope, creq))
+	s, err := real.sign(stringToSign(sig.alg, sig.amzDate, sig.scope, creq))
 	if err != nil {
 		return err
 	}
@@ -490,7 +506,7 @@ func (a *awsInjector) resignQuery(r *http.Request, e *awsEntry, sig *sigV4, real
 	if err != nil {
 		return err
 	}
-	s, err := real.sign(sig, stringToSign(sig.alg, sig.amzDate, sig.scope, creq))
+	s, err := real.sign(stringToSign(sig.alg, sig.amzDate, sig.scope, creq))
 	if err != nil {
 		return err
 	}

@@ -179,8 +179,8 @@ func TestSigV4Suite(t *testing.T) {
 					}
 					if kind == "v4" {
 						want := strings.TrimSpace(v.file(t, form+"-signature.txt"))
-						s := signer{secret: v.context.Credentials.SecretAccessKey}
-						if got, _ := s.sign(sig, sts); got != want || sig.signature != want {
+						s := signer{hmacKey: signingKey(v.context.Credentials.SecretAccessKey, sc)}
+						if got, _ := s.sign(sts); got != want || sig.signature != want {
 							t.Fatalf("%s signature %s (in request %s), want %s", form, got, sig.signature, want)
 						}
 						continue
