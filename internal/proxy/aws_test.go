@@ -155,9 +155,16 @@ func TestAWSSDKThroughProxy(t *testing.T) {
 		if code, body, err := e.client.Fetch(ctx, url); err != nil || code != 200 || string(body) != "hello" {
 			t.Fatalf("presigned GET: %d %q %v", code, body, err)
 		}
-		code, body, err := e.client.PutSignedChunks(ctx, awsBucket+".s3.us-east-1.amazonaws.com", "/chunked.bin", big, 64<<10)
+		code, body, err := e.client.GetV4A(ctx, awsBucket+".s3.us-east-1.amazonaws.com", "/small.txt")
+		if err != nil || code != 200 || string(body) != "hello" {
+			t.Fatalf("SigV4A GET: %d %q %v", code, body, err)
+		}
+		if s := e.lastSeen(t); s.Algorithm != "AWS4-ECDSA-P256-SHA256" || s.KeyID != awsRealKeyID {
+			t.Errorf("SigV4A GET reached the upstream as %+v", s)
+		}
+		code, out, err := e.client.PutSignedChunks(ctx, awsBucket+".s3.us-east-1.amazonaws.com", "/chunked.bin", big, 64<<10)
 		if err != nil || code != 200 {
-			t.Fatalf("signed aws-chunked PUT: %d %s %v", code, body, err)
+			t.Fatalf("signed aws-chunked PUT: %d %s %v", code, out, err)
 		}
 		if s := e.lastSeen(t); s.Chunks != len(big)/(64<<10)+1 {
 			t.Errorf("upstream checked %d chunk signatures; want %d", s.Chunks, len(big)/(64<<10)+1)
@@ -171,8 +178,8 @@ func TestAWSSDKThroughProxy(t *testing.T) {
 			}
 		}
 		recs := e.records(t)
-		if len(recs) != 6 {
-			t.Errorf("%d records; want 6: %+v", len(recs), recs)
+		if len(recs) != 7 {
+			t.Errorf("%d records; want 7: %+v", len(recs), recs)
 		}
 		for _, r := range recs {
 			if r.Verdict != VerdictAllowed || r.Signed != "aws" || r.SignError != "" {

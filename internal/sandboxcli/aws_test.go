@@ -87,6 +87,7 @@ url=$(tkaws presign ` + bucket + ` small.txt)
 echo "=== presigned https"; tkaws fetch "$url"
 plain=$(tkaws presign plain small.txt | sed 's|^https://|http://|')
 echo "=== presigned http"; tkaws fetch "$plain"
+echo "=== sigv4a"; tkaws get-v4a ` + bucket + `.s3.us-east-1.amazonaws.com /small.txt
 echo "=== chunked"; tkaws put-chunked ` + bucket + `.s3.us-east-1.amazonaws.com /chunked.bin 1048576
 `
 	code, stdout, stderr := run("run", "--network-log", logFile, "--upstream-ca", caFile,
@@ -165,7 +166,7 @@ echo "=== chunked"; tkaws put-chunked ` + bucket + `.s3.us-east-1.amazonaws.com 
 			t.Errorf("unexpected record %q", l)
 		}
 	}
-	if signed != 6 || notSigned != 1 {
-		t.Errorf("%d [signed: aws] and %d [not signed: aws: plain http] records; want 6 and 1:\n%s", signed, notSigned, data)
+	if signed != 7 || notSigned != 1 {
+		t.Errorf("%d [signed: aws] and %d [not signed: aws: plain http] records; want 7 and 1:\n%s", signed, notSigned, data)
 	}
 }

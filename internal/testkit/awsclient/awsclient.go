@@ -3,21 +3,27 @@
 // GetObject, a presigned GET, STS GetCallerIdentity, and an aws-chunked
 // upload signed chunk by chunk (STREAMING-AWS4-HMAC-SHA256-PAYLOAD-
 // TRAILER, which the SDK's S3 client does not send by itself) built from
-// the SDK's own signer and stream signer. The proxy tests call it
+// the SDK's own signer and stream signer, and a SigV4A GET signed from
+// the specification (the SDK keeps its SigV4A signer internal). The proxy tests call it
 // in-process; tkaws runs it inside the sandbox.
 package awsclient
 
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math/big"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -188,4 +194,74 @@ func hmacChain(secret string, t time.Time, region, sts string) []byte {
 		k = mac(k, p)
 	}
 	return k
+}
+
+// GetV4A GETs an S3 object with a SigV4A signature (as for a multi-region
+// access point), which the SDK's S3 client signs only through its
+// internal v4a package: the key derived from the secret (HMAC-SHA256
+// counter-mode KDF, as AWS specifies), the canonical request of the
+// signed headers, ECDSA P-256 over its string to sign.
+func (c *Client) GetV4A(ctx context.Context, host, path string) (int, []byte, error) {
+	now := time.Now().UTC()
+	amzDate := now.Format("20060102T150405Z")
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+host+path, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	const empty = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+	hdr := map[string]string{"host": host, "x-amz-content-sha256": empty, "x-amz-date": amzDate, "x-amz-region-set": "*"}
+	if c.Creds.SessionToken != "" {
+		hdr["x-amz-security-token"] = c.Creds.SessionToken
+	}
+	var names []string
+	for k := range hdr {
+		names = append(names, k)
+		if k != "host" {
+			req.Header.Set(k, hdr[k])
+		}
+	}
+	slices.Sort(names)
+	var canon strings.Builder
+	canon.WriteString("GET\n" + path + "\n\n")
+	for _, n := range names {
+		canon.WriteString(n + ":" + hdr[n] + "\n")
+	}
+	canon.WriteString("\n" + strings.Join(names, ";") + "\n" + empty)
+	scope := now.Format("20060102") + "/s3/aws4_request"
+	ch := sha256.Sum256([]byte(canon.String()))
+	sts := "AWS4-ECDSA-P256-SHA256\n" + amzDate + "\n" + scope + "\n" + hex.EncodeToString(ch[:])
+	key, err := v4aKey(c.Creds.AccessKeyID, c.Creds.SecretAccessKey)
+	if err != nil {
+		return 0, nil, err
+	}
+	digest := sha256.Sum256([]byte(sts))
+	sig, err := ecdsa.SignASN1(rand.Reader, key, digest[:])
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Authorization", fmt.Sprintf("AWS4-ECDSA-P256-SHA256 Credential=%s/%s, SignedHeaders=%s, Signature=%x",
+		c.Creds.AccessKeyID, scope, strings.Join(names, ";"), sig))
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
+// v4aKey derives the SigV4A private key of an access key pair.
+func v4aKey(keyID, secret string) (*ecdsa.PrivateKey, error) {
+	limit := new(big.Int).Sub(elliptic.P256().Params().N, big.NewInt(2))
+	for counter := 1; counter < 255; counter++ {
+		m := hmac.New(sha256.New, []byte("AWS4A"+secret))
+		m.Write([]byte{0, 0, 0, 1})
+		m.Write([]byte("AWS4-ECDSA-P256-SHA256\x00" + keyID))
+		m.Write([]byte{byte(counter), 0, 0, 1, 0})
+		c := new(big.Int).SetBytes(m.Sum(nil))
+		if c.Cmp(limit) <= 0 {
+			return ecdsa.ParseRawPrivateKey(elliptic.P256(), c.Add(c, big.NewInt(1)).FillBytes(make([]byte, 32)))
+		}
+	}
+	return nil, fmt.Errorf("no SigV4A key")
 }
