@@ -31,9 +31,8 @@ import (
 const awsBenchHost = "x.wild.example"
 
 type awsBench struct {
-	e     *env
-	aws   aws.Credentials // the surrogates
-	sides []uploadSide
+	e   *env
+	aws aws.Credentials // the surrogates
 }
 
 type uploadSide struct {

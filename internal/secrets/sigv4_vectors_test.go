@@ -4,8 +4,8 @@ import (
 	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"encoding/hex"
 	"encoding/json"
-	"math/big"
 	"net/http"
 	"net/url"
 	"os"
@@ -200,9 +200,20 @@ func (v *vector) publicKey(t *testing.T) *ecdsa.PublicKey {
 	if err := json.Unmarshal([]byte(v.file(t, "public-key.json")), &xy); err != nil {
 		t.Fatal(err)
 	}
-	x, _ := new(big.Int).SetString(xy.X, 16)
-	y, _ := new(big.Int).SetString(xy.Y, 16)
-	return &ecdsa.PublicKey{Curve: elliptic.P256(), X: x, Y: y}
+	return publicKeyXY(t, xy.X, xy.Y)
+}
+
+func publicKeyXY(t *testing.T, x, y string) *ecdsa.PublicKey {
+	t.Helper()
+	raw, err := hex.DecodeString("04" + x + y)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub
 }
 
 // TestDeriveV4AKey derives every SigV4A suite case's key from its
@@ -215,8 +226,10 @@ func TestDeriveV4AKey(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if k.X.Cmp(want.X) != 0 || k.Y.Cmp(want.Y) != 0 {
-			t.Fatalf("derived public key (%x, %x), want (%x, %x)", k.X, k.Y, want.X, want.Y)
+		if !k.PublicKey.Equal(want) {
+			got, _ := k.PublicKey.Bytes()
+			w, _ := want.Bytes()
+			t.Fatalf("derived public key %x, want %x", got, w)
 		}
 	}
 	for _, v := range vectors(t, "v4a") {
@@ -228,8 +241,8 @@ func TestDeriveV4AKey(t *testing.T) {
 		})
 	}
 	t.Run("s3 chunked example", func(t *testing.T) {
-		x, _ := new(big.Int).SetString("18b7d04643359f6ec270dcbab8dce6d169d66ddc9778c75cfb08dfdb701637ab", 16)
-		y, _ := new(big.Int).SetString("fa36b35e4fe67e3112261d2e17a956ef85b06e44712d2850bcd3c2161e9993f2", 16)
-		check(t, "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", &ecdsa.PublicKey{Curve: elliptic.P256(), X: x, Y: y})
+		check(t, "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", publicKeyXY(t,
+			"18b7d04643359f6ec270dcbab8dce6d169d66ddc9778c75cfb08dfdb701637ab",
+			"fa36b35e4fe67e3112261d2e17a956ef85b06e44712d2850bcd3c2161e9993f2"))
 	})
 }

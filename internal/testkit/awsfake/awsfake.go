@@ -377,9 +377,11 @@ func (s *Server) v4aPublic() *ecdsa.PublicKey {
 		if c.Cmp(limit) > 0 {
 			continue
 		}
-		d := c.Add(c, big.NewInt(1))
-		x, y := elliptic.P256().ScalarBaseMult(d.FillBytes(make([]byte, 32)))
-		return &ecdsa.PublicKey{Curve: elliptic.P256(), X: x, Y: y}
+		key, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), c.Add(c, big.NewInt(1)).FillBytes(make([]byte, 32)))
+		if err != nil {
+			return nil
+		}
+		return &key.PublicKey
 	}
 	return nil
 }
