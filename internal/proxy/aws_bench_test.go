@@ -3,14 +3,10 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -61,18 +57,6 @@ func newAWSBench(b *testing.B) *awsBench {
 	token, _ := m.Surrogate("GH_TOKEN")
 	e.token = token
 	return &awsBench{e: e, aws: aws.Credentials{AccessKeyID: env["AWS_ACCESS_KEY_ID"], SecretAccessKey: env["AWS_SECRET_ACCESS_KEY"]}}
-}
-
-func (ab *awsBench) direct() *http.Client {
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(ab.e.upCA.pem)
-	return &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, ab.e.tlsUp.addr)
-		},
-		TLSClientConfig: &tls.Config{RootCAs: roots},
-	}}
 }
 
 // signedHeader signs a PUT of body with the surrogate key: UNSIGNED-PAYLOAD
@@ -148,7 +132,7 @@ func (ab *awsBench) uploadSides(b *testing.B, data []byte) []uploadSide {
 	unsignedH, _ := ab.signed(b, data, 0)
 	chunkedH, chunked := ab.signed(b, data, 64<<10)
 	return []uploadSide{
-		{"direct", ab.direct(), "api.example.com", nil, data, 0},
+		{"direct", ab.e.direct(), "api.example.com", nil, data, 0},
 		{"proxy-masked", proxied, "api.example.com", http.Header{"Authorization": {"Bearer " + ab.e.token}}, data, 0},
 		{"proxy-aws-unsigned-payload", proxied, awsBenchHost, unsignedH, data, 0},
 		{"proxy-aws-chunked", proxied, awsBenchHost, chunkedH, chunked, 0},
@@ -207,12 +191,9 @@ func BenchmarkAWSSmallRequest(b *testing.B) {
 		ab.checkSigned(b)
 	}
 	b.StopTimer()
-	for i, s := range sides {
-		l := lat[i]
-		slices.Sort(l)
-		pct := func(p float64) float64 { return float64(l[int(float64(len(l)-1)*p)].Microseconds()) }
-		b.ReportMetric(pct(0.50), "p50-µs-"+s.name)
-		b.ReportMetric(pct(0.99), "p99-µs-"+s.name)
+	var names []string
+	for _, s := range sides {
+		names = append(names, s.name)
 	}
-	b.ReportMetric(0, "ns/op")
+	reportPercentiles(b, names, lat)
 }

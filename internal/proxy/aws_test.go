@@ -97,20 +97,7 @@ func (e *awsEnv) lastSeen(t *testing.T) awsfake.Seen {
 	return seen[len(seen)-1]
 }
 
-func (e *awsEnv) records(t *testing.T) []Record {
-	t.Helper()
-	var out []Record
-	for _, l := range e.px.log.take() {
-		r, err := ParseRecord(l)
-		if err != nil {
-			t.Fatalf("log line %q: %v", l, err)
-		}
-		if r.Verdict != VerdictDNS {
-			out = append(out, r)
-		}
-	}
-	return out
-}
+func (e *awsEnv) records(t *testing.T) []Record { t.Helper(); return e.px.records(t) }
 
 // TestAWSSDKThroughProxy: the SDK for Go, holding only surrogates, works
 // against an upstream that accepts only the real keys, over HTTP/1.1 and

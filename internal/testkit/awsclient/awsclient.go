@@ -108,6 +108,11 @@ func (c *Client) Fetch(ctx context.Context, url string) (int, []byte, error) {
 	if err != nil {
 		return 0, nil, err
 	}
+	return c.do(req)
+}
+
+// do sends req and returns its status and body.
+func (c *Client) do(req *http.Request) (int, []byte, error) {
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
 		return 0, nil, err
@@ -241,13 +246,7 @@ func (c *Client) GetV4A(ctx context.Context, host, path string) (int, []byte, er
 	}
 	req.Header.Set("Authorization", fmt.Sprintf("AWS4-ECDSA-P256-SHA256 Credential=%s/%s, SignedHeaders=%s, Signature=%x",
 		c.Creds.AccessKeyID, scope, strings.Join(names, ";"), sig))
-	resp, err := c.HTTP.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, b, err
+	return c.do(req)
 }
 
 // v4aKey derives the SigV4A private key of an access key pair.
