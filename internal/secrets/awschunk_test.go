@@ -243,3 +243,69 @@ func trailerSigOf(secret, prev string) string {
 	sts := "AWS4-HMAC-SHA256-TRAILER\n20130524T000000Z\n20130524/us-east-1/s3/aws4_request\n" + prev + "\n" + hashHex([]byte(canon))
 	return hex.EncodeToString(hmacSHA256(signingKey(secret, sc), sts))
 }
+
+// TestAWSChunkedV4A: a SigV4A aws-chunked upload with a trailer, chunk
+// signatures padded with '*' to a fixed width as the CRT sends them, is
+// re-signed with the real key's ECDSA key, keeping every field's width.
+func TestAWSChunkedV4A(t *testing.T) {
+	inj, e := testAWS(t, false)
+	const payload = "STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD-TRAILER"
+	amzDate := signTime.Format(amzDateLayout)
+	sc := scope{date: signTime.Format("20060102"), service: "s3"}
+	surKey, _ := deriveV4AKey(e.keyID.surrogate, e.secret.surrogate)
+	realKey, _ := deriveV4AKey(realKeyID, realSecret)
+
+	chunks := docChunks()
+	r := outgoing("PUT", "s3.example.test", "/bucket/k", nil, map[string]string{
+		hdrContentSHA256: payload, hdrDate: amzDate, hdrRegionSet: "us-east-1,us-west-2", "Content-Encoding": "aws-chunked"})
+	signed := []string{"content-encoding", "host", "x-amz-content-sha256", "x-amz-date", "x-amz-region-set"}
+	creq, _ := canonicalRequest(r, "/bucket/k", "", signed, payload)
+	seed, _ := signV4A(surKey, stringToSign(algV4A, amzDate, sc, creq))
+	r.Header.Set("Authorization", fmt.Sprintf("%s Credential=%s/%s, SignedHeaders=%s, Signature=%s", algV4A, e.keyID.surrogate, sc, strings.Join(signed, ";"), seed))
+	agent := chain{alg: algV4A, amzDate: amzDate, scope: sc, prev: seed, ecKey: surKey}
+	var sigs []string
+	for _, c := range chunks {
+		s, err := agent.sign(chunkStringToSign(algV4A, amzDate, sc, agent.prev, hashHex(c)), 144, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sigs = append(sigs, s)
+	}
+	tsig, _ := agent.sign(trailerStringToSign(algV4A, amzDate, sc, agent.prev, canonicalTrailers([]string{"first:1st", "second:2nd", "third:3rd"})), 144, true)
+	body := chunkedBody(chunks, sigs, tsig)
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+
+	if res := inject(t, inj, r); res.SignError != "" {
+		t.Fatal(res.SignError)
+	}
+	out, err := io.ReadAll(r.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) != len(body) {
+		t.Fatalf("re-signed body %d bytes; want %d", len(out), len(body))
+	}
+	got, err := parseAuthorization(r.Header.Get("Authorization"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	creq, _ = canonicalRequest(r, "/bucket/k", "", signed, payload)
+	if !verifyV4A(&realKey.PublicKey, stringToSign(algV4A, amzDate, sc, creq), got.signature) {
+		t.Fatal("seed does not verify with the real key")
+	}
+	real := chain{alg: algV4A, amzDate: amzDate, scope: sc, prev: got.signature, ecKey: realKey}
+	re := regexp.MustCompile(`(?:chunk-signature=|x-amz-trailer-signature:)([0-9a-f]+)(\**)\r\n`)
+	m := re.FindAllSubmatch(out, -1)
+	if len(m) != 4 {
+		t.Fatalf("%d signatures in the re-signed body", len(m))
+	}
+	for i, c := range chunks {
+		if len(m[i][1])+len(m[i][2]) != 144 || !real.verify(chunkStringToSign(algV4A, amzDate, sc, real.prev, hashHex(c)), string(m[i][1])) {
+			t.Fatalf("chunk %d: %q does not verify with the real key", i, m[i][0])
+		}
+	}
+	if !real.verify(trailerStringToSign(algV4A, amzDate, sc, real.prev, canonicalTrailers([]string{"first:1st", "second:2nd", "third:3rd"})), string(m[3][1])) {
+		t.Fatal("trailer signature does not verify with the real key")
+	}
+}
