@@ -2,8 +2,10 @@ package archtest
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"os/exec"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -16,8 +18,12 @@ const module = "github.com/airut/airut/"
 // allowed lists, per package, the internal packages it may import. A
 // package missing from the table fails the test, so a new package has to
 // take its place in the architecture deliberately. "*" allows anything
-// (main packages and test support).
+// (test support). Main packages are in the table too: main stays thin, and
+// calls one package.
 var allowed = map[string][]string{
+	"cmd/airut":           {"internal/cli"},
+	"cmd/airut-sandbox":   {"internal/sandboxcli"},
+	"cmd/airut-proxy":     {"internal/proxy"},
 	"internal/allowlist":  {"internal/yamlwalk"},
 	"internal/yamlwalk":   {},
 	"internal/atomicfile": {},
@@ -37,12 +43,37 @@ var allowed = map[string][]string{
 	"internal/markdown":      {},
 	"internal/channel/email": {"internal/channel", "internal/markdown"},
 	"internal/channel/slack": {"internal/channel", "internal/markdown"},
+	"internal/channel/web":   {"internal/channel", "internal/markdown"},
+	// The gateway imports the channel contract only: channels are
+	// registered with it from cli.
 	"internal/gateway": {"internal/atomicfile", "internal/config", "internal/redact", "internal/repoconfig", "internal/allowlist", "internal/claudecli",
 		"internal/secrets", "internal/sandbox", "internal/agent", "internal/conversation", "internal/gitmirror",
-		"internal/channel", "internal/channel/email", "internal/channel/slack", "internal/markdown"},
+		"internal/channel"},
 	"internal/sandboxcli": {"internal/repoconfig", "internal/sandbox", "internal/secrets", "internal/allowlist", "internal/gitmirror"},
 	"internal/cli":        {"*"},
 	"internal/archtest":   {"*"},
+}
+
+// forbidden lists arrows DESIGN.md rules out however indirect: a package
+// (or every package under a prefix ending in "/") must not depend, through
+// any chain of imports, on these.
+var forbidden = map[string][]string{
+	// The proxy knows nothing of Podman, conversations or channels.
+	"internal/proxy":     {"internal/sandbox", "internal/gateway", "internal/conversation", "internal/channel", "internal/config"},
+	"cmd/airut-proxy":    {"internal/sandbox", "internal/gateway", "internal/conversation", "internal/channel", "internal/config"},
+	"internal/allowlist": {"internal/sandbox", "internal/proxy", "internal/secrets"},
+	"internal/secrets":   {"internal/sandbox", "internal/proxy"},
+	// The sandbox knows nothing of email, Slack or conversations.
+	"internal/sandbox": {"internal/conversation", "internal/channel", "internal/gateway", "internal/config", "internal/agent"},
+	// Channels know nothing of containers, the gateway or the config.
+	"internal/channel/":     {"internal/sandbox", "internal/gateway", "internal/config", "internal/conversation", "internal/proxy"},
+	"internal/channel":      {"internal/sandbox", "internal/gateway", "internal/config", "internal/conversation"},
+	"internal/agent":        {"internal/"},
+	"internal/gitmirror":    {"internal/"},
+	"internal/markdown":     {"internal/"},
+	"internal/conversation": {"internal/sandbox", "internal/gateway", "internal/channel", "internal/config"},
+	"internal/gateway":      {"internal/channel/", "internal/proxy", "internal/cli"},
+	"cmd/airut-sandbox":     {"internal/gateway", "internal/channel", "internal/conversation"},
 }
 
 type pkg struct {
@@ -50,6 +81,7 @@ type pkg struct {
 	Name       string
 	Doc        string
 	Imports    []string
+	Deps       []string
 }
 
 func listPackages(t *testing.T) []pkg {
@@ -77,8 +109,8 @@ func listPackages(t *testing.T) []pkg {
 func TestImportDirections(t *testing.T) {
 	for _, p := range listPackages(t) {
 		rel := strings.TrimPrefix(p.ImportPath, module)
-		if strings.HasPrefix(rel, "cmd/") || strings.HasPrefix(rel, "internal/testkit") {
-			continue // main packages and test support may use anything
+		if strings.HasPrefix(rel, "internal/testkit") {
+			continue // test support may use anything
 		}
 		rules, ok := allowed[rel]
 		if !ok {
@@ -115,4 +147,89 @@ func TestPackagesHaveDocs(t *testing.T) {
 			t.Errorf("%s has no package doc comment", strings.TrimPrefix(p.ImportPath, module))
 		}
 	}
+}
+
+// TestIndirectDependencies checks the forbidden table against every
+// package's transitive dependencies (go list -deps), so a forbidden arrow
+// cannot sneak in through a package in between.
+func TestIndirectDependencies(t *testing.T) {
+	for _, v := range indirectViolations(listPackages(t)) {
+		t.Error(v)
+	}
+}
+
+// TestIndirectViolationsDetected proves the check bites: a proxy that
+// reaches the sandbox through a package in between is reported, with the
+// chain.
+func TestIndirectViolationsDetected(t *testing.T) {
+	pkgs := []pkg{
+		{ImportPath: module + "internal/proxy", Imports: []string{module + "internal/allowlist"},
+			Deps: []string{module + "internal/allowlist", module + "internal/sandbox"}},
+		{ImportPath: module + "internal/allowlist", Imports: []string{module + "internal/sandbox"},
+			Deps: []string{module + "internal/sandbox"}},
+		{ImportPath: module + "internal/sandbox"},
+	}
+	got := indirectViolations(pkgs)
+	want := "internal/proxy depends on internal/sandbox (through internal/proxy → internal/allowlist → internal/sandbox)"
+	if !slices.ContainsFunc(got, func(v string) bool { return strings.HasPrefix(v, want) }) {
+		t.Errorf("violations: %q; want %q", got, want)
+	}
+}
+
+func matches(rule, rel string) bool {
+	return rel == rule || (strings.HasSuffix(rule, "/") && strings.HasPrefix(rel, rule))
+}
+
+func indirectViolations(pkgs []pkg) []string {
+	imports := map[string][]string{}
+	for _, p := range pkgs {
+		imports[p.ImportPath] = p.Imports
+	}
+	var out []string
+	for _, p := range pkgs {
+		rel := strings.TrimPrefix(p.ImportPath, module)
+		for owner, bans := range forbidden {
+			if !matches(owner, rel) {
+				continue
+			}
+			for _, dep := range p.Deps {
+				drel, ok := strings.CutPrefix(dep, module)
+				if !ok {
+					continue
+				}
+				for _, ban := range bans {
+					if matches(ban, drel) {
+						out = append(out, fmt.Sprintf("%s depends on %s (through %s): DESIGN.md forbids it",
+							rel, drel, chain(imports, p.ImportPath, dep)))
+					}
+				}
+			}
+		}
+	}
+	sort.Strings(out)
+	return slices.Compact(out)
+}
+
+// chain finds one import path from one package to another.
+func chain(imports map[string][]string, from, to string) string {
+	prev := map[string]string{from: ""}
+	queue := []string{from}
+	for len(queue) > 0 {
+		cur := queue[0]
+		queue = queue[1:]
+		if cur == to {
+			var path []string
+			for n := to; n != ""; n = prev[n] {
+				path = append([]string{strings.TrimPrefix(n, module)}, path...)
+			}
+			return strings.Join(path, " → ")
+		}
+		for _, next := range imports[cur] {
+			if _, seen := prev[next]; !seen {
+				prev[next] = cur
+				queue = append(queue, next)
+			}
+		}
+	}
+	return "?"
 }

@@ -260,48 +260,46 @@ func mailChecks(ctx context.Context, cfg *config.Config) []finding {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
-	factory := gateway.EmailChannels("")
 	for _, id := range ids {
 		rc := cfg.Repos[id]
 		if rc.Email == nil {
 			continue
 		}
 		e := rc.Email
-		chans, err := factory(id, rc, func(string) bool { return false }, slog.New(slog.DiscardHandler))
+		ch, err := emailChannel(gateway.ChannelEnv{RepoID: id, Repo: rc, Config: cfg,
+			Exists: func(string) bool { return false }, Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			out = append(out, finding{fatal: true, what: fmt.Sprintf("repo %s: email channel: %v", id, err), hint: "airut config validate"})
 			continue
 		}
-		for _, ch := range chans {
-			mc, ok := ch.(*email.Channel)
-			if !ok {
+		mc, ok := ch.(*email.Channel)
+		if !ok {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, mailProbeTimeout)
+		for _, side := range []struct {
+			kind, key, addr string
+			probe           func(context.Context) error
+		}{
+			{"IMAP", "imap", net.JoinHostPort(e.IMAP.Server, strconv.Itoa(e.IMAP.Port)), mc.ProbeIMAP},
+			{"SMTP", "smtp", net.JoinHostPort(e.SMTP.Server, strconv.Itoa(e.SMTP.Port)), mc.ProbeSMTP},
+		} {
+			what := fmt.Sprintf("repo %s: %s server %s", id, side.kind, side.addr)
+			err := side.probe(pctx)
+			if err == nil {
+				done := "login works"
+				if side.key == "smtp" {
+					done = "connection works"
+					if e.SMTP.RequireAuth {
+						done = "authentication works"
+					}
+				}
+				out = append(out, finding{ok: true, what: what + ": " + done})
 				continue
 			}
-			pctx, cancel := context.WithTimeout(ctx, mailProbeTimeout)
-			for _, side := range []struct {
-				kind, key, addr string
-				probe           func(context.Context) error
-			}{
-				{"IMAP", "imap", net.JoinHostPort(e.IMAP.Server, strconv.Itoa(e.IMAP.Port)), mc.ProbeIMAP},
-				{"SMTP", "smtp", net.JoinHostPort(e.SMTP.Server, strconv.Itoa(e.SMTP.Port)), mc.ProbeSMTP},
-			} {
-				what := fmt.Sprintf("repo %s: %s server %s", id, side.kind, side.addr)
-				err := side.probe(pctx)
-				if err == nil {
-					done := "login works"
-					if side.key == "smtp" {
-						done = "connection works"
-						if e.SMTP.RequireAuth {
-							done = "authentication works"
-						}
-					}
-					out = append(out, finding{ok: true, what: what + ": " + done})
-					continue
-				}
-				out = append(out, mailFinding(what, "repos."+id+".email", side.key, err))
-			}
-			cancel()
+			out = append(out, mailFinding(what, "repos."+id+".email", side.key, err))
 		}
+		cancel()
 	}
 	return out
 }

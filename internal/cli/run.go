@@ -57,7 +57,8 @@ func newRunCmd(configPath *string, stderr io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			g, err := gateway.New(cfg, gateway.Options{StateDir: state, Logger: logger, Registry: reg, Prefix: prefix})
+			g, err := gateway.New(cfg, gateway.Options{StateDir: state, Logger: logger, Registry: reg, Prefix: prefix,
+				Channels: ChannelFactories()})
 			if err != nil {
 				return err
 			}

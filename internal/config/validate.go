@@ -282,6 +282,14 @@ func (d *validator) validateCredentials(p yamlwalk.Path, r *Repo) {
 		}
 		d.nonEmptyList(gp.Key("scopes"), g.Scopes)
 		d.check(gp.Key("base_url"), !strings.HasPrefix(g.BaseURL, "https://"), "must be an https:// URL, not %q", g.BaseURL)
+		for perm, level := range g.Permissions {
+			d.check(gp.Key("permissions", perm), level != "read" && level != "write" && level != "admin",
+				"must be read, write or admin, not %q", level)
+		}
+		for i, repo := range g.Repositories {
+			d.check(gp.Key("repositories").Index(i), repo == "" || strings.ContainsAny(repo, "/ "),
+				"must be a repository name without its owner (the installation's account), not %q", repo)
+		}
 	}
 	if !r.Network.SandboxEnabled && (len(r.MaskedSecrets) > 0 || len(r.SigningCredentials) > 0 || len(r.GitHubAppCredentials) > 0) {
 		d.errorf(p.Key("network", "sandbox_enabled"),

@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -404,13 +406,28 @@ func TestOutbox(t *testing.T) {
 	if diff := cmp.Diff([]string{"b.png", "report.txt"}, files); diff != "" {
 		t.Errorf("outbox files (-want +got):\n%s", diff)
 	}
-	if data, err := d.ReadOutboxFile("report.txt"); err != nil || string(data) != "hello" {
+	if data, err := d.ReadOutboxFile("report.txt", -1); err != nil || string(data) != "hello" {
 		t.Errorf("ReadOutboxFile(report.txt) = %q, %v; want hello", data, err)
 	}
 	for _, name := range []string{"passwd", "alias.txt", "sub", "../conversation.json", "sub/deep.txt"} {
-		if _, err := d.ReadOutboxFile(name); err == nil {
+		if _, err := d.ReadOutboxFile(name, -1); err == nil {
 			t.Errorf("ReadOutboxFile(%q) succeeded; want refusal", name)
 		}
+	}
+	// Size limit: at the limit is read, over it is refused and kept.
+	if data, err := d.ReadOutboxFile("report.txt", 5); err != nil || string(data) != "hello" {
+		t.Errorf("ReadOutboxFile(report.txt, 5) = %q, %v; want hello", data, err)
+	}
+	if data, err := d.ReadOutboxFile("report.txt", 0); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("ReadOutboxFile(report.txt, 0) = %q, %v; want ErrTooLarge", data, err)
+	}
+	if _, err := d.ReadOutboxFile("report.txt", 4); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("ReadOutboxFile(report.txt, 4): %v; want ErrTooLarge", err)
+	}
+	stat, err := d.StatOutbox()
+	must(err)
+	if diff := cmp.Diff([]OutboxFile{{Name: "b.png", Size: 3}, {Name: "report.txt", Size: 5}}, stat); diff != "" {
+		t.Errorf("StatOutbox (-want +got):\n%s", diff)
 	}
 	must(d.ClearOutbox(append(files, "already-gone.txt")))
 	left, err := d.OutboxFiles()
@@ -501,10 +518,11 @@ func TestLockAcrossProcesses(t *testing.T) {
 	}
 }
 
-func TestRemoveOlderThan(t *testing.T) {
+func TestTrashOlderThan(t *testing.T) {
 	s, c := newStore(t)
 	old := create(t, s)
 	busy := create(t, s)
+	kept := create(t, s) // old, but the caller has work queued for it
 	c.Set(t0.Add(6 * 24 * time.Hour))
 	recent := create(t, s)
 	crashed := filepath.Join(s.Root, "0000dead")
@@ -517,6 +535,9 @@ func TestRemoveOlderThan(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(s.Root, "not-a-conversation"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.WriteFile(filepath.Join(old.Workspace(), "big.bin"), make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	l, err := s.TryLock(busy.ID)
 	if err != nil {
@@ -524,18 +545,25 @@ func TestRemoveOlderThan(t *testing.T) {
 	}
 	defer l.Unlock()
 
+	var asked []string
 	now := t0.Add(8 * 24 * time.Hour)
-	removed, err := s.RemoveOlderThan(7*24*time.Hour, now)
+	moved, err := s.TrashOlderThan(7*24*time.Hour, now, func(id string) bool {
+		asked = append(asked, id)
+		return id == kept.ID
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sort.Strings(removed)
+	sort.Strings(moved)
 	want := []string{"0000dead", old.ID}
 	sort.Strings(want)
-	if diff := cmp.Diff(want, removed); diff != "" {
-		t.Errorf("removed (-want +got):\n%s", diff)
+	if diff := cmp.Diff(want, moved); diff != "" {
+		t.Errorf("moved (-want +got):\n%s", diff)
 	}
-	for id, exists := range map[string]bool{old.ID: false, "0000dead": false, busy.ID: true, recent.ID: true} {
+	if slices.Contains(asked, recent.ID) {
+		t.Errorf("keep asked about a recent conversation: %v", asked)
+	}
+	for id, exists := range map[string]bool{old.ID: false, "0000dead": false, busy.ID: true, kept.ID: true, recent.ID: true} {
 		if s.Exists(id) != exists {
 			t.Errorf("Exists(%s) = %v; want %v", id, !exists, exists)
 		}
@@ -544,6 +572,65 @@ func TestRemoveOlderThan(t *testing.T) {
 		t.Errorf("GC touched a folder that is not a conversation: %v", err)
 	}
 	if _, err := s.TryLock(old.ID); !errors.Is(err, ErrNotFound) {
-		t.Errorf("TryLock of removed conversation = %v; want ErrNotFound", err)
+		t.Errorf("TryLock of trashed conversation = %v; want ErrNotFound", err)
+	}
+
+	// The data is in the trash until EmptyTrash, which deletes with the
+	// store's RemoveAll.
+	trashed, _ := os.ReadDir(s.TrashDir())
+	if len(trashed) != 2 {
+		t.Fatalf("trash holds %d entries; want 2", len(trashed))
+	}
+	var removed []string
+	s.RemoveAll = func(p string) error {
+		removed = append(removed, p)
+		return os.RemoveAll(p)
+	}
+	if err := s.EmptyTrash(); err != nil {
+		t.Fatal(err)
+	}
+	if len(removed) != 2 {
+		t.Errorf("EmptyTrash removed %v; want both entries", removed)
+	}
+	if left, _ := os.ReadDir(s.TrashDir()); len(left) != 0 {
+		t.Errorf("trash after EmptyTrash: %d entries; want none", len(left))
+	}
+}
+
+// TestTrashWhileWaiting: a task waiting for the lock of a conversation
+// that another process trashes meanwhile (holding the lock, as Trash does)
+// gets ErrNotFound, not the lock of a directory in the trash.
+func TestTrashWhileWaiting(t *testing.T) {
+	s, _ := newStore(t)
+	d := create(t, s)
+	// The other process: its own descriptor of the lock file, locked.
+	f, err := os.OpenFile(filepath.Join(d.Path, lockFile), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		l, err := s.Lock(context.Background(), d.ID)
+		if l != nil {
+			l.Unlock()
+		}
+		got <- err
+	}()
+	// The waiter has opened the lock file before the move: give it the
+	// time of a few polls.
+	time.Sleep(3 * lockPoll)
+	if err := os.MkdirAll(s.TrashDir(), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(d.Path, filepath.Join(s.TrashDir(), d.ID+"-x")); err != nil {
+		t.Fatal(err)
+	}
+	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	if err := <-got; !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Lock after the conversation was trashed: %v; want ErrNotFound", err)
 	}
 }

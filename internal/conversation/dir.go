@@ -153,6 +153,12 @@ func SanitizeName(name string) string {
 // name, adding -1, -2, … before the extension when the name is taken. An
 // existing file is never overwritten. It returns the name used.
 func (d *Dir) SaveAttachment(name string, data []byte) (string, error) {
+	return d.SaveAttachmentFrom(name, bytes.NewReader(data))
+}
+
+// SaveAttachmentFrom is SaveAttachment with the content read from r, so a
+// large attachment is copied, not held in memory.
+func (d *Dir) SaveAttachmentFrom(name string, r io.Reader) (string, error) {
 	clean := SanitizeName(name)
 	ext := filepath.Ext(clean)
 	stem := strings.TrimSuffix(clean, ext)
@@ -169,7 +175,7 @@ func (d *Dir) SaveAttachment(name string, data []byte) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("save attachment %q: %w", name, err)
 		}
-		_, werr := f.Write(data)
+		_, werr := io.Copy(f, r)
 		cerr := f.Close()
 		if err := errors.Join(werr, cerr); err != nil {
 			os.Remove(path)
@@ -200,9 +206,39 @@ func (d *Dir) OutboxFiles() ([]string, error) {
 	return names, nil
 }
 
+// ErrTooLarge is returned by ReadOutboxFile for a file over the size
+// limit; the file is left where it is.
+var ErrTooLarge = errors.New("file too large")
+
+// OutboxFile is one file in the outbox root.
+type OutboxFile struct {
+	Name string
+	Size int64
+}
+
+// StatOutbox lists the regular files in the root of outbox/ with their
+// sizes, sorted by name (as OutboxFiles).
+func (d *Dir) StatOutbox() ([]OutboxFile, error) {
+	names, err := d.OutboxFiles()
+	if err != nil {
+		return nil, err
+	}
+	var out []OutboxFile
+	for _, n := range names {
+		fi, err := os.Lstat(filepath.Join(d.Outbox(), n))
+		if err != nil || !fi.Mode().IsRegular() {
+			continue // gone or replaced since the listing
+		}
+		out = append(out, OutboxFile{Name: n, Size: fi.Size()})
+	}
+	return out, nil
+}
+
 // ReadOutboxFile reads one file listed by OutboxFiles, refusing anything
-// that is not (or no longer) a regular file in the outbox root.
-func (d *Dir) ReadOutboxFile(name string) ([]byte, error) {
+// that is not (or no longer) a regular file in the outbox root, and a file
+// larger than max bytes (ErrTooLarge; a negative max means no limit). The limit
+// holds while reading too: a file that grows past it is refused.
+func (d *Dir) ReadOutboxFile(name string, max int64) ([]byte, error) {
 	if !isBaseName(name) {
 		return nil, fmt.Errorf("read outbox file %q: not a plain file name", name)
 	}
@@ -218,9 +254,19 @@ func (d *Dir) ReadOutboxFile(name string) ([]byte, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("read outbox file %q: not a regular file", name)
 	}
-	data, err := io.ReadAll(f)
+	if max >= 0 && fi.Size() > max {
+		return nil, fmt.Errorf("read outbox file %q: %d bytes, over %d: %w", name, fi.Size(), max, ErrTooLarge)
+	}
+	var rd io.Reader = f
+	if max >= 0 {
+		rd = io.LimitReader(f, max+1)
+	}
+	data, err := io.ReadAll(rd)
 	if err != nil {
 		return nil, fmt.Errorf("read outbox file %q: %w", name, err)
+	}
+	if max >= 0 && int64(len(data)) > max {
+		return nil, fmt.Errorf("read outbox file %q: grew over %d bytes: %w", name, max, ErrTooLarge)
 	}
 	return data, nil
 }

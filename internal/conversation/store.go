@@ -22,6 +22,9 @@ type Store struct {
 	Repo string
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// RemoveAll deletes a trashed conversation; os.RemoveAll when nil.
+	// Injectable so a test can hold a deletion and watch what waits on it.
+	RemoveAll func(path string) error
 
 	mu      sync.Mutex
 	entries map[string]*entry
@@ -265,45 +268,93 @@ func (s *Store) flock(ctx context.Context, id string, e *entry, wait bool) (*Loc
 	return &Lock{e: e, f: f}, nil
 }
 
-// RemoveOlderThan deletes conversations whose last update is more than age
-// before now, skipping those a task holds. It returns the removed ids.
-func (s *Store) RemoveOlderThan(age time.Duration, now time.Time) ([]string, error) {
+// TrashDir is the store's trash, beside Root: conversations are moved
+// there by Trash and deleted by EmptyTrash.
+func (s *Store) TrashDir() string { return filepath.Join(filepath.Dir(s.Root), "trash") }
+
+// TrashOlderThan moves into the trash the conversations last active more
+// than age before now, except those keep reports and those a task holds
+// (in this process or another). keep is asked at the moment of the move,
+// one conversation at a time, so the caller can hold a lock that keeps
+// new work from being mapped to a conversation while it goes. A rename is
+// instant however large the workspace; EmptyTrash, which does the slow
+// part, runs afterwards outside that lock. It returns the moved ids.
+func (s *Store) TrashOlderThan(age time.Duration, now time.Time, keep func(id string) bool) ([]string, error) {
 	ids, err := s.List()
 	if err != nil {
 		return nil, err
 	}
-	var removed []string
+	var moved []string
 	var errs []error
 	for _, id := range ids {
-		updated, err := s.lastActivity(id)
+		updated, err := s.LastActivity(id)
 		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if now.Sub(updated) <= age {
-			continue
-		}
-		l, err := s.TryLock(id)
-		if err != nil {
-			if !errors.Is(err, ErrLocked) && !errors.Is(err, ErrNotFound) {
+			if !errors.Is(err, os.ErrNotExist) {
 				errs = append(errs, err)
 			}
 			continue
 		}
-		err = os.RemoveAll(s.path(id))
-		l.Unlock()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("remove conversation %s: %w", id, err))
+		if now.Sub(updated) <= age || (keep != nil && keep(id)) {
 			continue
 		}
-		removed = append(removed, id)
+		switch err := s.Trash(id); {
+		case err == nil:
+			moved = append(moved, id)
+		case errors.Is(err, ErrLocked), errors.Is(err, ErrNotFound):
+		default:
+			errs = append(errs, err)
+		}
 	}
-	return removed, errors.Join(errs...)
+	return moved, errors.Join(errs...)
 }
 
-// lastActivity is the record's updated time, or the directory's mtime when
+// Trash moves conversation id into the trash, unless a task holds it
+// (ErrLocked). A task that waited for the lock finds the conversation gone
+// (ErrNotFound) rather than working in the trash.
+func (s *Store) Trash(id string) error {
+	l, err := s.TryLock(id)
+	if err != nil {
+		return err
+	}
+	defer l.Unlock()
+	if err := os.MkdirAll(s.TrashDir(), 0o700); err != nil {
+		return fmt.Errorf("trash conversation %s: %w", id, err)
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	dst := filepath.Join(s.TrashDir(), id+"-"+hex.EncodeToString(b[:]))
+	if err := os.Rename(s.path(id), dst); err != nil {
+		return fmt.Errorf("trash conversation %s: %w", id, err)
+	}
+	return nil
+}
+
+// EmptyTrash deletes everything in the trash, including what a crash left
+// there.
+func (s *Store) EmptyTrash() error {
+	entries, err := os.ReadDir(s.TrashDir())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("empty trash: %w", err)
+	}
+	remove := s.RemoveAll
+	if remove == nil {
+		remove = os.RemoveAll
+	}
+	var errs []error
+	for _, e := range entries {
+		if err := remove(filepath.Join(s.TrashDir(), e.Name())); err != nil {
+			errs = append(errs, fmt.Errorf("empty trash: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// LastActivity is the record's updated time, or the directory's mtime when
 // the record is missing or unreadable (a crash mid-create).
-func (s *Store) lastActivity(id string) (time.Time, error) {
+func (s *Store) LastActivity(id string) (time.Time, error) {
 	data, err := os.ReadFile(filepath.Join(s.path(id), MetaFile))
 	if err == nil {
 		var r Record

@@ -8,22 +8,30 @@
 // global pool of execution.max_concurrent workers. Tasks of one conversation
 // never run at once: messages that arrive while a conversation is busy are
 // coalesced into a single follow-up task that sees all of them in order.
+// Jobs wait for a worker in a queue, not in goroutines, and their
+// attachments wait on disk (the spool), so a long queue costs little memory.
 //
 // A task fetches the mirror, clones the workspace on a conversation's first
 // task, reads .airut/ from the mirror's default branch (never from the
 // workspace), builds the image, starts the per-task proxy network, runs
 // Claude Code in a container, classifies the outcome and replies. Every
 // outcome produces a reply, and every reply text goes through the redactor.
+// The container runtime is a boundary (Backend): the real one drives
+// Podman, tests may give a fake.
 //
 // No message is lost and none is answered twice, even across a crash.
 // A message is acknowledged at its source (channel Done: IMAP delete) only
-// after its reply was sent. Between receipt and Done, a per-repo journal
-// (<state>/<repo>/messages/, one small file per message, written atomically)
-// records the message's conversation and whether the acknowledgement and the
-// reply were sent. When the source hands over a message again after a
-// restart, the journal decides:
+// after its reply was sent or refused for good. Between receipt and Done,
+// a per-repo journal (<state>/<repo>/messages/, one small file per message,
+// written atomically) records the message's conversation and whether the
+// acknowledgement and the reply were sent. Entries are keyed by the
+// message's identity (its MessageID and a hash of its content), not by
+// where the source keeps it, so a message handed over again under a new
+// source id is recognised. When a message is handed over again, the
+// journal decides:
 //
-//   - replied: the reply went out but Done did not; only Done is repeated.
+//   - replied: the reply went out (or was refused permanently) but Done
+//     did not; only Done is repeated.
 //   - reply pending: the task finished but the channel did not take its
 //     reply; the journaled reply (text and outbox file names) is sent,
 //     the task is not run again.
@@ -31,17 +39,27 @@
 //     conversation (same workspace), without a second acknowledgement.
 //   - unknown: a new message.
 //
-// A reply the channel refuses is retried with capped backoff while the
-// process runs, holding its conversation (not a worker slot); the outbox is
-// cleared only once it is sent.
+// A reply the channel refuses for a transient reason is retried with
+// capped backoff while the process runs, holding its conversation (not a
+// worker slot); one it refuses permanently (channel.ErrPermanent, an SMTP
+// 5xx) is recorded on the task and in the journal, the outbox is kept, and
+// the conversation moves on. The outbox is cleared only after "replied" is
+// journaled. A failed Done is retried with backoff.
 //
 // A crash between sending a reply and writing "replied" can still repeat
 // that one reply; that window is one atomic rename wide.
 //
-// Shutdown stops the channels first, lets running tasks finish for up to
-// execution.shutdown_timeout and then cancels them. Tasks stopped by a
-// shutdown send no reply and leave their messages at the source, so they
-// run again after the restart.
+// Each repository runs under its own lifecycle: it can be started,
+// drained and stopped, or restarted alone (StartRepo, StopRepo,
+// RestartRepo, ApplyConfig). Draining stops the repo's channels, lets its
+// running tasks finish and leaves its queued messages at their source, to
+// run after the restart; Submit messages, which have no source to wait
+// at, are replayed from the journal. Shutdown drains every repo for up to
+// execution.shutdown_timeout and then cancels what still runs: tasks
+// stopped that way send no reply and run again after the restart.
+//
+// Everything that happens is published on the event bus (Events): task
+// state changes, the agent's stream-json events and the network log.
 package gateway
 
 import (
@@ -57,7 +75,6 @@ import (
 	"time"
 
 	"github.com/airut/airut/internal/channel"
-	"github.com/airut/airut/internal/channel/email"
 	"github.com/airut/airut/internal/claudecli"
 	"github.com/airut/airut/internal/config"
 	"github.com/airut/airut/internal/redact"
@@ -74,14 +91,18 @@ const ClaudeBinariesDir = "claude-binaries"
 // gcInterval is how often old conversations and unused images are removed.
 const gcInterval = time.Hour
 
-// Retry timing of failed replies and of channels that cannot connect:
-// the wait doubles from the first to the cap.
+// Retry timing: the wait doubles from the first to the cap.
 const (
-	replyRetryFirst = 10 * time.Second
-	replyRetryCap   = 10 * time.Minute
-	probeTimeout    = time.Minute
-	reprobeFirst    = 30 * time.Second
-	reprobeCap      = 10 * time.Minute
+	replyRetryFirst   = 10 * time.Second
+	replyRetryCap     = 10 * time.Minute
+	doneRetryFirst    = 5 * time.Second
+	doneRetryCap      = 5 * time.Minute
+	probeTimeout      = time.Minute
+	reprobeFirst      = 30 * time.Second
+	reprobeCap        = 10 * time.Minute
+	repoRestartFirst  = 10 * time.Second
+	repoRestartCap    = 10 * time.Minute
+	progressCallLimit = 30 * time.Second
 )
 
 // Log keys.
@@ -93,12 +114,30 @@ const (
 	logError   = "error"
 	logOutcome = "outcome"
 	logReason  = "reason"
+	logChannel = "channel"
 )
 
-// ChannelFactory builds the channels of one repository. exists reports
-// whether a conversation id exists on disk, for channels that map threads
-// to conversations themselves.
-type ChannelFactory func(repoID string, repo *config.Repo, exists func(id string) bool, logger *slog.Logger) ([]channel.Channel, error)
+// ChannelEnv is what a channel factory gets to build one repository's
+// channel.
+type ChannelEnv struct {
+	RepoID string
+	Repo   *config.Repo
+	// Config is the whole config the repo starts with (dashboard base URL
+	// and other global keys).
+	Config *config.Config
+	// StateDir is the channel's own directory,
+	// <state>/<repo>/channels/<name>/ (Slack keeps its thread map there);
+	// it exists, mode 0700.
+	StateDir string
+	// Exists reports whether a conversation id exists on disk, for
+	// channels that map threads to conversations themselves.
+	Exists func(id string) bool
+	Logger *slog.Logger
+}
+
+// ChannelFactory builds one kind of channel for a repository, or returns
+// nil, nil when the repository does not configure that kind.
+type ChannelFactory func(env ChannelEnv) (channel.Channel, error)
 
 // Options are the gateway's runtime settings that are not in airut.yaml.
 type Options struct {
@@ -107,14 +146,16 @@ type Options struct {
 	// Logger should already redact secrets (redact.NewHandler). Default:
 	// discard.
 	Logger *slog.Logger
-	// Registry holds every secret value; reply texts are redacted with it.
-	// Default: an empty registry.
+	// Registry holds every secret value; reply texts and the events on the
+	// bus are redacted with it. Default: an empty registry.
 	Registry *redact.Registry
 	// Clock is the time source; time.Now when nil.
 	Clock func() time.Time
-	// ChannelFactory builds each repo's channels; default: the email
-	// channel from repos.<id>.email (Slack is not built in yet).
-	ChannelFactory ChannelFactory
+	// Channels are the channel kinds a repository may have, by name
+	// ("email", "slack", "web"); cli registers them, so that the gateway
+	// imports no channel. A repo for which no factory builds a channel
+	// fails to start.
+	Channels map[string]ChannelFactory
 	// Prefix names containers, networks and images; default "airut".
 	// Tests use their own so they can run beside a real gateway.
 	Prefix string
@@ -124,49 +165,60 @@ type Options struct {
 	// StopGrace is the SIGTERM-to-SIGKILL grace for stopped containers;
 	// default sandbox.DefaultStopGrace.
 	StopGrace time.Duration
+	// Backend is the container runtime; default NewBackend (the engine of
+	// container_command, which must be on PATH).
+	Backend *Backend
 }
 
-// RepoStatus is one repository's state for the dashboard.
-type RepoStatus struct {
-	ID string
-	// State is "running" or "failed".
-	State  string
-	Reason string
+// timing is every retry delay, shortened by tests.
+type timing struct {
+	replyMin, replyMax     time.Duration
+	doneMin, doneMax       time.Duration
+	probe                  time.Duration
+	reprobeMin, reprobeMax time.Duration
+	restartMin, restartMax time.Duration
 }
-
-// Repo states.
-const (
-	RepoRunning = "running"
-	RepoFailed  = "failed"
-)
 
 // Gateway runs every configured repository.
 type Gateway struct {
-	cfg   *config.Config
-	opts  Options
-	log   *slog.Logger
-	now   func() time.Time
-	rt    *sandbox.Runtime
-	run   *sandbox.Runner
-	cache *sandbox.ImageCache
+	opts Options
+	log  *slog.Logger
+	now  func() time.Time
+	bus  *Bus
 	// claude installs claude_version releases under <state>/claude-binaries.
-	claude *claudecli.Installer
-
-	sem     chan struct{}
+	claude  *claudecli.Installer
 	tracker *tracker
+	timing  timing
 
-	mu       sync.Mutex
-	repos    map[string]*repoHandler
-	status   map[string]RepoStatus
-	stopping bool
-	stopC    chan struct{}   // closed when stopping is set
-	running  sync.WaitGroup  // jobs
-	jobs     map[string]*job // by task id, while queued or running
+	// resolveMu keeps the Claude version GC from removing a binary a task
+	// has resolved: a task holds it for reading from before it resolves
+	// its binary until its container is gone; the GC takes it for writing
+	// without waiting, and skips its turn when a task holds it. (Images
+	// are leased by the image cache instead.)
+	resolveMu sync.RWMutex
 
-	// Retry timing; tests shorten it.
-	replyRetryMin, replyRetryMax time.Duration
-	probeTimeout                 time.Duration
-	reprobeMin, reprobeMax       time.Duration
+	mu sync.Mutex
+	// cfg is the config in force; tasks take a snapshot when they start.
+	cfg *config.Config
+	// backend is the container runtime in force (replaced when the
+	// container_* keys change); tasks take a snapshot when they start.
+	backend *Backend
+	// ownBackend: backend was built by the gateway from cfg, not given.
+	ownBackend bool
+	slots      map[string]*repoSlot
+	// invalid holds, per repo id, why its section of the config is
+	// invalid.
+	invalid map[string]string
+	jobs    map[string]*job // by task id, while queued or running
+	pool    pool
+	started bool
+	closing bool
+	runCtx  context.Context
+	workCtx context.Context
+	// drainCtx ends when the shutdown timeout is over: drains in progress
+	// then cancel the tasks they were waiting for.
+	drainCtx context.Context
+	slotsWG  sync.WaitGroup
 }
 
 // New checks the options and prepares a gateway; nothing starts before Run.
@@ -189,53 +241,64 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	if opts.Prefix == "" {
 		opts.Prefix = DefaultPrefix
 	}
-	if opts.ChannelFactory == nil {
-		opts.ChannelFactory = EmailChannels(cfg.Dashboard.BaseURL)
-	}
 	if opts.StopGrace == 0 {
 		opts.StopGrace = sandbox.DefaultStopGrace
 	}
-	rt, err := sandbox.NewRuntime(cfg.ContainerCommand, opts.Logger)
-	if err != nil {
-		return nil, fmt.Errorf("gateway: %w", err)
+	backend, own := opts.Backend, false
+	if backend == nil {
+		b, err := NewBackend(cfg, opts.Prefix, opts.StateDir, opts.Logger, opts.Clock)
+		if err != nil {
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
+		backend, own = b, true
 	}
-	rt.OCIRuntime = cfg.ContainerRuntime
-	rt.Ulimits = cfg.ContainerUlimits
-	maxConc := cfg.Execution.MaxConcurrent
-	if maxConc < 1 {
-		maxConc = 1
+	if err := backend.check(); err != nil {
+		return nil, err
 	}
 	g := &Gateway{
-		cfg:   cfg,
-		opts:  opts,
-		log:   opts.Logger,
-		now:   opts.Clock,
-		rt:    rt,
-		run:   sandbox.NewRunner(rt, opts.Prefix),
-		cache: sandbox.NewImageCache(rt, opts.Prefix),
+		opts:       opts,
+		log:        opts.Logger,
+		now:        opts.Clock,
+		bus:        NewBus(opts.Clock),
+		cfg:        cfg,
+		backend:    backend,
+		ownBackend: own,
 		claude: &claudecli.Installer{Dir: filepath.Join(opts.StateDir, ClaudeBinariesDir),
 			Registry: cfg.Execution.ClaudeRegistry, Now: opts.Clock, Logger: opts.Logger},
-		sem:     make(chan struct{}, maxConc),
-		tracker: newTracker(),
-		repos:   map[string]*repoHandler{},
-		status:  map[string]RepoStatus{},
+		slots:   map[string]*repoSlot{},
+		invalid: map[string]string{},
 		jobs:    map[string]*job{},
-		stopC:   make(chan struct{}),
-
-		replyRetryMin: replyRetryFirst, replyRetryMax: replyRetryCap,
-		probeTimeout: probeTimeout, reprobeMin: reprobeFirst, reprobeMax: reprobeCap,
+		pool:    pool{max: max(cfg.Execution.MaxConcurrent, 1)},
+		timing: timing{
+			replyMin: replyRetryFirst, replyMax: replyRetryCap,
+			doneMin: doneRetryFirst, doneMax: doneRetryCap,
+			probe: probeTimeout, reprobeMin: reprobeFirst, reprobeMax: reprobeCap,
+			restartMin: repoRestartFirst, restartMax: repoRestartCap,
+		},
 	}
-	g.cache.Now = opts.Clock
-	// Per-task private files (secrets for the proxy) live in the state
-	// directory, and images are scoped to this gateway's state directory.
-	g.run.StateDir = filepath.Join(opts.StateDir, "sandbox")
-	g.cache.Instance = sandbox.InstanceID(opts.StateDir)
+	g.tracker = newTracker(g.bus)
 	return g, nil
+}
+
+// Events is the gateway's event bus.
+func (g *Gateway) Events() *Bus { return g.bus }
+
+// config returns the config in force.
+func (g *Gateway) config() *config.Config {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.cfg
+}
+
+func (g *Gateway) currentBackend() *Backend {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.backend
 }
 
 // Run starts every repository and serves until ctx ends, then shuts down
 // gracefully. A repository that fails to start is recorded as failed and
-// the others run regardless.
+// retried; the others run regardless.
 func (g *Gateway) Run(ctx context.Context) error {
 	if err := os.MkdirAll(g.opts.StateDir, 0o700); err != nil {
 		return fmt.Errorf("gateway: state directory: %w", err)
@@ -243,43 +306,25 @@ func (g *Gateway) Run(ctx context.Context) error {
 	// workCtx outlives ctx: running tasks get shutdown_timeout to finish.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
+	drainCtx, endDrains := context.WithCancel(context.Background())
+	defer endDrains()
 
-	if removed, err := g.run.Sweep(workCtx); err != nil {
+	if removed, err := g.currentBackend().Runner.Sweep(workCtx); err != nil {
 		g.log.Warn("sweep of leftover containers failed", logError, err)
 	} else if len(removed) > 0 {
 		g.log.Info("removed leftovers of a previous run", "count", len(removed))
 	}
 
-	for id, err := range g.cfg.RepoErrors {
-		g.setStatus(RepoStatus{ID: id, State: RepoFailed, Reason: err.Error()})
-		g.log.Error("repo not started: invalid config", logRepo, id, logError, err)
+	g.mu.Lock()
+	if g.started {
+		g.mu.Unlock()
+		return errors.New("gateway: Run called twice")
 	}
-	ids := make([]string, 0, len(g.cfg.Repos))
-	for id := range g.cfg.Repos {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-
-	var recv sync.WaitGroup
-	var startWG sync.WaitGroup
-	for _, id := range ids {
-		startWG.Add(1)
-		go func() {
-			defer startWG.Done()
-			h, err := g.startRepo(ctx, workCtx, id, g.cfg.Repos[id])
-			if err != nil {
-				g.setStatus(RepoStatus{ID: id, State: RepoFailed, Reason: err.Error()})
-				g.log.Error("repo failed to start", logRepo, id, logError, err)
-				return
-			}
-			g.mu.Lock()
-			g.repos[id] = h
-			g.mu.Unlock()
-			g.probeRepo(ctx, h, &recv)
-			h.receive(ctx, &recv)
-		}()
-	}
-	startWG.Wait()
+	g.started = true
+	g.runCtx, g.workCtx, g.drainCtx = ctx, workCtx, drainCtx
+	cfg := g.cfg
+	g.mu.Unlock()
+	g.applyRepos(nil, cfg)
 
 	gcDone := make(chan struct{})
 	go func() {
@@ -288,100 +333,33 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}()
 
 	<-ctx.Done()
-	g.log.Info("shutting down: no new messages; waiting for running tasks",
-		"timeout", g.cfg.Execution.ShutdownTimeoutDuration())
+	timeout := g.config().Execution.ShutdownTimeoutDuration()
+	g.log.Info("shutting down: no new messages; waiting for running tasks", "timeout", timeout)
 	g.mu.Lock()
-	g.stopping = true
-	close(g.stopC)
-	g.mu.Unlock()
-	recv.Wait()
-	<-gcDone
-
-	done := make(chan struct{})
-	go func() { g.running.Wait(); close(done) }()
-	timer := time.NewTimer(g.cfg.Execution.ShutdownTimeoutDuration())
-	defer timer.Stop()
-	select {
-	case <-done:
-	case <-timer.C:
-		g.log.Warn("shutdown timeout: cancelling running tasks")
-		g.mu.Lock()
-		for _, j := range g.jobs {
-			j.cancel(errShutdown)
-		}
-		g.mu.Unlock()
-		<-done
+	g.closing = true
+	slots := make([]*repoSlot, 0, len(g.slots))
+	for _, s := range g.slots {
+		slots = append(slots, s)
 	}
+	g.mu.Unlock()
+	timer := time.AfterFunc(timeout, func() {
+		g.log.Warn("shutdown timeout: cancelling running tasks")
+		endDrains()
+	})
+	defer timer.Stop()
+	var wg sync.WaitGroup
+	for _, s := range slots {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = s.send(context.Background(), slotCmd{kind: cmdRemove, ctx: context.Background()})
+		}()
+	}
+	wg.Wait()
+	g.slotsWG.Wait()
+	<-gcDone
 	g.log.Info("gateway stopped")
 	return nil
-}
-
-// startRepo prepares one repository: its directories, mirror, store,
-// journal and channels. The mirror is cloned or fetched here, so a wrong
-// repo_url shows as a failed repo at once rather than in every reply.
-func (g *Gateway) startRepo(ctx, workCtx context.Context, id string, rc *config.Repo) (*repoHandler, error) {
-	h, err := newRepoHandler(g, workCtx, id, rc)
-	if err != nil {
-		return nil, err
-	}
-	if err := h.mirror.Ensure(ctx); err != nil {
-		return nil, fmt.Errorf("git mirror: %w", err)
-	}
-	chans, err := g.opts.ChannelFactory(id, rc, h.store.Exists, g.log.With(logRepo, id))
-	if err != nil {
-		return nil, fmt.Errorf("channel: %w", err)
-	}
-	if len(chans) == 0 {
-		return nil, errors.New("no channel could be started")
-	}
-	h.channels = chans
-	if n := len(rc.GitHubAppCredentials); n > 0 {
-		g.log.Warn("github_app_credentials are not supported by this build; "+
-			"the agent does not get them", logRepo, id, "count", n)
-	}
-	return h, nil
-}
-
-// probeRepo checks that the repo's channels can connect and sets its
-// status. A repo whose channel cannot connect is shown as failed; its
-// channels run regardless (they retry on their own), and the probe is
-// repeated with backoff until it passes and the repo shows as running.
-func (g *Gateway) probeRepo(ctx context.Context, h *repoHandler, wg *sync.WaitGroup) {
-	err := h.probe(ctx)
-	if err == nil {
-		g.setStatus(RepoStatus{ID: h.id, State: RepoRunning})
-		g.log.Info("repo started", logRepo, h.id, "channels", len(h.channels))
-		return
-	}
-	if ctx.Err() != nil {
-		return
-	}
-	g.setStatus(RepoStatus{ID: h.id, State: RepoFailed, Reason: err.Error()})
-	g.log.Error("repo started, but a channel cannot connect; retrying in the background", logRepo, h.id, logError, err)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for attempt := 1; ; attempt++ {
-			t := time.NewTimer(backoff(g.reprobeMin, g.reprobeMax, attempt))
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return
-			case <-t.C:
-			}
-			err := h.probe(ctx)
-			if ctx.Err() != nil {
-				return
-			}
-			if err == nil {
-				g.setStatus(RepoStatus{ID: h.id, State: RepoRunning})
-				g.log.Info("repo channels connected; repo running", logRepo, h.id)
-				return
-			}
-			g.setStatus(RepoStatus{ID: h.id, State: RepoFailed, Reason: err.Error()})
-			g.log.Warn("repo channel still cannot connect", logRepo, h.id, "attempt", attempt, logError, err)
-		}
-	}()
 }
 
 // probe runs the probe of every channel that has one.
@@ -392,7 +370,7 @@ func (h *repoHandler) probe(ctx context.Context) error {
 		if !ok {
 			continue
 		}
-		pctx, cancel := context.WithTimeout(ctx, h.g.probeTimeout)
+		pctx, cancel := context.WithTimeout(ctx, h.g.timing.probe)
 		err := p.Probe(pctx)
 		cancel()
 		if err != nil {
@@ -416,19 +394,36 @@ func backoff(first, limit time.Duration, attempt int) time.Duration {
 	return min(d, limit)
 }
 
-func (g *Gateway) setStatus(s RepoStatus) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.status[s.ID] = s
+// sleepCtx waits d, or returns false at once when ctx or stop ends.
+func sleepCtx(ctx context.Context, stop <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-stop:
+		return false
+	}
 }
 
 // Repos returns every repository's status, sorted by id.
 func (g *Gateway) Repos() []RepoStatus {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	out := make([]RepoStatus, 0, len(g.status))
-	for _, s := range g.status {
-		out = append(out, s)
+	out := make([]RepoStatus, 0, len(g.slots)+len(g.invalid))
+	for id, s := range g.slots {
+		st := s.status
+		if reason, ok := g.invalid[id]; ok {
+			st.Reason = "airut.yaml: this repo's new section is invalid, so it runs its previous config: " + reason
+		}
+		out = append(out, st)
+	}
+	for id, reason := range g.invalid {
+		if _, ok := g.slots[id]; !ok {
+			out = append(out, RepoStatus{ID: id, State: RepoFailed, Reason: reason})
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
@@ -445,74 +440,26 @@ func (g *Gateway) Task(id string) (TaskInfo, bool) { return g.tracker.get(id) }
 var ErrUnknownTask = errors.New("no such queued or running task")
 
 // Cancel stops a queued or running task. Its container and proxy are torn
-// down and the reply says it was stopped.
+// down and the reply says it was stopped. A task waiting for a worker is
+// taken out of the queue and answered at once.
 func (g *Gateway) Cancel(taskID string) error {
 	g.mu.Lock()
 	j, ok := g.jobs[taskID]
-	g.mu.Unlock()
 	if !ok {
+		g.mu.Unlock()
 		return ErrUnknownTask
 	}
 	j.cancel(errUserCancel)
-	return nil
-}
-
-// EmailChannels is the default ChannelFactory: the email channel of
-// repos.<id>.email. Repos with only a Slack channel fail to start until the
-// Slack channel exists.
-func EmailChannels(dashboardBaseURL string) ChannelFactory {
-	return func(repoID string, rc *config.Repo, exists func(string) bool, logger *slog.Logger) ([]channel.Channel, error) {
-		var out []channel.Channel
-		if rc.Slack != nil {
-			logger.Warn("slack channel is not available in this build; ignoring it")
-		}
-		if rc.Email == nil {
-			return out, nil
-		}
-		e := rc.Email
-		pw := e.Account.Password.Reveal()
-		var oauth *email.OAuth2Config
-		if o := e.MicrosoftOAuth2; o != nil {
-			// XOAUTH2 replaces the password; the token endpoint and scope
-			// default to Microsoft 365's.
-			oauth = &email.OAuth2Config{TenantID: o.TenantID.Reveal(), ClientID: o.ClientID, ClientSecret: o.ClientSecret.Reveal()}
-			if pw != "" {
-				logger.Warn("email: microsoft_oauth2 is set, so account.password is not used")
-			}
-			pw = ""
-		}
-		imapTLS, smtpTLS := email.TLSImplicit, email.TLSStartTLS
-		if !e.IMAP.TLS {
-			imapTLS = email.TLSNone
-		}
-		if !e.SMTP.StartTLS {
-			smtpTLS = email.TLSOpportunistic
-		}
-		ch, err := email.New(email.Config{
-			IMAP: email.IMAPConfig{
-				Server: e.IMAP.Server, Port: e.IMAP.Port,
-				Username: e.Account.Username, Password: pw,
-				TLS: imapTLS, CAFile: e.IMAP.CAFile, UseIdle: e.IMAP.UseIdle,
-				PollInterval:          e.IMAP.PollIntervalDuration(),
-				IdleReconnectInterval: e.IMAP.IdleReconnectDuration(),
-			},
-			SMTP: email.SMTPConfig{
-				Server: e.SMTP.Server, Port: e.SMTP.Port,
-				Username: e.Account.Username, Password: pw,
-				RequireAuth: e.SMTP.RequireAuth, TLS: smtpTLS, CAFile: e.SMTP.CAFile,
-			},
-			OAuth2:                    oauth,
-			From:                      e.Account.From,
-			AuthorizedSenders:         e.Auth.AuthorizedSenders,
-			TrustedAuthservID:         e.Auth.TrustedAuthservID,
-			MicrosoftInternalFallback: e.Auth.MicrosoftInternalFallback,
-			DashboardBaseURL:          dashboardBaseURL,
-		}, exists, logger)
-		if err != nil {
-			return nil, err
-		}
-		return append(out, ch), nil
+	queued := g.pool.remove(j)
+	g.mu.Unlock()
+	if queued {
+		j.h.bg.Add(1)
+		go func() {
+			defer j.h.bg.Done()
+			j.run(false)
+		}()
 	}
+	return nil
 }
 
 // claudeBinary resolves the host path of a repo's Claude Code executable:

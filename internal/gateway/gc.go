@@ -2,13 +2,10 @@ package gateway
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"os"
 	"time"
 
 	"github.com/airut/airut/internal/claudecli"
-	"github.com/airut/airut/internal/conversation"
+	"github.com/airut/airut/internal/config"
 )
 
 // gcLoop removes old conversations (and unused images) at start and then
@@ -27,14 +24,16 @@ func (g *Gateway) gcLoop(ctx context.Context) {
 }
 
 func (g *Gateway) collectGarbage(ctx context.Context) {
-	days := g.cfg.Execution.ConversationMaxAgeDays
 	g.mu.Lock()
-	repos := make([]*repoHandler, 0, len(g.repos))
-	for _, h := range g.repos {
-		repos = append(repos, h)
+	cfg := g.cfg
+	var repos []*repoHandler
+	for _, s := range g.slots {
+		if s.h != nil {
+			repos = append(repos, s.h)
+		}
 	}
 	g.mu.Unlock()
-	if days > 0 {
+	if days := cfg.Execution.ConversationMaxAgeDays; days > 0 {
 		for _, h := range repos {
 			removed, err := h.collectConversations(time.Duration(days)*24*time.Hour, g.now())
 			if err != nil {
@@ -43,22 +42,18 @@ func (g *Gateway) collectGarbage(ctx context.Context) {
 			if len(removed) > 0 {
 				g.log.Info("removed old conversations", logRepo, h.id, "count", len(removed))
 			}
+			if n := h.collectJournal(time.Duration(days)*24*time.Hour, g.now()); n > 0 {
+				g.log.Info("forgot messages that never came back from their source", logRepo, h.id, "count", n)
+			}
 		}
 	}
-	// Claude Code versions no repo uses any more go only while no job
-	// exists, checked and collected under g.mu so that no job can be
-	// registered in between: a task between resolving its version and
-	// mounting it would otherwise lose the file.
-	g.mu.Lock()
-	if len(g.jobs) == 0 {
-		g.collectClaudeVersions()
-	}
-	g.mu.Unlock()
+	g.collectClaudeVersions(cfg)
 	// Images a task has resolved are leased until its container exits, and
-	// the cache prunes only this gateway's images: pruning need not wait
-	// for idle (a "busy" snapshot was stale by the time it was used).
-	if g.cfg.Execution.ImagePrune {
-		if removed, err := g.cache.Prune(ctx); err != nil {
+	// the cache prunes only this gateway's images: the prune need not wait
+	// for idle.
+	if cfg.Execution.ImagePrune {
+		removed, err := g.currentBackend().Images.Prune(ctx)
+		if err != nil {
 			g.log.Warn("image prune failed", logError, err)
 		} else if len(removed) > 0 {
 			g.log.Info("pruned unused images", "count", len(removed))
@@ -69,74 +64,65 @@ func (g *Gateway) collectGarbage(ctx context.Context) {
 // collectConversations removes the conversations last active more than
 // maxAge before now. A conversation with a job queued, pending, running or
 // replying is kept however old it is: its job has not taken the
-// conversation lock yet, or has let go of it to send the reply. gcMu keeps
-// a message from being mapped to a conversation while it is removed.
+// conversation lock yet, or has let go of it to send the reply. The check
+// is made for each conversation at the moment it is moved to the trash,
+// under gcMu, which keeps a message from being mapped to it meanwhile; the
+// move is a rename, and the deletion runs after gcMu is let go, so intake
+// never waits for a workspace to be deleted.
 func (h *repoHandler) collectConversations(maxAge time.Duration, now time.Time) ([]string, error) {
 	h.gcMu.Lock()
-	defer h.gcMu.Unlock()
-	ids, err := h.store.List()
-	if err != nil {
-		return nil, err
+	moved, err := h.store.TrashOlderThan(maxAge, now, h.busy)
+	h.gcMu.Unlock()
+	if terr := h.store.EmptyTrash(); terr != nil && err == nil {
+		err = terr
 	}
-	var removed []string
-	var errs []error
-	for _, id := range ids {
-		if h.busy(id) {
-			continue
-		}
-		dir, err := h.store.Open(id)
-		if errors.Is(err, conversation.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		updated, err := lastActivity(dir)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if now.Sub(updated) <= maxAge {
-			continue
-		}
-		// Another process (a second gateway on the same state) may hold it.
-		l, err := h.store.TryLock(id)
-		if err != nil {
-			if !errors.Is(err, conversation.ErrLocked) && !errors.Is(err, conversation.ErrNotFound) {
-				errs = append(errs, err)
-			}
-			continue
-		}
-		err = os.RemoveAll(dir.Path)
-		l.Unlock()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("remove conversation %s: %w", id, err))
-			continue
-		}
-		removed = append(removed, id)
-	}
-	return removed, errors.Join(errs...)
+	return moved, err
 }
 
-// lastActivity is the record's updated time, or the directory's mtime when
-// the record is missing or unreadable (a crash mid-create).
-func lastActivity(dir *conversation.Dir) (time.Time, error) {
-	if r, err := dir.Load(); err == nil && !r.Updated.IsZero() {
-		return r.Updated, nil
-	}
-	fi, err := os.Stat(dir.Path)
+// collectJournal forgets the journal entries (and spools) of messages
+// received more than maxAge ago that are not in progress: their source
+// never handed them over again (deleted by hand, another client), and
+// their conversation is as old as the ones just collected.
+func (h *repoHandler) collectJournal(maxAge time.Duration, now time.Time) int {
+	entries, err := h.journal.entries()
 	if err != nil {
-		return time.Time{}, fmt.Errorf("conversation %s: %w", dir.ID, err)
+		h.log.Warn("message journal partly unreadable", logError, err)
 	}
-	return fi.ModTime(), nil
+	n := 0
+	for _, e := range entries {
+		if now.Sub(e.Received) <= maxAge {
+			continue
+		}
+		// Under h.mu, intake cannot take the message meanwhile: it marks
+		// a message in flight before it reads the journal.
+		h.mu.Lock()
+		if h.inflight[e.Key] == nil && h.convs[e.Conversation] == nil {
+			if err := h.journal.remove(e.Key); err != nil {
+				h.log.Warn("cannot forget an old message", logError, err)
+			} else {
+				_ = h.spool.remove(e.Key)
+				n++
+			}
+		}
+		h.mu.Unlock()
+	}
+	return n
 }
 
 // collectClaudeVersions removes installed Claude Code versions that no
-// repo's claude_version names; a tag keeps what it last resolved to.
-func (g *Gateway) collectClaudeVersions() {
+// repo's claude_version names; a tag keeps what it last resolved to. It
+// runs only while no task is between resolving its binary and the end of
+// its container (a version resolved but not yet mounted looks unused):
+// the check is made now, under resolveMu, which a task that starts
+// meanwhile waits for; intake does not.
+func (g *Gateway) collectClaudeVersions(cfg *config.Config) {
+	if !g.resolveMu.TryLock() {
+		g.log.Debug("Claude version GC skipped: a task is using its binary")
+		return
+	}
+	defer g.resolveMu.Unlock()
 	var keep []string
-	for _, rc := range g.cfg.Repos {
+	for _, rc := range cfg.Repos {
 		switch v := rc.ClaudeVersion; {
 		case v == "":
 		case claudecli.IsTag(v):

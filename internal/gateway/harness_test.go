@@ -13,13 +13,13 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"text/template"
 	"time"
 
 	"github.com/emersion/go-message/mail"
 
+	"github.com/airut/airut/internal/cli"
 	"github.com/airut/airut/internal/config"
 	"github.com/airut/airut/internal/gateway"
 	"github.com/airut/airut/internal/redact"
@@ -47,34 +47,17 @@ type harness struct {
 	prefix string
 	secret string
 	reg    *redact.Registry
-	logs   *syncBuffer
+	logs   *testkit.SyncBuffer
 	gw     *gateway.Gateway
 	cancel context.CancelFunc
 	done   chan error
 }
 
 type harnessOpts struct {
+	imagePrune    bool
 	maxConcurrent int
 	timeout       int // resource_limits.timeout, seconds; 0 = 300
 	shutdown      int // execution.shutdown_timeout, seconds; 0 = 20
-}
-
-// syncBuffer collects log output from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func testPrefix(t testing.TB) string {
@@ -90,7 +73,7 @@ execution:
   max_concurrent: {{.Max}}
   shutdown_timeout: {{.Shutdown}}
   claude_binary: {{.Claude}}
-  image_prune: false
+  image_prune: {{.Prune}}
 repos:
 {{- range .Repos}}
   {{.ID}}:
@@ -137,6 +120,7 @@ func (h *harness) configYAML(o harnessOpts, repos []tmplRepo) []byte {
 	err := configTemplate.Execute(&b, map[string]any{
 		"Max": o.maxConcurrent, "Claude": filepath.Join(h.bins, "fakeclaude"), "Origin": h.origin,
 		"Timeout": o.timeout, "Shutdown": o.shutdown, "IMAPPort": h.imap.Port, "SMTPPort": h.smtp.Port, "Repos": repos,
+		"Prune": o.imagePrune,
 	})
 	if err != nil {
 		h.t.Fatal(err)
@@ -170,7 +154,7 @@ func newHarness(t testing.TB) *harness {
 		prefix: testPrefix(t),
 		secret: "plain-" + testkit.RandomHex(12),
 		reg:    redact.NewRegistry(),
-		logs:   &syncBuffer{},
+		logs:   &testkit.SyncBuffer{},
 	}
 	t.Cleanup(func() { h.assertNoLeftovers() })
 	return h
@@ -188,7 +172,7 @@ func (h *harness) start(o harnessOpts) {
 	}
 	logger := slog.New(redact.NewHandler(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}), h.reg))
 	gw, err := gateway.New(cfg, gateway.Options{
-		StateDir: h.state, Logger: logger, Registry: h.reg, Prefix: h.prefix,
+		StateDir: h.state, Logger: logger, Registry: h.reg, Prefix: h.prefix, Channels: cli.ChannelFactories(),
 		ProxyBinary: filepath.Join(h.bins, "airut-proxy"), StopGrace: 2 * time.Second,
 	})
 	if err != nil {
@@ -221,18 +205,8 @@ func (h *harness) stop() {
 
 func (h *harness) assertNoLeftovers() {
 	h.t.Helper()
-	for _, args := range [][]string{
-		{"ps", "-a", "--filter", "name=^" + h.prefix + "-", "--format", "{{.Names}}"},
-		{"network", "ls", "--filter", "name=^" + h.prefix + "-conv", "--format", "{{.Name}}"},
-	} {
-		out, err := exec.Command(h.engine, args...).CombinedOutput()
-		if err != nil {
-			h.t.Errorf("%v: %v %s", args, err, out)
-			continue
-		}
-		if s := strings.TrimSpace(string(out)); s != "" {
-			h.t.Errorf("left behind (%s): %s", args[0], s)
-		}
+	if left := testkit.Leftovers(h.engine, h.prefix); len(left) > 0 {
+		h.t.Errorf("left behind: %s", strings.Join(left, ", "))
 	}
 	_ = exec.Command(h.engine, "network", "rm", "-f", h.prefix+"-egress").Run()
 }

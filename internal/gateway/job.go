@@ -5,10 +5,10 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
-	"time"
 
 	"github.com/airut/airut/internal/agent"
 	"github.com/airut/airut/internal/channel"
+	"github.com/airut/airut/internal/config"
 )
 
 // job is one task: the first message's task id and every message
@@ -23,12 +23,18 @@ type job struct {
 	// reply is the job's reply once composed. A job created with one (a
 	// reply journaled before a restart) only sends it.
 	reply *pendingReply
-	// delivered: reply was sent; guarded by h.mu.
+	// delivered: reply was sent or refused for good; guarded by h.mu.
 	delivered bool
+
+	// The task's snapshot of the config and the runtime, taken when it
+	// starts: a reload applies to the next task, never half of this one.
+	cfg     *config.Config
+	rc      *config.Repo
+	backend *Backend
 }
 
 func (h *repoHandler) newJob(conv string, first *item) *job {
-	ctx, cancel := context.WithCancelCause(h.workCtx)
+	ctx, cancel := context.WithCancelCause(h.jobCtx)
 	j := &job{id: first.taskID, h: h, conv: conv, items: []*item{first}, ctx: ctx, cancel: cancel}
 	h.g.mu.Lock()
 	h.g.jobs[j.id] = j
@@ -39,31 +45,8 @@ func (h *repoHandler) newJob(conv string, first *item) *job {
 // newDeliveryJob makes a job that only sends p, a reply journaled before a
 // restart. It is not in g.jobs: there is no task to cancel.
 func (h *repoHandler) newDeliveryJob(conv string, first *item, p *pendingReply) *job {
-	ctx, cancel := context.WithCancelCause(h.workCtx)
+	ctx, cancel := context.WithCancelCause(h.jobCtx)
 	return &job{id: p.Task, h: h, conv: conv, items: []*item{first}, ctx: ctx, cancel: cancel, reply: p}
-}
-
-func (g *Gateway) isStopping() bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.stopping
-}
-
-// startJob runs j in its own goroutine, unless the gateway is stopping:
-// then the job is abandoned and its messages stay at their source.
-func (g *Gateway) startJob(j *job) {
-	g.mu.Lock()
-	if g.stopping {
-		g.mu.Unlock()
-		j.abandon()
-		return
-	}
-	g.running.Add(1)
-	g.mu.Unlock()
-	go func() {
-		defer g.running.Done()
-		j.run()
-	}()
 }
 
 func (j *job) forget() {
@@ -73,8 +56,8 @@ func (j *job) forget() {
 	j.cancel(nil)
 }
 
-// abandon drops a job that will not run before the shutdown; its messages
-// run again after the restart.
+// abandon drops a job that will not run before the repo stops; its
+// messages stay at their source and run again after the restart.
 func (j *job) abandon() {
 	j.forget()
 	j.h.mu.Lock()
@@ -83,72 +66,53 @@ func (j *job) abandon() {
 	for _, it := range items {
 		j.h.g.tracker.update(it.taskID, func(ti *TaskInfo) {
 			if ti.State != StateCoalesced {
-				ti.State = StateAbandoned
+				ti.State, ti.Finished = StateAbandoned, j.h.g.now()
 			}
 		})
 	}
 }
 
-func (j *job) run() {
+// abandonAndFinish abandons j, the active job of its conversation, and
+// lets the conversation go.
+func (j *job) abandonAndFinish() {
+	j.abandon()
+	j.h.jobFinished(j)
+}
+
+func (j *job) snapshotItems() []*item {
+	j.h.mu.Lock()
+	defer j.h.mu.Unlock()
+	return append([]*item(nil), j.items...)
+}
+
+// run runs the job; slot says it holds a worker, which it gives back as
+// soon as the sandbox is done.
+func (j *job) run(slot bool) {
 	g, h := j.h.g, j.h
 	defer h.jobFinished(j)
-	log := h.log.With(logConv, j.conv, logTask, j.id)
-	if j.reply != nil {
-		// A reply composed before a restart: the task is not run again.
-		h.mu.Lock()
-		items := append([]*item(nil), j.items...)
-		h.mu.Unlock()
-		log.Info("sending the reply of a task that finished before the restart")
-		j.deliver(items, log)
-		return
-	}
-
-	// The acknowledgement goes out before the task waits for a worker, so
-	// the user knows at once that the message arrived.
-	h.mu.Lock()
-	items := append([]*item(nil), j.items...)
-	h.mu.Unlock()
-	for _, it := range items {
-		if !it.needAck {
-			continue
-		}
-		if err := it.ch.Acknowledge(h.workCtx, it.msg, j.conv); err != nil {
-			log.Warn("acknowledgement not sent", logError, err)
-			continue
-		}
-		if err := h.journal.update(it.ch.Name(), it.msg.SourceID, func(e *journalEntry) { e.Acknowledged = true }); err != nil {
-			log.Warn("cannot record the acknowledgement", logError, err)
-		}
-	}
-
-	acquired := false
-	select {
-	case g.sem <- struct{}{}:
-		acquired = true
-	case <-j.ctx.Done():
-		// Cancelled while queued: execute sees the cancelled context and
-		// the reply says the task was stopped; no container runs.
-	case <-g.stopC:
-	}
-	if g.isStopping() || errors.Is(context.Cause(j.ctx), errShutdown) {
-		if acquired {
-			<-g.sem
-		}
-		j.abandon()
-		return
-	}
-	// The worker slot is for the sandbox only: a reply that keeps failing
-	// must not hold up other conversations.
 	var releaseOnce sync.Once
 	release := func() {
-		if acquired {
-			releaseOnce.Do(func() { <-g.sem })
+		if slot {
+			releaseOnce.Do(g.releaseSlot)
 		}
 	}
 	defer release()
+	log := h.log.With(logConv, j.conv, logTask, j.id)
+	if j.reply != nil {
+		// A reply composed before a restart: the task is not run again.
+		log.Info("sending the reply of a task that finished before the restart")
+		j.deliver(j.snapshotItems(), log)
+		return
+	}
+	if h.draining.Load() || errors.Is(context.Cause(j.ctx), errShutdown) {
+		j.abandon()
+		return
+	}
 
 	// The item list is final: a job is started only once it is its
 	// conversation's active job, and later messages form a new follow-up.
+	items := j.snapshotItems()
+	j.cfg, j.rc, j.backend = g.config(), h.repoConfig(), g.currentBackend()
 	start := g.now()
 	g.tracker.update(j.id, func(ti *TaskInfo) { ti.State, ti.Started = StateRunning, start })
 	log.Info("task started", "messages", len(items))
@@ -159,8 +123,7 @@ func (j *job) run() {
 	release()
 	if errors.Is(context.Cause(j.ctx), errShutdown) && tr.outcome == agent.OutcomeCancelled {
 		log.Info("task stopped by the shutdown; its messages stay at the source")
-		j.forget()
-		g.tracker.update(j.id, func(ti *TaskInfo) { ti.State, ti.Finished = StateAbandoned, g.now() })
+		j.abandon()
 		return
 	}
 	j.forget()
@@ -171,11 +134,11 @@ func (j *job) run() {
 func (j *job) finish(items []*item, tr taskResult, log *slog.Logger) {
 	g, h := j.h.g, j.h
 	last := items[len(items)-1]
-	text := g.opts.Registry.Redact(replyText(tr))
-	var outbox []string
+	var outbox, tooBig []string
 	if tr.outcome != agent.OutcomeTimeout && tr.dir != nil {
-		outbox = outboxNames(tr.dir, log)
+		outbox, tooBig = outboxPlan(tr.dir, attachmentLimit(last.ch), log)
 	}
+	text := g.opts.Registry.Redact(replyText(tr) + tooBigNote(tooBig))
 	j.record(items, tr, text)
 	g.tracker.update(j.id, func(ti *TaskInfo) {
 		ti.State, ti.Finished, ti.Outcome, ti.Reason = StateReplying, tr.finished, tr.outcome, tr.reason
@@ -185,17 +148,20 @@ func (j *job) finish(items []*item, tr taskResult, log *slog.Logger) {
 	if tr.reason != "" {
 		log = log.With(logReason, tr.reason)
 	}
-	log.Info("task finished", "cost_usd", tr.res.CostUSD, "attachments", len(outbox))
+	log.Info("task finished", "cost_usd", tr.res.CostUSD, "attachments", len(outbox), "too_big", len(tooBig))
 
 	p := &pendingReply{Task: j.id, Outcome: string(tr.outcome), Channel: last.ch.Name(), To: replyTarget(last.msg),
 		Markdown: text, Outbox: outbox}
+	if last.sub != nil {
+		p.Deliver = last.sub.Deliver
+	}
 	for _, it := range items {
-		p.Messages = append(p.Messages, messageRef{Channel: it.ch.Name(), SourceID: it.msg.SourceID})
+		p.Messages = append(p.Messages, messageRef{Key: it.key, Channel: it.ch.Name(), SourceID: it.msg.SourceID})
 	}
 	for _, it := range items {
 		// Should this fail, a restart before the send runs the task again,
 		// as it did before replies were journaled: not lost, only redone.
-		if err := h.journal.update(it.ch.Name(), it.msg.SourceID, func(e *journalEntry) { e.Reply = p }); err != nil {
+		if err := h.journal.update(it.key, func(e *journalEntry) { e.Reply, e.Outcome = p, p.Outcome }); err != nil {
 			log.Warn("cannot record the reply before sending it", logError, err)
 		}
 	}
@@ -210,10 +176,13 @@ func replyTarget(msg *channel.Message) channel.Message {
 	return c
 }
 
-// deliver sends j.reply, retrying with capped backoff until the channel
-// accepts it or the gateway stops; a stopped delivery is resumed from the
-// journal after the restart. Only a sent reply clears the outbox, marks the
-// messages replied and acknowledges them at their source.
+// deliver sends j.reply, retrying transient failures with capped backoff
+// until the channel accepts it or the repo drains (the reply is journaled:
+// it is sent after the restart). A permanent failure is recorded and not
+// retried. Only then are the messages marked replied (first), the outbox
+// cleared (after: a crash between the two keeps the files, never sends
+// the reply again without them) and the messages acknowledged at their
+// source.
 func (j *job) deliver(items []*item, log *slog.Logger) {
 	h, g, p := j.h, j.h.g, j.reply
 	ch := h.channel(p.Channel)
@@ -226,50 +195,92 @@ func (j *job) deliver(items []*item, log *slog.Logger) {
 			to = it.msg // the live message: the source's freshest view
 		}
 	}
+	dir, err := h.store.Open(j.conv)
 	var atts []channel.Attachment
 	var sent []string
-	dir, err := h.store.Open(j.conv)
 	if err != nil && len(p.Outbox) > 0 {
 		log.Warn("conversation gone; the reply goes without its attachments", logError, err)
 	} else if err == nil {
-		atts, sent = readOutbox(dir, p.Outbox, log)
+		atts, sent = readOutbox(dir, p.Outbox, attachmentLimit(ch), log)
 	}
+	r := channel.Reply{ConversationID: j.conv, TaskID: p.Task, Outcome: channel.Outcome(p.Outcome), Markdown: p.Markdown, Attachments: atts}
 
+	var failed error
 	for attempt := 1; ; attempt++ {
-		err := ch.Reply(h.workCtx, to, channel.Reply{ConversationID: j.conv, Markdown: p.Markdown, Attachments: atts})
+		err := j.send(ch, to, p, r)
 		if err == nil {
 			break
 		}
-		wait := backoff(g.replyRetryMin, g.replyRetryMax, attempt)
+		g.tracker.update(p.Task, func(ti *TaskInfo) { ti.ReplyError = oneLine(err.Error()) })
+		if channel.IsPermanent(err) {
+			log.Error("reply refused permanently; it is not retried and the outbox is kept", logError, err)
+			failed = err
+			break
+		}
+		wait := backoff(g.timing.replyMin, g.timing.replyMax, attempt)
 		log.Error("reply not sent; retrying", "attempt", attempt, "retry_in", wait, logError, err)
-		g.tracker.update(p.Task, func(ti *TaskInfo) { ti.ReplyError = err.Error() })
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-g.stopC:
-			t.Stop()
-			log.Info("shutting down before the reply was sent; it is sent after the restart")
+		if !sleepCtx(h.jobCtx, h.drainC, wait) {
+			log.Info("repo stopping before the reply was sent; it is sent after the restart")
 			return
 		}
 	}
+	r.Attachments, atts = nil, nil // let the data go before the slow part
 
-	if dir != nil && len(sent) > 0 {
-		if err := dir.ClearOutbox(sent); err != nil {
-			log.Warn("outbox not cleared", logError, err)
+	recorded := true
+	for _, m := range p.Messages {
+		err := h.journal.update(m.Key, func(e *journalEntry) {
+			e.Replied, e.Reply, e.Outcome = true, nil, p.Outcome
+			if failed != nil {
+				e.ReplyFailed = oneLine(failed.Error())
+			}
+		})
+		if err != nil {
+			recorded = false
+			log.Warn("cannot record the reply; the outbox is kept", logSource, m.SourceID, logError, err)
 		}
 	}
-	for _, m := range p.Messages {
-		if err := h.journal.update(m.Channel, m.SourceID, func(e *journalEntry) { e.Replied, e.Reply = true, nil }); err != nil {
-			log.Warn("cannot record the reply", logSource, m.SourceID, logError, err)
+	// Only once every message is durably "replied" may the attachments
+	// go: until then a restart sends the journaled reply again, and it
+	// must find them.
+	if failed == nil && recorded && dir != nil && len(sent) > 0 {
+		if err := dir.ClearOutbox(sent); err != nil {
+			log.Warn("outbox not cleared", logError, err)
 		}
 	}
 	h.mu.Lock()
 	j.delivered = true
 	all := append([]*item(nil), j.items...)
 	h.mu.Unlock()
-	g.tracker.update(p.Task, func(ti *TaskInfo) { ti.State, ti.ReplyError = StateDone, "" })
-	log.Info("reply sent", "attachments", len(atts))
-	for _, it := range all {
-		h.finishSource(it.ch, it.msg, log.With(logSource, it.msg.SourceID))
+	g.tracker.update(p.Task, func(ti *TaskInfo) {
+		ti.State = StateDone
+		if failed == nil {
+			ti.ReplyError = ""
+		} else {
+			ti.ReplyFailed = true
+		}
+	})
+	if failed == nil {
+		log.Info("reply sent", "attachments", len(sent))
 	}
+	seen := map[string]bool{}
+	for _, it := range all {
+		if seen[it.key] {
+			continue
+		}
+		seen[it.key] = true
+		h.finishSource(it.key, channel.Outcome(p.Outcome), it.sub != nil, log.With(logSource, it.msg.SourceID))
+	}
+}
+
+// send hands the reply to the channel: into the thread of to, or as a new
+// thread when the reply has a delivery (Submit).
+func (j *job) send(ch channel.Channel, to *channel.Message, p *pendingReply, r channel.Reply) error {
+	if p.Deliver == nil {
+		return ch.Reply(j.h.jobCtx, to, r)
+	}
+	st, ok := ch.(channel.Starter)
+	if !ok {
+		return channel.Permanent(errors.New("channel " + ch.Name() + " cannot start a thread"))
+	}
+	return st.Send(j.h.jobCtx, p.Deliver.To, p.Deliver.Subject, j.conv, r)
 }

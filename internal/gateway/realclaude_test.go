@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/airut/airut/internal/agent"
+	"github.com/airut/airut/internal/cli"
 	"github.com/airut/airut/internal/config"
 	"github.com/airut/airut/internal/gateway"
 	"github.com/airut/airut/internal/redact"
@@ -152,7 +153,7 @@ func newRealHarness(t testing.TB, o realOpts) *realHarness {
 	}
 	logger := slog.New(redact.NewHandler(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}), h.reg))
 	gw, err := gateway.New(cfg, gateway.Options{
-		StateDir: h.state, Logger: logger, Registry: h.reg, Prefix: h.prefix,
+		StateDir: h.state, Logger: logger, Registry: h.reg, Prefix: h.prefix, Channels: cli.ChannelFactories(),
 		ProxyBinary: filepath.Join(h.bins, "airut-proxy"), StopGrace: 2 * time.Second,
 	})
 	if err != nil {

@@ -78,7 +78,7 @@ type realGW struct {
 	home   string // XDG_STATE_HOME; the state is home/airut
 	prefix string
 	cfg    string
-	logs   *syncBuffer
+	logs   *testkit.SyncBuffer
 	proc   *proc
 	engine string
 	seq    int
@@ -103,7 +103,7 @@ func newRealGW(t *testing.T) *realGW {
 		}),
 		home:   t.TempDir(),
 		prefix: testPrefix(t),
-		logs:   &syncBuffer{},
+		logs:   &testkit.SyncBuffer{},
 	}
 	dir := t.TempDir()
 	g.cfg = filepath.Join(dir, "airut.yaml")

@@ -139,28 +139,79 @@ func quoteTail(b *strings.Builder, tr taskResult) {
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
-// outboxNames lists the regular files in the outbox root: what the reply
-// attaches and, once it is sent, clears.
-func outboxNames(dir *conversation.Dir, log *slog.Logger) []string {
-	names, err := dir.OutboxFiles()
-	if err != nil {
-		log.Warn("outbox unreadable", logError, err)
-		return nil
+// DefaultAttachmentLimit is the total size of the files one reply
+// attaches when its channel names no limit of its own: 25 MiB, what
+// common mail servers take in one message (base64 adds a third on the
+// wire). A file that does not fit is left in the outbox and named in the
+// reply.
+const DefaultAttachmentLimit = 25 << 20
+
+func attachmentLimit(ch channel.Channel) int64 {
+	if l, ok := ch.(channel.AttachmentLimiter); ok {
+		if n := l.MaxAttachmentBytes(); n > 0 {
+			return n
+		}
 	}
-	return names
+	return DefaultAttachmentLimit
 }
 
-// readOutbox reads the named outbox files; sent names those read, which
-// are the ones to clear once the reply is out.
-func readOutbox(dir *conversation.Dir, names []string, log *slog.Logger) ([]channel.Attachment, []string) {
+// outboxPlan splits the regular files in the outbox root into those the
+// reply attaches (in name order, while they fit in limit in all) and those
+// too big to go with it, which stay in the outbox.
+func outboxPlan(dir *conversation.Dir, limit int64, log *slog.Logger) (attach, tooBig []string) {
+	files, err := dir.StatOutbox()
+	if err != nil {
+		log.Warn("outbox unreadable", logError, err)
+		return nil, nil
+	}
+	var total int64
+	for _, f := range files {
+		if total+f.Size > limit {
+			tooBig = append(tooBig, fmt.Sprintf("%s (%s)", f.Name, humanBytes(f.Size)))
+			continue
+		}
+		total += f.Size
+		attach = append(attach, f.Name)
+	}
+	if len(tooBig) > 0 {
+		log.Warn("outbox files too big to attach; left in the outbox", "files", strings.Join(tooBig, ", "), "limit", limit)
+	}
+	return attach, tooBig
+}
+
+// tooBigNote tells the user which files did not go with the reply.
+func tooBigNote(tooBig []string) string {
+	if len(tooBig) == 0 {
+		return ""
+	}
+	return "\n\n---\nThese files were too big to attach to this reply and are still in the outbox: " +
+		strings.Join(tooBig, ", ") + ". Ask for them in smaller pieces (for example compressed or split)."
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
+// readOutbox reads the named outbox files, at most limit bytes in all;
+// sent names those read, which are the ones to clear once the reply is
+// out. A file that grew past the limit since the plan is left.
+func readOutbox(dir *conversation.Dir, names []string, limit int64, log *slog.Logger) ([]channel.Attachment, []string) {
 	var atts []channel.Attachment
 	var sent []string
+	left := limit
 	for _, n := range names {
-		data, err := dir.ReadOutboxFile(n)
+		data, err := dir.ReadOutboxFile(n, left)
 		if err != nil {
 			log.Warn("outbox file skipped", "file", n, logError, err)
 			continue
 		}
+		left -= int64(len(data))
 		atts = append(atts, channel.Attachment{Name: n, Data: data})
 		sent = append(sent, n)
 	}

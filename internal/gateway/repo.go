@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	"github.com/airut/airut/internal/agent"
 	"github.com/airut/airut/internal/channel"
@@ -23,33 +24,60 @@ var (
 	errShutdown   = errors.New("gateway shutting down")
 )
 
-// repoHandler is one repository: mirror, conversations, channels and the
-// per-conversation queues.
+// errNotTaken is what the handler tells a channel about a message it did
+// not take: the channel hands it over again later.
+var errNotTaken = errors.New("gateway: message not taken now; hand it over again later")
+
+// repoHandler is one started repository: mirror, conversations, channels
+// and the per-conversation queues. A restart makes a new one.
 type repoHandler struct {
 	g        *Gateway
 	id       string
-	rc       *config.Repo
 	mirror   *gitmirror.Mirror
 	store    *conversation.Store
 	journal  *journal
+	spool    *spool
 	channels []channel.Channel
 	log      *slog.Logger
-	workCtx  context.Context
+
+	// jobCtx parents every job; cancelJobs ends them (a drain that ran
+	// out of time).
+	jobCtx     context.Context
+	cancelJobs context.CancelCauseFunc
+	// draining is set once the repo stops taking work; drainC is closed
+	// then, which ends reply and Done retries (they resume after the
+	// restart, from the journal).
+	draining atomic.Bool
+	drainC   chan struct{}
+	// bg counts the handler's goroutines: jobs, acknowledgements, Done
+	// retries.
+	bg sync.WaitGroup
 
 	// gcMu keeps garbage collection from removing a conversation between
-	// a message being mapped to it and its job being queued: onMessage
-	// holds it for reading, the collector for writing.
+	// a message being mapped to it and its job being queued: intake holds
+	// it for reading, the collector for writing (briefly: it renames).
 	gcMu sync.RWMutex
 
 	mu sync.Mutex
-	// inflight holds the messages handed to a job and not yet done at
-	// their source: the dedupe set.
-	inflight map[string]bool
+	rc *config.Repo
+	// inflight holds the messages taken and not yet done at their
+	// source, by message key: the dedupe set. A message handed over again
+	// under another source id while in flight is added to its sources, so
+	// every copy is done at the source at the end.
+	inflight map[string]*inflightMsg
 	convs    map[string]*convQueue
 	// deliveries are the jobs sending replies journaled before a restart,
 	// by task id, kept after they are done so that a late message of the
 	// same reply is only acknowledged.
 	deliveries map[string]*job
+	// changed is closed and replaced when a conversation queue goes away:
+	// drain waits on it.
+	changed chan struct{}
+}
+
+type inflightMsg struct {
+	ch      channel.Channel
+	sources []*channel.Message
 }
 
 // convQueue serialises one conversation: at most one job active (queued
@@ -64,10 +92,16 @@ type convQueue struct {
 
 // item is one inbound message inside a job.
 type item struct {
-	taskID  string
-	ch      channel.Channel
+	taskID string
+	ch     channel.Channel
+	// msg is the message without its attachments: those are in atts, on
+	// disk.
 	msg     *channel.Message
+	key     string
+	atts    []spooled
 	needAck bool
+	// sub is set for a Submit message.
+	sub *submitted
 }
 
 func newRepoHandler(g *Gateway, workCtx context.Context, id string, rc *config.Repo) (*repoHandler, error) {
@@ -81,6 +115,7 @@ func newRepoHandler(g *Gateway, workCtx context.Context, id string, rc *config.R
 	if err != nil {
 		return nil, err
 	}
+	jobCtx, cancel := context.WithCancelCause(workCtx)
 	return &repoHandler{
 		g:          g,
 		id:         id,
@@ -88,12 +123,28 @@ func newRepoHandler(g *Gateway, workCtx context.Context, id string, rc *config.R
 		mirror:     &gitmirror.Mirror{Dir: filepath.Join(root, "git-mirror"), URL: rc.RepoURL},
 		store:      store,
 		journal:    j,
+		spool:      &spool{dir: filepath.Join(root, "spool")},
 		log:        g.log.With(logRepo, id),
-		workCtx:    workCtx,
-		inflight:   map[string]bool{},
+		jobCtx:     jobCtx,
+		cancelJobs: cancel,
+		drainC:     make(chan struct{}),
+		inflight:   map[string]*inflightMsg{},
 		convs:      map[string]*convQueue{},
 		deliveries: map[string]*job{},
+		changed:    make(chan struct{}),
 	}, nil
+}
+
+func (h *repoHandler) repoConfig() *config.Repo {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.rc
+}
+
+func (h *repoHandler) setRepoConfig(rc *config.Repo) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.rc = rc
 }
 
 // receive starts every channel's receive loop; they end with ctx.
@@ -102,56 +153,130 @@ func (h *repoHandler) receive(ctx context.Context, wg *sync.WaitGroup) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := ch.Run(ctx, func(_ context.Context, msg *channel.Message) { h.onMessage(ch, msg) })
+			err := ch.Run(ctx, func(_ context.Context, msg *channel.Message) error {
+				_, err := h.accept(ch, msg, nil, "")
+				return err
+			})
 			if err != nil {
-				h.log.Error("channel stopped", "channel", ch.Name(), logError, err)
+				h.log.Error("channel stopped", logChannel, ch.Name(), logError, err)
 			}
 		}()
 	}
 }
 
-func inflightKey(ch channel.Channel, sourceID string) string { return ch.Name() + "\x00" + sourceID }
-
-func (h *repoHandler) release(ch channel.Channel, sourceID string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	delete(h.inflight, inflightKey(ch, sourceID))
+// drain stops taking work, abandons what waits for a worker (its messages
+// stay at their source), and waits until the running tasks and their
+// replies are done, or until ctx ends: then they are cancelled too.
+func (h *repoHandler) drain(ctx context.Context) {
+	if h.draining.Swap(true) {
+		return
+	}
+	close(h.drainC)
+	for _, j := range h.g.dropQueued(h) {
+		j.abandonAndFinish()
+	}
+	if err := h.waitIdle(ctx); err != nil {
+		h.log.Warn("drain timeout: cancelling the repo's running tasks")
+		h.cancelJobs(errShutdown)
+		_ = h.waitIdle(context.Background())
+	}
+	h.bg.Wait()
+	h.cancelJobs(nil)
 }
 
-// onMessage dedupes msg, maps it to a conversation and queues it. It does
-// not block for the duration of a task.
-func (h *repoHandler) onMessage(ch channel.Channel, msg *channel.Message) {
-	log := h.log.With("channel", ch.Name(), logSource, msg.SourceID)
-	key := inflightKey(ch, msg.SourceID)
-	h.mu.Lock()
-	if h.inflight[key] {
+// waitIdle waits until no conversation has a job.
+func (h *repoHandler) waitIdle(ctx context.Context) error {
+	for {
+		h.mu.Lock()
+		if len(h.convs) == 0 {
+			h.mu.Unlock()
+			return nil
+		}
+		c := h.changed
 		h.mu.Unlock()
-		log.Info("message already in progress; ignoring the repeat")
-		return
+		select {
+		case <-c:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
-	if h.g.isStopping() {
-		h.mu.Unlock()
-		return
-	}
-	h.inflight[key] = true
-	h.mu.Unlock()
+}
 
-	entry, err := h.journal.get(ch.Name(), msg.SourceID)
+// notifyLocked wakes waitIdle; h.mu is held.
+func (h *repoHandler) notifyLocked() {
+	close(h.changed)
+	h.changed = make(chan struct{})
+}
+
+// release forgets an in-flight message that was not taken after all.
+func (h *repoHandler) release(key string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.inflight, key)
+}
+
+// accept takes one message: dedupe by its identity, the journal's say on
+// it, its conversation, the spool for its attachments, and its queue. It
+// does not block for the duration of a task. A nil error means the
+// message is taken until it is done at its source; otherwise it is not,
+// and must be handed over again later. sub is set for Submit messages;
+// key is the message's identity when known (a replay), else "".
+func (h *repoHandler) accept(ch channel.Channel, msg *channel.Message, sub *submitted, key string) (*item, error) {
+	if key == "" {
+		key = messageKey(ch.Name(), msg)
+	}
+	log := h.log.With(logChannel, ch.Name(), logSource, msg.SourceID)
+	h.mu.Lock()
+	if h.draining.Load() {
+		h.mu.Unlock()
+		return nil, errNotTaken
+	}
+	if f := h.inflight[key]; f != nil {
+		if !hasSource(f.sources, msg.SourceID) {
+			// The same message under a new source id (a re-delivery): it
+			// is done at the source with the first.
+			f.sources = append(f.sources, stripped(msg))
+			log.Info("message handed over again under another source id; it runs once")
+		} else {
+			log.Info("message already in progress; ignoring the repeat")
+		}
+		h.mu.Unlock()
+		return nil, nil
+	}
+	h.inflight[key] = &inflightMsg{ch: ch, sources: []*channel.Message{stripped(msg)}}
+	h.mu.Unlock()
+	taken := false
+	defer func() {
+		if !taken {
+			h.release(key)
+		}
+	}()
+
+	entry, err := h.journal.lookup(key, ch.Name(), msg.SourceID)
 	if err != nil {
 		// Without the journal a repeat cannot be told from a new message;
 		// leaving the message at its source is the safe side.
 		log.Error("message journal unreadable; leaving the message for later", logError, err)
-		return
+		return nil, errNotTaken
 	}
 	if entry != nil && entry.Replied {
-		log.Info("message was answered before a restart; acknowledging it at the source only", logConv, entry.Conversation)
-		go h.finishSource(ch, msg, log)
-		return
+		log.Info("message was answered before; acknowledging it at the source only", logConv, entry.Conversation)
+		taken = true
+		h.finishSource(key, channel.Outcome(entry.Outcome), entry.Submitted != nil, log)
+		return nil, nil
 	}
 	if entry != nil && entry.Reply != nil {
-		h.queueDelivery(ch, msg, entry, log)
-		return
+		taken = true
+		h.queueDelivery(ch, msg, key, entry, log)
+		return nil, nil
 	}
+
+	atts, err := h.spool.put(key, msg.Attachments)
+	if err != nil {
+		log.Error("cannot keep the attachments; leaving the message for later", logError, err)
+		return nil, errNotTaken
+	}
+	light := stripped(msg)
 
 	// From the existence check to the queue, the collector must not remove
 	// the conversation; once queued, it skips it.
@@ -170,28 +295,41 @@ func (h *repoHandler) onMessage(ch channel.Channel, msg *channel.Message) {
 		dir, _, err := h.store.Create(ch.Name())
 		if err != nil {
 			log.Error("cannot create a conversation; leaving the message for later", logError, err)
-			return
+			return nil, errNotTaken
 		}
 		conv = dir.ID
 	}
-	if entry == nil || entry.Conversation != conv {
+	if entry == nil || entry.Conversation != conv || entry.SourceID != msg.SourceID {
 		if entry == nil {
-			entry = &journalEntry{SourceID: msg.SourceID, Channel: ch.Name(), Received: h.g.now().UTC()}
+			entry = &journalEntry{Key: key, Channel: ch.Name(), MessageID: msg.MessageID, Received: h.g.now().UTC()}
+			if sub != nil {
+				s := *sub
+				s.Message = *light
+				entry.Submitted = &s
+			}
 		}
-		entry.Conversation, entry.Acknowledged = conv, false
-		acked = false
+		if entry.Conversation != conv {
+			entry.Conversation, entry.Acknowledged = conv, false
+			acked = false
+		}
+		entry.SourceID = msg.SourceID
 		if err := h.journal.put(entry); err != nil {
 			log.Error("cannot record the message; leaving it for later", logError, err)
-			return
+			return nil, errNotTaken
 		}
 	}
+	if sub == nil && entry.Submitted != nil {
+		sub = entry.Submitted
+	}
 
-	it := &item{taskID: newTaskID(), ch: ch, msg: msg, needAck: msg.ConversationID == "" && !acked}
+	it := &item{taskID: newTaskID(), ch: ch, msg: light, key: key, atts: atts, sub: sub,
+		needAck: msg.ConversationID == "" && !acked && (sub == nil || sub.Deliver == nil)}
 	h.g.tracker.add(TaskInfo{
 		ID: it.taskID, Repo: h.id, Conversation: conv, Channel: ch.Name(), State: StateQueued,
 		Sender: msg.SenderAddress, Subject: msg.Subject, Model: msg.Model, Queued: h.g.now(), Messages: 1,
 	})
 	log = log.With(logConv, conv, logTask, it.taskID)
+	taken = true
 
 	h.mu.Lock()
 	q := h.convs[conv]
@@ -205,8 +343,8 @@ func (h *repoHandler) onMessage(ch channel.Channel, msg *channel.Message) {
 		q.active = j
 		h.mu.Unlock()
 		log.Info("task queued")
-		h.g.startJob(j)
-		return
+		h.activate(j)
+		return it, nil
 	case q.next == nil:
 		q.next = h.newJob(conv, it)
 		h.g.tracker.update(it.taskID, func(ti *TaskInfo) { ti.State = StatePending })
@@ -219,14 +357,31 @@ func (h *repoHandler) onMessage(ch channel.Channel, msg *channel.Message) {
 		log.Info("conversation busy; message coalesced into the pending follow-up", "into", surv.id)
 	}
 	h.mu.Unlock()
+	return it, nil
+}
+
+// stripped is msg without its attachments (they are in the spool).
+func stripped(msg *channel.Message) *channel.Message {
+	c := *msg
+	c.Attachments = nil
+	return &c
+}
+
+func hasSource(ms []*channel.Message, sourceID string) bool {
+	for _, m := range ms {
+		if m.SourceID == sourceID {
+			return true
+		}
+	}
+	return false
 }
 
 // queueDelivery queues the sending of a reply that was composed before a
 // restart but not sent; the task does not run again.
-func (h *repoHandler) queueDelivery(ch channel.Channel, msg *channel.Message, entry *journalEntry, log *slog.Logger) {
+func (h *repoHandler) queueDelivery(ch channel.Channel, msg *channel.Message, key string, entry *journalEntry, log *slog.Logger) {
 	p, conv := entry.Reply, entry.Conversation
 	log = log.With(logConv, conv, logTask, p.Task)
-	it := &item{taskID: p.Task, ch: ch, msg: msg}
+	it := &item{taskID: p.Task, ch: ch, msg: stripped(msg), key: key, sub: entry.Submitted}
 	h.gcMu.RLock()
 	defer h.gcMu.RUnlock()
 	h.mu.Lock()
@@ -235,7 +390,7 @@ func (h *repoHandler) queueDelivery(ch channel.Channel, msg *channel.Message, en
 			// The journal read above predates the send.
 			h.mu.Unlock()
 			log.Info("reply already sent; acknowledging the message at the source only")
-			go h.finishSource(ch, msg, log)
+			h.finishSource(key, channel.Outcome(p.Outcome), entry.Submitted != nil, log)
 			return
 		}
 		d.items = append(d.items, it)
@@ -259,7 +414,7 @@ func (h *repoHandler) queueDelivery(ch channel.Channel, msg *channel.Message, en
 		q.active = j
 		h.mu.Unlock()
 		log.Info("message was answered before a restart but the reply was not sent; sending it")
-		h.g.startJob(j)
+		h.activate(j)
 		return
 	}
 	q.deliveries = append(q.deliveries, j)
@@ -267,13 +422,65 @@ func (h *repoHandler) queueDelivery(ch channel.Channel, msg *channel.Message, en
 	log.Info("message was answered before a restart; its reply waits for the conversation's running task")
 }
 
-// jobFinished starts the conversation's next job, if any.
+// activate starts j, the active job of its conversation: a delivery is
+// sent at once (it needs no worker); a task sends its acknowledgements
+// and then waits in the pool's queue.
+func (h *repoHandler) activate(j *job) {
+	if j.reply != nil {
+		h.bg.Add(1)
+		go func() {
+			defer h.bg.Done()
+			j.run(false)
+		}()
+		return
+	}
+	h.mu.Lock()
+	var acks []*item
+	for _, it := range j.items {
+		if it.needAck {
+			acks = append(acks, it)
+		}
+	}
+	h.mu.Unlock()
+	if len(acks) == 0 {
+		h.g.enqueue(j)
+		return
+	}
+	// The acknowledgement goes out before the task waits for a worker, so
+	// the user knows at once that the message arrived.
+	h.bg.Add(1)
+	go func() {
+		defer h.bg.Done()
+		log := h.log.With(logConv, j.conv, logTask, j.id)
+		for _, it := range acks {
+			if err := it.ch.Acknowledge(h.jobCtx, it.msg, j.conv); err != nil {
+				log.Warn("acknowledgement not sent", logError, err)
+				continue
+			}
+			if err := h.journal.update(it.key, func(e *journalEntry) { e.Acknowledged = true }); err != nil {
+				log.Warn("cannot record the acknowledgement", logError, err)
+			}
+		}
+		h.g.enqueue(j)
+	}()
+}
+
+// jobFinished starts the conversation's next job, if any. While the repo
+// drains, the next jobs are abandoned instead: their messages stay at
+// their source and run after the restart, in order.
 func (h *repoHandler) jobFinished(j *job) {
 	h.mu.Lock()
 	q := h.convs[j.conv]
 	var next *job
+	var drop []*job
 	if q != nil && q.active == j {
-		if len(q.deliveries) > 0 {
+		if h.draining.Load() {
+			drop = append(drop, q.deliveries...)
+			if q.next != nil {
+				drop = append(drop, q.next)
+			}
+			q.active = nil
+		} else if len(q.deliveries) > 0 {
 			q.active, q.deliveries = q.deliveries[0], q.deliveries[1:]
 		} else {
 			q.active, q.next = q.next, nil
@@ -281,14 +488,18 @@ func (h *repoHandler) jobFinished(j *job) {
 		next = q.active
 		if next == nil {
 			delete(h.convs, j.conv)
+			h.notifyLocked()
 		}
 	}
 	h.mu.Unlock()
+	for _, d := range drop {
+		d.abandon()
+	}
 	if next != nil {
 		if next.reply == nil {
 			h.g.tracker.update(next.id, func(ti *TaskInfo) { ti.State = StateQueued })
 		}
-		h.g.startJob(next)
+		h.activate(next)
 	}
 }
 
@@ -309,18 +520,70 @@ func (h *repoHandler) busy(conv string) bool {
 	return h.convs[conv] != nil
 }
 
-// finishSource acknowledges a message at its source and forgets it.
-func (h *repoHandler) finishSource(ch channel.Channel, msg *channel.Message, log *slog.Logger) {
-	if err := ch.Done(h.workCtx, msg); err != nil {
-		// The journal says "replied", so after a restart only Done is
-		// repeated; the message is not answered twice.
-		log.Error("cannot acknowledge the message at its source", logError, err)
+// finishSource acknowledges a message at its source (every source id it
+// was handed over with), then forgets it: journal entry and spool. A Done
+// that fails is retried with backoff until the repo drains (the journal
+// says "replied", so after a restart only Done is repeated); one that
+// fails permanently is logged and the message let go, so that the next
+// hand-over tries again. A Submit message has no source: it is only
+// forgotten.
+func (h *repoHandler) finishSource(key string, outcome channel.Outcome, isSubmit bool, log *slog.Logger) {
+	h.mu.Lock()
+	f := h.inflight[key]
+	h.mu.Unlock()
+	forget := func() {
+		if err := h.journal.remove(key); err != nil {
+			log.Warn("cannot remove the message from the journal", logError, err)
+		}
+		if err := h.spool.remove(key); err != nil {
+			log.Warn("cannot remove the message's attachments", logError, err)
+		}
+		h.release(key)
+	}
+	if f == nil || isSubmit {
+		forget()
 		return
 	}
-	if err := h.journal.remove(ch.Name(), msg.SourceID); err != nil {
-		log.Warn("cannot remove the message from the journal", logError, err)
+	pending := append([]*channel.Message(nil), f.sources...)
+	try := func() (permanent error) {
+		var left []*channel.Message
+		for _, m := range pending {
+			err := f.ch.Done(h.jobCtx, m, outcome)
+			switch {
+			case err == nil:
+			case channel.IsPermanent(err):
+				log.Error("message cannot be acknowledged at its source; giving up on it", logSource, m.SourceID, logError, err)
+				permanent = err
+			default:
+				log.Warn("cannot acknowledge the message at its source; retrying", logSource, m.SourceID, logError, err)
+				left = append(left, m)
+			}
+		}
+		pending = left
+		return permanent
 	}
-	h.release(ch, msg.SourceID)
+	if perm := try(); len(pending) == 0 {
+		if perm != nil {
+			h.release(key) // replied; the next hand-over only retries Done
+			return
+		}
+		forget()
+		return
+	}
+	h.bg.Add(1)
+	go func() {
+		defer h.bg.Done()
+		for attempt := 1; len(pending) > 0; attempt++ {
+			if !sleepCtx(h.jobCtx, h.drainC, backoff(h.g.timing.doneMin, h.g.timing.doneMax, attempt)) {
+				return // the restart hands it over again; the journal says replied
+			}
+			if perm := try(); perm != nil && len(pending) == 0 {
+				h.release(key)
+				return
+			}
+		}
+		forget()
+	}()
 }
 
 func newTaskID() string {

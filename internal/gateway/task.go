@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/airut/airut/internal/agent"
+	"github.com/airut/airut/internal/channel"
 	"github.com/airut/airut/internal/config"
 	"github.com/airut/airut/internal/conversation"
 	"github.com/airut/airut/internal/redact"
@@ -93,7 +94,9 @@ func (j *job) execute(items []*item, log *slog.Logger) (tr taskResult) {
 
 func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []*item, log *slog.Logger) taskResult {
 	h, g := j.h, j.h.g
-	rc := h.rc
+	rc := j.rc
+	prog := j.startProgress(items, log)
+	defer prog.stop()
 	rec, err := dir.Load()
 	if err != nil {
 		return infra("conversation %s: %v", j.conv, err)
@@ -122,13 +125,17 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 			return infra("network allowlist: %v", err)
 		}
 	}
+	// From here to the end of the run, the Claude version GC keeps off the
+	// binary this task resolves (gc.go).
+	g.resolveMu.RLock()
+	defer g.resolveMu.RUnlock()
 	claudeBin, err := g.claudeBinary(ctx, rc)
 	if err != nil {
 		return infra("%v", err)
 	}
 	// The image is leased until the task's last container has exited: a
 	// prune meanwhile keeps it.
-	image, releaseImage, err := g.cache.Ensure(ctx, buildCtx)
+	image, releaseImage, err := j.backend.Images.Ensure(ctx, buildCtx)
 	if err != nil {
 		return infra("building the container image failed: %v", err)
 	}
@@ -152,10 +159,16 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 		}
 		signing[name] = a
 	}
-	if !rc.Network.SandboxEnabled && len(masked)+len(signing) > 0 {
-		return infra("masked_secrets and signing_credentials need the network sandbox, which is disabled for this repo")
+	apps := map[string]secrets.GitHubApp{}
+	for name, a := range rc.GitHubAppCredentials {
+		apps[name] = secrets.GitHubApp{AppID: a.AppID, PrivateKey: a.PrivateKey.Reveal(), InstallationID: a.InstallationID,
+			Scopes: a.Scopes, BaseURL: a.BaseURL, Permissions: a.Permissions, Repositories: a.Repositories,
+			AllowForeignCredentials: a.AllowForeignCredentials}
 	}
-	smap, err := secrets.NewMapFrom(secrets.Pools{Plain: plain, Masked: masked, AWS: signing})
+	if !rc.Network.SandboxEnabled && len(masked)+len(signing)+len(apps) > 0 {
+		return infra("masked_secrets, signing_credentials and github_app_credentials need the network sandbox, which is disabled for this repo")
+	}
+	smap, err := secrets.NewMapFrom(secrets.Pools{Plain: plain, Masked: masked, AWS: signing, GitHubApps: apps})
 	if err != nil {
 		return infra("secrets: %v", err)
 	}
@@ -181,8 +194,8 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 	var names []string
 	var msgs []agent.PromptMessage
 	for _, it := range items {
-		for _, a := range it.msg.Attachments {
-			n, err := dir.SaveAttachment(a.Name, a.Data)
+		for _, a := range it.atts {
+			n, err := saveSpooled(dir, a)
 			if err != nil {
 				return infra("saving attachment %q: %v", a.Name, err)
 			}
@@ -207,11 +220,12 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 	}
 	g.tracker.update(j.id, func(ti *TaskInfo) { ti.Model = model })
 
+	prog.phase(channel.PhaseRunning)
 	run := func(session, prompt string) taskResult {
 		return j.runAgent(ctx, agentRun{
 			dir: dir, image: image, claudeBin: claudeBin, env: env, mode: mode, provider: provider,
 			opts: agent.Options{Model: model, Effort: rc.Effort, SessionID: session}, prompt: prompt,
-		}, log)
+		}, prog, log)
 	}
 	tr := run(rec.SessionID, agent.Prompt(in))
 	if rec.SessionID != "" && tr.outcome.Retryable() {
@@ -222,6 +236,32 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 	tr.model = model
 	tr.credential = claudeCredential(rc)
 	return tr
+}
+
+// truncatedType is the type of the event that stands in events.jsonl for
+// an output line the sandbox cut at its line limit.
+const truncatedType = "airut_truncated"
+
+// truncatedEvent is that stand-in: it names how much of the line came.
+func truncatedEvent(kept int) []byte {
+	return []byte(`{"type":"` + truncatedType + `","kept_bytes":` + strconv.Itoa(kept) + `}`)
+}
+
+// saveSpooled copies one spooled attachment into the conversation's inbox.
+func saveSpooled(dir *conversation.Dir, a spooled) (string, error) {
+	f, err := os.Open(a.Path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	return dir.SaveAttachmentFrom(a.Name, f)
+}
+
+// publish puts an event about this task on the bus.
+func (j *job) publish(kind EventKind, fill func(*Event)) {
+	e := Event{Kind: kind, Repo: j.h.id, Conversation: j.conv, Task: j.id}
+	fill(&e)
+	j.h.g.bus.Publish(e)
 }
 
 // claudeCredentialNames are the variables Claude Code authenticates with.
@@ -265,26 +305,27 @@ func ensureWorkspace(ctx context.Context, h *repoHandler, dir *conversation.Dir)
 // proxyNetwork prepares the network sandbox of one task: the proxy image
 // (leased until the returned cleanup), the secrets for the proxy (written
 // by the sandbox into its private directory under the state directory,
-// never under /tmp) and the network log appended to the conversation.
-func (j *job) proxyNetwork(dir *conversation.Dir, allowData []byte, smap *secrets.Map) (*sandbox.ProxyNetwork, func(), error) {
+// never under /tmp) and the network log appended to the conversation and
+// published on the event bus.
+func (j *job) proxyNetwork(dir *conversation.Dir, allowData []byte, smap *secrets.Map) (sandbox.NetworkProvider, func(), error) {
 	g := j.h.g
 	bin, err := g.proxyBinary()
 	if err != nil {
 		return nil, nil, err
 	}
 	var upstreamCA []byte
-	if p := g.cfg.Network.UpstreamCA; p != "" {
+	if p := j.cfg.Network.UpstreamCA; p != "" {
 		if upstreamCA, err = os.ReadFile(p); err != nil {
 			return nil, nil, fmt.Errorf("network.upstream_ca: %w", err)
 		}
 	}
-	dns := g.cfg.Network.UpstreamDNS
+	dns := j.cfg.Network.UpstreamDNS
 	if dns != "" {
 		if _, _, err := net.SplitHostPort(dns); err != nil {
 			dns = net.JoinHostPort(dns, "53")
 		}
 	}
-	proxyImage, releaseImage, err := g.cache.EnsureProxy(j.ctx, bin)
+	proxyImage, releaseImage, err := j.backend.Images.EnsureProxy(j.ctx, bin)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -294,15 +335,17 @@ func (j *job) proxyNetwork(dir *conversation.Dir, allowData []byte, smap *secret
 		return nil, nil, err
 	}
 	var mu sync.Mutex
-	p := &sandbox.ProxyNetwork{
-		Runner: g.run, ProxyImage: proxyImage, Allowlist: allowData, Secrets: smap,
-		Resolve: g.cfg.Network.Resolve, UpstreamCA: upstreamCA, UpstreamDNS: dns,
+	p := j.backend.ProxyNetwork(sandbox.ProxyNetwork{
+		ProxyImage: proxyImage, Allowlist: allowData, Secrets: smap,
+		Resolve: j.cfg.Network.Resolve, UpstreamCA: upstreamCA, UpstreamDNS: dns,
 		NetworkLog: func(line string) {
+			line = g.opts.Registry.Redact(line)
 			mu.Lock()
-			defer mu.Unlock()
-			fmt.Fprintln(f, g.opts.Registry.Redact(line))
+			fmt.Fprintln(f, line)
+			mu.Unlock()
+			j.publish(EventNetwork, func(e *Event) { e.Line = line })
 		},
-	}
+	})
 	return p, func() {
 		mu.Lock()
 		f.Close()
@@ -325,9 +368,9 @@ type agentRun struct {
 // runAgent runs Claude Code once in a fresh container and classifies how
 // it ended. The session id is saved even from a run that did not succeed,
 // so a timed-out task can be resumed.
-func (j *job) runAgent(ctx context.Context, a agentRun, log *slog.Logger) taskResult {
-	h, g := j.h, j.h.g
-	rc := h.rc
+func (j *job) runAgent(ctx context.Context, a agentRun, prog *progress, log *slog.Logger) taskResult {
+	g := j.h.g
+	rc := j.rc
 	reader := agent.NewReader(0)
 	if a.opts.SessionID != "" {
 		// CLIs without model_usage_since_last_result report only the
@@ -336,6 +379,7 @@ func (j *job) runAgent(ctx context.Context, a agentRun, log *slog.Logger) taskRe
 	}
 	reader.OnTodo = func(todos []agent.Todo) {
 		g.tracker.update(j.id, func(ti *TaskInfo) { ti.Todos = append([]agent.Todo(nil), todos...) })
+		prog.todos(todos)
 	}
 	var errMu sync.Mutex
 	var stderr []string
@@ -369,11 +413,23 @@ func (j *job) runAgent(ctx context.Context, a agentRun, log *slog.Logger) taskRe
 		Stdout: func(line []byte) {
 			reader.Feed(line)
 			login.feed(line)
-			if _, err := agent.ParseEvent(line); err == nil {
-				if err := a.dir.AppendEvent(bytes.TrimSpace(line)); err != nil {
-					log.Warn("event not recorded", logError, err)
+			ev, err := agent.ParseEvent(line)
+			if err != nil {
+				if !bytes.HasSuffix(line, []byte(sandbox.TruncatedMarker)) {
+					return // not an event: it only goes to the reader's tail
 				}
+				// An event longer than the sandbox delivers: the transcript
+				// says one was cut rather than skip it silently.
+				kept := len(line)
+				line, ev.Type = truncatedEvent(kept), truncatedType
+				log.Warn("agent output line cut by the sandbox's line limit", "kept_bytes", kept)
 			}
+			line = bytes.TrimSpace(line)
+			if err := a.dir.AppendEvent(line); err != nil {
+				log.Warn("event not recorded", logError, err)
+			}
+			data := agentEventData(line, ev.Type, g.opts.Registry)
+			j.publish(EventAgent, func(e *Event) { e.Data = data })
 		},
 		Stderr: func(line []byte) {
 			errMu.Lock()
@@ -384,7 +440,7 @@ func (j *job) runAgent(ctx context.Context, a agentRun, log *slog.Logger) taskRe
 			}
 		},
 	}
-	sres := g.run.Run(ctx, spec)
+	sres := j.backend.Runner.Run(ctx, spec)
 	if len(sres.LimitsNotEnforced) > 0 {
 		log.Warn("resource limits not enforced on this host", "limits", strings.Join(sres.LimitsNotEnforced, ","))
 	}

@@ -48,11 +48,14 @@ type TaskInfo struct {
 	Outcome agent.Outcome
 	// Reason explains a non-success outcome in one line.
 	Reason string
-	// ReplyError is why the last attempt to send the reply failed, while
-	// the reply is retried.
+	// ReplyError is why the last attempt to send the reply failed: while
+	// the reply is retried, or for good when ReplyFailed is set.
 	ReplyError string
-	Usage      agent.Usage
-	Cost       float64
+	// ReplyFailed: the channel refused the reply permanently (an SMTP
+	// 5xx); it is not retried, and the outbox is kept.
+	ReplyFailed bool
+	Usage       agent.Usage
+	Cost        float64
 	// CoalescedInto is the task that ran this task's message.
 	CoalescedInto string
 	// Messages is how many messages the task answers (more than one when
@@ -61,20 +64,36 @@ type TaskInfo struct {
 	Todos    []agent.Todo
 }
 
+// tracker holds every task's state and publishes each change on the bus.
+// It publishes under its lock, so the events of one task are in the order
+// of its changes.
 type tracker struct {
+	bus   *Bus
 	mu    sync.Mutex
 	tasks map[string]*TaskInfo
 	order []string
 }
 
-func newTracker() *tracker { return &tracker{tasks: map[string]*TaskInfo{}} }
+func newTracker(bus *Bus) *tracker { return &tracker{bus: bus, tasks: map[string]*TaskInfo{}} }
+
+// publish sends ti's snapshot; t.mu is held.
+func (t *tracker) publish(ti *TaskInfo) {
+	if t.bus == nil {
+		return
+	}
+	c := copyInfo(ti)
+	t.bus.Publish(Event{Kind: EventTask, Repo: c.Repo, Conversation: c.Conversation, Task: c.ID, Info: &c})
+}
 
 func (t *tracker) add(ti TaskInfo) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	c := ti
+	if _, ok := t.tasks[ti.ID]; !ok {
+		t.order = append(t.order, ti.ID)
+	}
 	t.tasks[ti.ID] = &c
-	t.order = append(t.order, ti.ID)
+	t.publish(&c)
 	t.trim()
 }
 
@@ -103,6 +122,7 @@ func (t *tracker) update(id string, fn func(*TaskInfo)) {
 	defer t.mu.Unlock()
 	if ti, ok := t.tasks[id]; ok {
 		fn(ti)
+		t.publish(ti)
 	}
 }
 

@@ -33,6 +33,8 @@ type Request struct {
 	held    bool
 	body    []byte
 	bodyErr error
+	gql     *gqlRequest // parsed once for the GraphQL checks
+	gqlErr  error
 }
 
 // Body reads and holds the request body, at most the proxy's MaxBody

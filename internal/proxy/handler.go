@@ -145,6 +145,10 @@ func (h *handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := p.filter(r, st); err != nil {
+		if errors.Is(err, errInjectorFailed) {
+			p.credentialError(w, st, err)
+			return
+		}
 		p.reject(w, st, err)
 		return
 	}
@@ -239,10 +243,13 @@ func (p *Proxy) filter(r *http.Request, st *reqState) error {
 		filters = append(filters, p.methodParam)
 	}
 	if st.decision.GraphQL != nil {
-		if p.cfg.GraphQL == nil {
-			return refused("GraphQL operation checks (%s) are not available in this proxy", st.decision.Rule)
-		}
 		filters = append(filters, p.cfg.GraphQL)
+	}
+	if len(p.scopers) > 0 {
+		filters = append(filters, p.gitHubScope)
+	}
+	if st.host == anthropicHost {
+		filters = append(filters, p.anthropicTools)
 	}
 	filters = append(filters, p.cfg.Filters...)
 	if len(filters) == 0 {
@@ -255,7 +262,7 @@ func (p *Proxy) filter(r *http.Request, st *reqState) error {
 			return fr.bodyErr
 		}
 		if err != nil {
-			if errors.Is(err, ErrRefused) || errors.Is(err, ErrBodyTooLarge) || errors.Is(err, ErrBodyUnreadable) {
+			if errors.Is(err, ErrRefused) || errors.Is(err, ErrBodyTooLarge) || errors.Is(err, ErrBodyUnreadable) || errors.Is(err, errInjectorFailed) {
 				return err
 			}
 			return filterError{err}
@@ -343,6 +350,9 @@ func (p *Proxy) inject(r *http.Request, st *reqState) error {
 		}
 		st.rec.Masked += res.Masked
 		st.rec.Dropped += res.Dropped
+		for _, k := range res.Tokens {
+			st.rec.addToken(k)
+		}
 		if res.Signed != "" {
 			st.rec.Signed, st.rec.SignError = res.Signed, res.SignError
 			if res.SignError != "" {
@@ -443,14 +453,30 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 		p.reject(w, st, err)
 		return
 	}
+	if errors.Is(err, errInjectorFailed) {
+		p.credentialError(w, st, err)
+		return
+	}
+	badGateway(w, st, "upstream_error", "The proxy could not complete the request upstream: ", err)
+}
+
+// credentialError answers a request whose credential could not be had (a
+// GitHub App token that could not be minted): 502, with the reason, and
+// the request never went upstream.
+func (p *Proxy) credentialError(w http.ResponseWriter, st *reqState, err error) {
+	badGateway(w, st, "credential_unavailable", "The proxy could not obtain the credential for this request, so it was not sent: ", err)
+}
+
+// badGateway is the one place a request becomes a 502 and an ERROR record.
+func badGateway(w http.ResponseWriter, st *reqState, code, message string, err error) {
 	reason := err.Error()
 	st.rec.Verdict, st.rec.Reason = VerdictError, reason
 	writeJSON(w, http.StatusBadGateway, map[string]string{
-		"error":   "upstream_error",
+		"error":   code,
 		"host":    st.host,
 		"path":    st.target,
 		"method":  st.rec.Method,
-		"message": "The proxy could not complete the request upstream: " + reason,
+		"message": message + reason,
 	})
 }
 

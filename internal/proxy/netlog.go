@@ -38,15 +38,16 @@ type Record struct {
 	// Reason is the cause of an ERROR (on the line) or of a BLOCKED
 	// verdict, and the reason of DNS DROPPED (on the line); for BLOCKED it
 	// is only in the operational log.
-	Reason   string
-	Masked   int // headers whose surrogate was swapped for a real value
-	Dropped  int // duplicate copies of replaced headers removed
-	Redacted int // real values replaced by their surrogates in the response
+	Reason string
+	Masked int    // headers whose surrogate was swapped for a real value
+	Token  string // kinds of minted tokens swapped in ("github-app"), comma-separated
 	// Signed names the signature re-made with a real key ("aws"): the
 	// line says "[signed: aws]", or with SignError "[not signed: aws:
 	// <why>]" (the request went on with the agent's surrogate signature).
 	Signed    string
 	SignError string
+	Dropped   int    // duplicate copies of replaced headers removed
+	Redacted  int    // real values replaced by their surrogates in the response
 	Upgrade   string // an Upgrade the proxy refused and removed ("h2c")
 	Aborted   bool   // the response was cut off (the agent or the upstream went away)
 
@@ -78,6 +79,9 @@ func (r Record) Line() string {
 			}
 		}
 		tag("masked", r.Masked)
+		if r.Token != "" {
+			fmt.Fprintf(&b, " [token: %s]", escapeTag(r.Token))
+		}
 		switch {
 		case r.Signed != "" && r.SignError != "":
 			fmt.Fprintf(&b, " [not signed: %s: %s]", escapeTag(r.Signed), escapeTagText(r.SignError))
@@ -107,6 +111,19 @@ func (r Record) Line() string {
 		fmt.Fprintf(&b, " %s %s -> %s", escapeWord(r.QType), escapeWord(r.Name), escapeWord(r.Answer))
 	}
 	return b.String()
+}
+
+// addToken notes a kind of minted token, once.
+func (r *Record) addToken(kind string) {
+	for _, k := range strings.Split(r.Token, ",") {
+		if k == kind {
+			return
+		}
+	}
+	if r.Token != "" {
+		r.Token += ","
+	}
+	r.Token += kind
 }
 
 // ErrBadRecord is matched by every ParseRecord error.
@@ -152,6 +169,8 @@ func ParseRecord(line string) (Record, error) {
 			switch key {
 			case "masked":
 				r.Masked = num()
+			case "token":
+				r.Token = value
 			case "dropped":
 				r.Dropped = num()
 			case "redacted":

@@ -14,7 +14,8 @@ func TestRecordLines(t *testing.T) {
 		line string
 	}{
 		{Record{Verdict: VerdictAllowed, Method: "GET", URL: "https://api.github.com/repos/acme/app", Status: 200, Masked: 1}, "ALLOWED GET https://api.github.com/repos/acme/app -> 200 [masked: 1]"},
-		{Record{Verdict: VerdictAllowed, Method: "GET", URL: "https://a.test/x", Status: 200, Masked: 1, Dropped: 2, Redacted: 3, Upgrade: "h2c", Aborted: true}, "ALLOWED GET https://a.test/x -> 200 [masked: 1] [dropped: 2] [redacted: 3] [upgrade refused: h2c] [aborted]"},
+		{Record{Verdict: VerdictAllowed, Method: "POST", URL: "https://api.github.com/graphql", Status: 200, Token: "github-app"}, "ALLOWED POST https://api.github.com/graphql -> 200 [token: github-app]"},
+		{Record{Verdict: VerdictAllowed, Method: "GET", URL: "https://a.test/x", Status: 200, Masked: 1, Token: "github-app", Dropped: 2, Redacted: 3, Upgrade: "h2c", Aborted: true}, "ALLOWED GET https://a.test/x -> 200 [masked: 1] [token: github-app] [dropped: 2] [redacted: 3] [upgrade refused: h2c] [aborted]"},
 		{Record{Verdict: VerdictBlocked, Method: "POST", URL: "https://evil.com/upload", Status: 403}, "BLOCKED POST https://evil.com/upload -> 403"},
 		{Record{Verdict: VerdictAllowed, Method: "PUT", URL: "https://b.s3.amazonaws.com/k", Status: 200, Signed: "aws", Redacted: 1}, "ALLOWED PUT https://b.s3.amazonaws.com/k -> 200 [signed: aws] [redacted: 1]"},
 		{Record{Verdict: VerdictAllowed, Method: "GET", URL: "http://b.s3.amazonaws.com/k", Status: 403, Signed: "aws", SignError: "plain http"}, "ALLOWED GET http://b.s3.amazonaws.com/k -> 403 [not signed: aws: plain http]"},

@@ -2,8 +2,11 @@
 // responder that answers every A query with the proxy's own address, HTTP
 // and HTTPS listeners that intercept every request (TLS terminated with
 // leaf certificates minted from a per-task CA held only in memory), the
-// allowlist enforcement, the swap of surrogate credentials for real ones on
-// scoped hosts (the credential injectors of package secrets, run last), the
+// allowlist enforcement, the request filters (the GraphQL operation check
+// and GitHub App repository scope, S5.5; the rewrite of Anthropic's
+// server-side tools, S5.6), the swap of surrogate credentials for real ones
+// on scoped hosts (the credential injectors of package secrets, run last
+// after every filter), the
 // redaction of real values from those hosts' responses, a guarded upstream
 // dialer, deadlines on every phase, and the network log: one Record per
 // decision, rendered as one escaped line.
@@ -84,8 +87,7 @@ type Config struct {
 	// Default DefaultMaxConns.
 	MaxConns int
 	// GraphQL checks requests allowed by a url_prefixes entry with graphql
-	// rules (S5.5). Default nil: such requests are blocked, since letting
-	// them through unchecked would ignore the operator's rules.
+	// rules (S5.5). Default CheckGraphQL.
 	GraphQL Filter
 	// Log receives the network log, one line per Write. Default: discarded.
 	Log io.Writer
@@ -109,6 +111,8 @@ type Proxy struct {
 	timeouts Timeouts
 
 	injectors []secrets.Injector
+	scopers   []gitHubScoper // injectors that carry GitHub App tokens
+	tools     *toolDomains   // what Anthropic's server-side tools may reach
 	redact    atomic.Pointer[redactor]
 	redactMu  sync.Mutex
 	known     map[string]secrets.Pair // real value → pair, for learn
@@ -173,6 +177,9 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Log == nil {
 		cfg.Log = io.Discard
 	}
+	if cfg.GraphQL == nil {
+		cfg.GraphQL = CheckGraphQL
+	}
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -182,15 +189,15 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, err
 	}
 	p := &Proxy{
-		cfg:       cfg,
-		listenIP:  listenIP,
-		ca:        ca,
-		netlog:    &netLog{w: cfg.Log},
-		logger:    logger,
-		conns:     make(map[io.Closer]struct{}),
-		timeouts:  cfg.Timeouts.withDefaults(),
-		injectors: cfg.Replacements.Injectors(secrets.InjectorOptions{MaxBody: cfg.MaxBody}),
-		known:     make(map[string]secrets.Pair),
+		cfg:      cfg,
+		listenIP: listenIP,
+		ca:       ca,
+		netlog:   &netLog{w: cfg.Log},
+		logger:   logger,
+		conns:    make(map[io.Closer]struct{}),
+		timeouts: cfg.Timeouts.withDefaults(),
+		tools:    newToolDomains(cfg.Allowlist),
+		known:    make(map[string]secrets.Pair),
 	}
 	p.learn(cfg.Replacements.Pairs())
 	p.dialer = newDialer(guard{allow: cfg.AllowRanges, self: ownAddresses(listenIP)}, pins, cfg.UpstreamDNS)
@@ -220,6 +227,14 @@ func New(cfg Config) (*Proxy, error) {
 		// Upstream stays HTTP/1.1: it carries WebSocket upgrades, and the
 		// agent's HTTP/2 is terminated here anyway.
 		ForceAttemptHTTP2: false,
+	}
+	// The injectors' own requests (GitHub App token mints) go out through
+	// the same transport as the agent's: same pins, roots and guard.
+	p.injectors = cfg.Replacements.Injectors(secrets.Env{Transport: p.upstream, Logger: logger, MaxBody: cfg.MaxBody})
+	for _, inj := range p.injectors {
+		if s, ok := inj.(gitHubScoper); ok {
+			p.scopers = append(p.scopers, s)
+		}
 	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
@@ -316,6 +331,11 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	for _, inj := range p.injectors {
+		if c, ok := inj.(io.Closer); ok {
+			_ = c.Close()
+		}
+	}
 	p.upstream.CloseIdleConnections()
 	done := make(chan struct{})
 	go func() { p.wg.Wait(); close(done) }()

@@ -606,9 +606,10 @@ func TestHeldBody(t *testing.T) {
 	}
 }
 
-// TestGraphQLRuleWithoutChecker: a graphql-restricted rule must not become
-// an unrestricted one while the GraphQL checker is not configured.
-func TestGraphQLRuleWithoutChecker(t *testing.T) {
+// TestGraphQLRuleChecker: a graphql-restricted rule is never an
+// unrestricted one: without a configured checker the built-in one runs
+// (and refuses a body without a query), and a configured one is consulted.
+func TestGraphQLRuleChecker(t *testing.T) {
 	const al = `
 url_prefixes:
   - host: api.example.com
@@ -622,7 +623,7 @@ url_prefixes:
 		filter Filter
 		status int
 	}{
-		{"no checker blocks", nil, 403},
+		{"default checker blocks", nil, 403},
 		{"checker consulted", func(r *Request) error {
 			if r.Decision.GraphQL == nil {
 				return errors.New("no graphql rules passed")

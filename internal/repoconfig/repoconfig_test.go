@@ -164,7 +164,8 @@ func TestLoadAllowlist(t *testing.T) {
 
 func TestParseSandbox(t *testing.T) {
 	env := func(name string) (string, bool) {
-		v, ok := map[string]string{"TOKEN": "ghp_real", "EMPTY": "", "AWS_ACCESS_KEY_ID": "AKIAREAL", "CI_SECRET": "s3cr3t", "CI_TOKEN": "tok"}[name]
+		v, ok := map[string]string{"TOKEN": "ghp_real", "EMPTY": "", "AWS_ACCESS_KEY_ID": "AKIAREAL", "CI_SECRET": "s3cr3t", "CI_TOKEN": "tok",
+			"APP_KEY": "-----BEGIN RSA PRIVATE KEY-----\nx\n-----END RSA PRIVATE KEY-----\n", "INSTALLATION": "42"}[name]
 		return v, ok
 	}
 	valid := `signing_credentials:
@@ -188,6 +189,16 @@ masked_secrets:
     value: !env TOKEN
     scopes: [api.github.com, "*.githubusercontent.com"]
     headers: [Authorization]
+github_app_credentials:
+  GH_APP_TOKEN:
+    app_id: "12345"
+    private_key: !env APP_KEY
+    installation_id: !env INSTALLATION
+    scopes: [api.github.com, github.com]
+    base_url: https://ghe.example/api/v3
+    permissions:
+      contents: write
+    repositories: [app]
 network_sandbox: true
 resource_limits:
   timeout: 600
@@ -217,6 +228,10 @@ network:
 				AccessKeyID:     repoconfig.SigningField{Name: "PROD_KEY", Value: "AKIAREAL"},
 				SecretAccessKey: repoconfig.SigningField{Name: "AWS_SECRET_ACCESS_KEY", Value: "literal-secret"}},
 		},
+		GitHubAppCredentials: map[string]repoconfig.GitHubAppCredential{"GH_APP_TOKEN": {AppID: "12345",
+			PrivateKey: "-----BEGIN RSA PRIVATE KEY-----\nx\n-----END RSA PRIVATE KEY-----\n", InstallationID: 42,
+			Scopes: []string{"api.github.com", "github.com"}, BaseURL: "https://ghe.example/api/v3",
+			Permissions: map[string]string{"contents": "write"}, Repositories: []string{"app"}}},
 		NetworkSandbox: true,
 		Limits:         repoconfig.Limits{TimeoutSeconds: 600, Memory: "2g", CPUs: "1.5", PidsLimit: 512},
 		Resolve:        map[string]string{"internal.example": "10.0.0.5"},

@@ -21,7 +21,9 @@ type Sandbox struct {
 	// SigningCredentials are AWS keys the container sees only as
 	// surrogates; the proxy re-signs requests with the real ones (S5.3).
 	SigningCredentials map[string]SigningCredential
-	// (github_app_credentials, S5.4, go here.)
+	// GitHubAppCredentials are GitHub Apps the proxy mints installation
+	// tokens for (S5.4).
+	GitHubAppCredentials map[string]GitHubAppCredential
 	// NetworkSandbox defaults to true; false runs on an open network and
 	// says so loudly.
 	NetworkSandbox bool
@@ -98,11 +100,12 @@ type LookupEnv func(name string) (string, bool)
 
 // sandboxFile is sandbox.yaml as written: the schema yamlwalk decodes.
 type sandboxFile struct {
-	Env                map[string]string            `yaml:"env"`
-	PassEnv            []string                     `yaml:"pass_env"`
-	MaskedSecrets      map[string]MaskedSecret      `yaml:"masked_secrets"`
-	SigningCredentials map[string]SigningCredential `yaml:"signing_credentials"`
-	NetworkSandbox     bool                         `yaml:"network_sandbox"`
+	Env                map[string]string              `yaml:"env"`
+	PassEnv            []string                       `yaml:"pass_env"`
+	MaskedSecrets      map[string]MaskedSecret        `yaml:"masked_secrets"`
+	SigningCredentials map[string]SigningCredential   `yaml:"signing_credentials"`
+	GitHubApps         map[string]GitHubAppCredential `yaml:"github_app_credentials"`
+	NetworkSandbox     bool                           `yaml:"network_sandbox"`
 	ResourceLimits     struct {
 		Timeout   uint32 `yaml:"timeout"`
 		Memory    string `yaml:"memory"`
@@ -131,11 +134,12 @@ func ParseSandbox(data []byte, file string, env LookupEnv) (*Sandbox, error) {
 		return nil, errs
 	}
 	s := &Sandbox{
-		Env:                f.Env,
-		PassEnv:            f.PassEnv,
-		MaskedSecrets:      f.MaskedSecrets,
-		SigningCredentials: f.SigningCredentials,
-		NetworkSandbox:     f.NetworkSandbox,
+		Env:                  f.Env,
+		PassEnv:              f.PassEnv,
+		MaskedSecrets:        f.MaskedSecrets,
+		SigningCredentials:   f.SigningCredentials,
+		GitHubAppCredentials: f.GitHubApps,
+		NetworkSandbox:       f.NetworkSandbox,
 		Limits: Limits{
 			TimeoutSeconds: int(f.ResourceLimits.Timeout),
 			Memory:         f.ResourceLimits.Memory,
@@ -216,6 +220,7 @@ func checkSandbox(w *yamlwalk.Walker, f *sandboxFile) {
 			names[field.Name] = key
 		}
 	}
+	checkGitHubApps(f.GitHubApps, report, checked, secret)
 	rl, p := f.ResourceLimits, root.Key("resource_limits")
 	if checked(p.Key("memory")) && !memoryRe.MatchString(rl.Memory) {
 		report(p.Key("memory"), "must be a size like 512m or 8g, got %q", rl.Memory)

@@ -24,10 +24,10 @@ func configureNetwork(ctx context.Context, o *runOpts, cfg *repoconfig.Sandbox, 
 	if !cfg.NetworkSandbox {
 		fmt.Fprintln(stderr, "airut-sandbox: WARNING: network_sandbox is false in sandbox.yaml: "+
 			"the command runs on an OPEN network, with no allowlist and no credential masking")
-		if len(cfg.MaskedSecrets) > 0 || len(cfg.SigningCredentials) > 0 {
+		if len(cfg.MaskedSecrets) > 0 || len(cfg.SigningCredentials) > 0 || len(cfg.GitHubAppCredentials) > 0 {
 			// Fail closed: without the proxy the real values would have to
 			// enter the container.
-			return nil, noop, fmt.Errorf("sandbox.yaml: masked_secrets and signing_credentials need the network sandbox (network_sandbox: false)")
+			return nil, noop, fmt.Errorf("sandbox.yaml: masked_secrets, signing_credentials and github_app_credentials need the network sandbox (network_sandbox: false)")
 		}
 		spec.Network = sandbox.NetworkOpen
 		return nil, noop, nil
@@ -80,7 +80,13 @@ func configureNetwork(ctx context.Context, o *runOpts, cfg *repoconfig.Sandbox, 
 		}
 		signing[name] = a
 	}
-	smap, err := secrets.NewMapFrom(secrets.Pools{Masked: masked, AWS: signing})
+	apps := map[string]secrets.GitHubApp{}
+	for name, g := range cfg.GitHubAppCredentials {
+		apps[name] = secrets.GitHubApp{AppID: g.AppID, PrivateKey: g.PrivateKey, InstallationID: g.InstallationID,
+			Scopes: g.Scopes, BaseURL: g.BaseURL, Permissions: g.Permissions, Repositories: g.Repositories,
+			AllowForeignCredentials: g.AllowForeignCredentials}
+	}
+	smap, err := secrets.NewMapFrom(secrets.Pools{Masked: masked, AWS: signing, GitHubApps: apps})
 	if err != nil {
 		return nil, noop, fmt.Errorf("sandbox.yaml: %w", err)
 	}

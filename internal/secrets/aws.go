@@ -78,13 +78,22 @@ func (e *awsEntry) hasToken() bool { return !e.token.real.IsZero() }
 
 func (e *awsEntry) inScope(host string) bool { return matchesAnyHost(e.scopes, host) }
 
-func (e *awsEntry) pairs() []Pair {
-	out := []Pair{
-		{Real: e.keyID.real, Surrogate: e.keyID.surrogate},
-		{Real: e.secret.real, Surrogate: e.secret.surrogate},
-	}
+// vars are the parts the container gets, one variable each.
+func (e *awsEntry) vars() []awsPart {
 	if e.hasToken() {
-		out = append(out, Pair{Real: e.token.real, Surrogate: e.token.surrogate})
+		return []awsPart{e.keyID, e.secret, e.token}
+	}
+	return []awsPart{e.keyID, e.secret}
+}
+
+func (e *awsEntry) hasVar(name string) bool {
+	return slices.ContainsFunc(e.vars(), func(p awsPart) bool { return p.env == name })
+}
+
+func (e *awsEntry) pairs() []Pair {
+	var out []Pair
+	for _, p := range e.vars() {
+		out = append(out, Pair{Real: p.real, Surrogate: p.surrogate})
 	}
 	return out
 }

@@ -43,7 +43,7 @@ func testAWS(t testing.TB, token bool) (*awsInjector, *awsEntry) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	inj := newAWSInjector([]awsEntry{e}, InjectorOptions{MaxBody: 1 << 20})
+	inj := newAWSInjector([]awsEntry{e}, Env{MaxBody: 1 << 20})
 	return inj, &inj.entries[0]
 }
 
@@ -440,7 +440,7 @@ func TestAWSReplacementFile(t *testing.T) {
 	if diff := cmp.Diff(m.aws, r.aws, cmp.AllowUnexported(awsEntry{}, awsPart{}, Value{}), cmp.Transformer("noEnv", func(p awsPart) awsPart { p.env = ""; return p })); diff != "" {
 		t.Errorf("round trip (-want +got):\n%s", diff)
 	}
-	if r.Len() != 2 || len(r.Injectors(InjectorOptions{MaxBody: 1})) != 2 || len(r.Pairs()) != 4 {
+	if r.Len() != 2 || len(r.Injectors(Env{MaxBody: 1})) != 2 || len(r.Pairs()) != 4 {
 		t.Errorf("Len %d, injectors, pairs %d", r.Len(), len(r.Pairs()))
 	}
 	data, _ := os.ReadFile(path)

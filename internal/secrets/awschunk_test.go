@@ -43,7 +43,7 @@ func docInjector(t testing.TB, maxBody int64) (*awsInjector, *awsEntry) {
 		keyID:  awsPart{real: NewValue(realKeyID), surrogate: docKeyID},
 		secret: awsPart{real: NewValue(realSecret), surrogate: docSecret},
 		scopes: []string{"s3.amazonaws.com"}}
-	inj := newAWSInjector([]awsEntry{e}, InjectorOptions{MaxBody: maxBody})
+	inj := newAWSInjector([]awsEntry{e}, Env{MaxBody: maxBody})
 	return inj, &inj.entries[0]
 }
 

@@ -49,8 +49,8 @@ type awsInjector struct {
 // maxHMACKeys bounds the signing key cache; it is emptied when full.
 const maxHMACKeys = 256
 
-func newAWSInjector(entries []awsEntry, opt InjectorOptions) *awsInjector {
-	return &awsInjector{entries: entries, maxBody: opt.MaxBody, keys: map[string]*ecdsa.PrivateKey{}, hmacKeys: map[string][]byte{}}
+func newAWSInjector(entries []awsEntry, env Env) *awsInjector {
+	return &awsInjector{entries: entries, maxBody: env.MaxBody, keys: map[string]*ecdsa.PrivateKey{}, hmacKeys: map[string][]byte{}}
 }
 
 // signingKey is signingKey, cached: deriving it is four HMACs, and every

@@ -21,6 +21,7 @@ const replacementFileVersion = 2
 //
 //	{"version": 2, "credentials": [
 //	  {"kind": "masked", "name": "GH_TOKEN", "masked": {"surrogate": …, "value": …, …}},
+//	  {"kind": "github-app", "name": "GH_TOKEN", "github_app": {"surrogate": …, "app_id": …, "private_key": …, …}},
 //	  {"kind": "aws-sigv4", "name": "AWS", "aws": {"access_key_id": {"surrogate": …, "value": …}, …}}]}
 type replacementFile struct {
 	Version     int               `json:"version"`
@@ -28,14 +29,15 @@ type replacementFile struct {
 }
 
 type fileCredential struct {
-	Kind   string      `json:"kind"`
-	Name   string      `json:"name"`
-	Masked *fileMasked `json:"masked,omitempty"`
-	AWS    *fileAWS    `json:"aws,omitempty"`
+	Kind      string         `json:"kind"`
+	Name      string         `json:"name"`
+	Masked    *fileMasked    `json:"masked,omitempty"`
+	GitHubApp *fileGitHubApp `json:"github_app,omitempty"`
+	AWS       *fileAWS       `json:"aws,omitempty"`
 }
 
 // knownKinds are the kinds this proxy can inject.
-var knownKinds = []string{KindMasked, KindAWS}
+var knownKinds = []string{KindMasked, KindGitHubApp, KindAWS}
 
 // fileMasked is the wire form of one masked secret. It carries the real
 // value in clear: the file is written 0600 and read only by the proxy.
@@ -63,6 +65,9 @@ func (m *Map) WriteReplacementFile(path string) error {
 			Headers:                 e.headers,
 			AllowForeignCredentials: e.allowForeign,
 		}})
+	}
+	for _, e := range m.apps {
+		f.Credentials = append(f.Credentials, fileCredential{Kind: KindGitHubApp, Name: e.name, GitHubApp: e.fileGitHubApp()})
 	}
 	for i := range m.aws {
 		e := &m.aws[i]
@@ -157,7 +162,7 @@ func (r *Replacements) add(fc fileCredential) error {
 		return errors.New("name is empty")
 	}
 	objects := 0
-	for _, set := range []bool{fc.Masked != nil, fc.AWS != nil} {
+	for _, set := range []bool{fc.Masked != nil, fc.GitHubApp != nil, fc.AWS != nil} {
 		if set {
 			objects++
 		}
@@ -175,6 +180,15 @@ func (r *Replacements) add(fc fileCredential) error {
 			return err
 		}
 		r.masked = append(r.masked, e)
+	case KindGitHubApp:
+		if fc.GitHubApp == nil {
+			return errors.New("kind github-app without a github_app object")
+		}
+		e, err := fc.GitHubApp.entry(fc.Name)
+		if err != nil {
+			return err
+		}
+		r.apps = append(r.apps, e)
 	case KindAWS:
 		if fc.AWS == nil {
 			return fmt.Errorf("kind %s without an aws object", KindAWS)

@@ -34,10 +34,13 @@ func (m Masked) LogValue() slog.Value {
 	)
 }
 
-// entry is one masked secret with the surrogate generated for this task.
+// entry is one masked secret or GitHub App with the surrogate generated
+// for this task.
 type entry struct {
 	name         string
-	real         Value
+	real         Value      // masked: the real credential
+	app          *appConfig // github-app: what mints the real credential
+	src          *tokenSource
 	surrogate    string
 	scopes       []string
 	headers      []string
@@ -48,15 +51,17 @@ type entry struct {
 // the proxy needs to swap back. Build a fresh one per task.
 type Map struct {
 	masked []entry    // sorted by name
+	apps   []entry    // GitHub Apps, sorted by name
 	aws    []awsEntry // sorted by name
 	plain  map[string]Value
 }
 
 // Pools are a task's credential pools, by kind (S5): the inputs of a Map.
 type Pools struct {
-	Plain  map[string]string // secrets: the container sees the real value
-	Masked map[string]Masked // masked_secrets
-	AWS    map[string]AWS    // signing_credentials of type aws-sigv4
+	Plain      map[string]string    // secrets: the container sees the real value
+	Masked     map[string]Masked    // masked_secrets
+	GitHubApps map[string]GitHubApp // github_app_credentials
+	AWS        map[string]AWS       // signing_credentials of type aws-sigv4
 }
 
 // NewMap is NewMapFrom for the masked and plain pools alone.
@@ -66,8 +71,10 @@ func NewMap(masked map[string]Masked, plain map[string]string) (*Map, error) {
 
 // NewMapFrom generates fresh surrogates for every credential of p. Every
 // entry must be complete: a masked secret needs a value, a scope and a
-// header pattern, an AWS credential a key id, a secret key and a scope.
-// An entry that could never be used is a config mistake, not a no-op.
+// header pattern, an AWS credential a key id, a secret key and a scope, a
+// GitHub App a usable private key (see AddGitHubApps). An entry that could
+// never be used is a config mistake, not a no-op. Every bad entry is
+// reported, not only the first.
 func NewMapFrom(p Pools) (*Map, error) {
 	masked, plain := p.Masked, p.Plain
 	m := &Map{plain: make(map[string]Value, len(plain))}
@@ -79,6 +86,9 @@ func NewMapFrom(p Pools) (*Map, error) {
 			continue
 		}
 		m.aws = append(m.aws, e)
+	}
+	if err := m.AddGitHubApps(p.GitHubApps); err != nil {
+		errs = append(errs, err)
 	}
 	for _, name := range slices.Sorted(maps.Keys(masked)) {
 		ms := masked[name]
@@ -131,12 +141,12 @@ func checkMasked(ms Masked) error {
 	return nil
 }
 
-// Env is what the container gets: the surrogates of every masked secret
-// and AWS credential and the real value of every plain one. A name in
-// several pools takes the value of the highest (S5: signing > masked >
-// plain).
+// Env is what the container gets: the surrogates of every masked secret,
+// AWS credential and GitHub App and the real value of every plain one.
+// Where a name is in several pools the highest wins (S5: github_app >
+// signing > masked > plain).
 func (m *Map) Env() map[string]string {
-	env := make(map[string]string, len(m.plain)+len(m.masked)+3*len(m.aws))
+	env := make(map[string]string, len(m.plain)+len(m.masked)+3*len(m.aws)+len(m.apps))
 	for name, v := range m.plain {
 		env[name] = v.Reveal()
 	}
@@ -144,26 +154,40 @@ func (m *Map) Env() map[string]string {
 		env[e.name] = e.surrogate
 	}
 	for _, e := range m.aws {
-		env[e.keyID.env] = e.keyID.surrogate
-		env[e.secret.env] = e.secret.surrogate
-		if e.hasToken() {
-			env[e.token.env] = e.token.surrogate
+		for _, v := range e.vars() {
+			env[v.env] = v.surrogate
 		}
+	}
+	for _, e := range m.apps {
+		env[e.name] = e.surrogate
 	}
 	return env
 }
 
-// Surrogate returns the surrogate generated for a masked secret.
+// Surrogate returns the surrogate generated for a masked secret or GitHub
+// App; the App's when both have the name.
 func (m *Map) Surrogate(name string) (string, bool) {
-	for _, e := range m.masked {
-		if e.name == name {
-			return e.surrogate, true
+	for _, list := range [][]entry{m.apps, m.masked} {
+		for _, e := range list {
+			if e.name == name {
+				return e.surrogate, true
+			}
 		}
 	}
 	return "", false
 }
 
-// Replacements is the proxy's view of a Map.
+// Replacements is the proxy's view of a Map. A masked secret shadowed by
+// a GitHub App or an AWS variable of the same name is left out: the
+// container never sees its surrogate.
 func (m *Map) Replacements() *Replacements {
-	return &Replacements{masked: slices.Clone(m.masked), aws: slices.Clone(m.aws)}
+	r := &Replacements{apps: slices.Clone(m.apps), aws: slices.Clone(m.aws)}
+	for _, e := range m.masked {
+		shadowed := slices.ContainsFunc(m.apps, func(a entry) bool { return a.name == e.name }) ||
+			slices.ContainsFunc(m.aws, func(a awsEntry) bool { return a.hasVar(e.name) })
+		if !shadowed {
+			r.masked = append(r.masked, e)
+		}
+	}
+	return r
 }

@@ -1,7 +1,10 @@
 package secrets
 
 import (
+	"context"
 	"encoding/base64"
+	"errors"
+	"fmt"
 	"maps"
 	"net/http"
 	"slices"
@@ -14,6 +17,7 @@ import (
 // by kind. The zero value and nil hold nothing.
 type Replacements struct {
 	masked []entry
+	apps   []entry // GitHub App credentials: entries whose real value is minted
 	aws    []awsEntry
 }
 
@@ -22,34 +26,35 @@ func (r *Replacements) Len() int {
 	if r == nil {
 		return 0
 	}
-	return len(r.masked) + len(r.aws)
+	return len(r.masked) + len(r.apps) + len(r.aws)
 }
 
-// InjectorOptions are what the proxy tells its injectors.
-type InjectorOptions struct {
-	// MaxBody caps a request body an injector must hold (SigV4 hashes a
-	// body whose hash the client did not send; an aws-chunked chunk is
-	// held until its signature is known). Required.
-	MaxBody int64
-}
-
-// Injectors returns one Injector per credential kind present.
-func (r *Replacements) Injectors(opt InjectorOptions) []Injector {
+// Injectors returns one Injector per credential kind present. Masked
+// secrets and GitHub Apps share one (see KindGitHubApp). Call it once per
+// proxy: the GitHub App tokens it mints are cached in what it returns.
+// AWS credentials have their own, run after it.
+func (r *Replacements) Injectors(env Env) []Injector {
 	if r.Len() == 0 {
 		return nil
 	}
 	var out []Injector
-	if len(r.masked) > 0 {
-		out = append(out, &maskedInjector{entries: r.masked})
+	if len(r.masked)+len(r.apps) > 0 {
+		h := &maskedInjector{entries: slices.Clone(r.masked)}
+		for _, e := range r.apps {
+			e.src = newTokenSource(e.name, e.app, env)
+			h.entries = append(h.entries, e)
+		}
+		out = append(out, h)
 	}
 	if len(r.aws) > 0 {
-		out = append(out, newAWSInjector(r.aws, opt))
+		out = append(out, newAWSInjector(slices.Clone(r.aws), env))
 	}
 	return out
 }
 
 // Pairs returns every real value known before any request, with its
-// surrogate, for the response redactor.
+// surrogate, for the response redactor. Minted tokens are reported by
+// Inject as they are swapped in.
 func (r *Replacements) Pairs() []Pair {
 	if r == nil {
 		return nil
@@ -68,13 +73,38 @@ func matchesAnyHost(patterns []string, host string) bool {
 	return slices.ContainsFunc(patterns, func(p string) bool { return allowlist.MatchHost(p, host) })
 }
 
-// maskedInjector swaps masked surrogates (S5.2) in the headers their
-// entries name, on the hosts they are scoped to.
+// maskedInjector swaps masked surrogates (S5.2) and GitHub App surrogates
+// (S5.4, in Authorization) in the headers their entries name, on the
+// hosts they are scoped to.
 type maskedInjector struct {
 	entries []entry
 }
 
-func (m *maskedInjector) Kind() string { return KindMasked }
+func (m *maskedInjector) Kind() string {
+	apps := 0
+	for i := range m.entries {
+		if m.entries[i].app != nil {
+			apps++
+		}
+	}
+	switch apps {
+	case 0:
+		return KindMasked
+	case len(m.entries):
+		return KindGitHubApp
+	}
+	return KindMasked + "+" + KindGitHubApp
+}
+
+// Close stops the GitHub App token refreshes.
+func (m *maskedInjector) Close() error {
+	for i := range m.entries {
+		if m.entries[i].src != nil {
+			m.entries[i].src.close()
+		}
+	}
+	return nil
+}
 
 func (m *maskedInjector) Scoped(host string) bool {
 	for i := range m.entries {
@@ -156,29 +186,40 @@ func (m *maskedInjector) Inject(r *http.Request) (Injection, error) {
 		if len(cover) == 0 {
 			continue
 		}
-		var replaced []string
-		var used [][]Pair
+		var first *found
 		mixed := false
 		for _, v := range h[name] {
-			nv, pair, kind := classify(v, cover)
+			f, kind := classify(v, cover)
 			switch kind {
 			case whole:
-				replaced = append(replaced, nv)
-				used = append(used, pair)
+				if first == nil {
+					first = &f
+				}
 			case beside:
 				mixed = true
 			}
 		}
 		canonical := http.CanonicalHeaderKey(name)
 		switch {
-		case !overTLS && (len(replaced) > 0 || mixed):
+		case !overTLS && (first != nil || mixed):
 			delete(h, name)
 			res.Stripped = append(res.Stripped, Strip{Header: canonical, Reason: StripPlainHTTP})
-		case len(replaced) > 0:
-			res.Masked++
+		case first != nil:
+			real, err := first.e.realValue(r.Context())
+			if err != nil {
+				return Injection{}, err
+			}
+			nv, pairs := first.wrap(real)
+			if first.e.app != nil {
+				if !slices.Contains(res.Tokens, KindGitHubApp) {
+					res.Tokens = append(res.Tokens, KindGitHubApp)
+				}
+			} else {
+				res.Masked++
+			}
 			res.Dropped += len(h[name]) - 1
-			h[name] = replaced[:1]
-			res.Injected = append(res.Injected, used[0]...)
+			h[name] = []string{nv}
+			res.Injected = append(res.Injected, pairs...)
 		case (mixed && strict) || strictExact:
 			delete(h, name)
 			res.Stripped = append(res.Stripped, Strip{Header: canonical, Reason: StripForeign})
@@ -205,37 +246,64 @@ const (
 	beside                  // a surrogate with other content: never forwarded as is
 )
 
-// classify looks at one header value. For a whole credential it returns
-// the value with the real credential in place of the surrogate, and the
-// real values it now carries with their surrogates.
-func classify(v string, cover []*entry) (string, []Pair, valueKind) {
+// found is a header value in which a surrogate is the whole credential.
+type found struct {
+	e *entry
+	// wrap builds the value to send from the real credential, and the
+	// real values it then carries with their surrogates.
+	wrap func(real string) (string, []Pair)
+}
+
+// classify looks at one header value.
+func classify(v string, cover []*entry) (found, valueKind) {
 	for _, e := range cover {
 		if v == e.surrogate {
-			return e.real.Reveal(), e.pairs(), whole
+			return found{e, func(real string) (string, []Pair) { return real, e.pairs(real) }}, whole
 		}
 	}
 	scheme, cred, hasScheme := cutScheme(v)
 	if hasScheme {
 		for _, e := range cover {
 			if cred == e.surrogate {
-				return scheme + " " + e.real.Reveal(), e.pairs(), whole
+				return found{e, func(real string) (string, []Pair) { return scheme + " " + real, e.pairs(real) }}, whole
 			}
 		}
 		if strings.EqualFold(scheme, "Basic") {
-			if nv, pairs, kind := classifyBasic(scheme, cred, cover); kind != none {
-				return nv, pairs, kind
+			if f, kind := classifyBasic(scheme, cred, cover); kind != none {
+				return f, kind
 			}
 		}
 	}
 	for _, e := range cover {
 		if strings.Contains(v, e.surrogate) {
-			return "", nil, beside
+			return found{}, beside
 		}
 	}
-	return "", nil, none
+	return found{}, none
 }
 
-func (e *entry) pairs() []Pair { return []Pair{{Real: e.real, Surrogate: e.surrogate}} }
+func (e *entry) pairs(real string) []Pair {
+	return []Pair{{Real: NewValue(real), Surrogate: e.surrogate}}
+}
+
+// realValue is the credential to send for e: the masked value, or the
+// GitHub App's current installation token (minted on first use, which the
+// request waits for).
+func (e *entry) realValue(ctx context.Context) (string, error) {
+	if e.app == nil {
+		return e.real.Reveal(), nil
+	}
+	if e.src == nil {
+		return "", fmt.Errorf("github app %s: %w", e.name, errNoSource)
+	}
+	t, err := e.src.token(ctx)
+	if err != nil {
+		return "", fmt.Errorf("github app %s: %w", e.name, err)
+	}
+	return t.value.Reveal(), nil
+}
+
+var errNoSource = errors.New("no token source (replacements used without Injectors)")
 
 // cutScheme splits "<scheme> <credential>" (RFC 9110 auth-scheme: a token,
 // then whitespace, then one credential with no further whitespace).
@@ -267,37 +335,40 @@ func isToken(s string) bool {
 // The encoded pair is reported as a real value of its own: an upstream
 // that echoes the request base64-encoded once more (a JSON API returning
 // the raw request) would otherwise carry it out encoded twice.
-func classifyBasic(scheme, payload string, cover []*entry) (string, []Pair, valueKind) {
+func classifyBasic(scheme, payload string, cover []*entry) (found, valueKind) {
 	dec, err := base64.StdEncoding.DecodeString(payload)
 	if err != nil {
 		dec, err = base64.RawStdEncoding.DecodeString(payload)
 	}
 	if err != nil {
-		return "", nil, none
+		return found{}, none
 	}
 	user, pass, ok := strings.Cut(string(dec), ":")
 	if !ok {
-		return "", nil, none
+		return found{}, none
 	}
 	encode := func(u, p string) string { return base64.StdEncoding.EncodeToString([]byte(u + ":" + p)) }
 	for _, e := range cover {
-		var real, sur string
+		var pair func(real string) (string, string)
 		switch {
 		case pass == e.surrogate && isUserName(user, cover):
-			real, sur = encode(user, e.real.Reveal()), encode(user, e.surrogate)
+			pair = func(real string) (string, string) { return encode(user, real), encode(user, e.surrogate) }
 		case user == e.surrogate && (pass == "" || isUserName(pass, cover)):
-			real, sur = encode(e.real.Reveal(), pass), encode(e.surrogate, pass)
+			pair = func(real string) (string, string) { return encode(real, pass), encode(e.surrogate, pass) }
 		default:
 			continue
 		}
-		return scheme + " " + real, append(e.pairs(), Pair{Real: NewValue(real), Surrogate: sur}), whole
+		return found{e, func(real string) (string, []Pair) {
+			r, s := pair(real)
+			return scheme + " " + r, append(e.pairs(real), Pair{Real: NewValue(r), Surrogate: s})
+		}}, whole
 	}
 	for _, e := range cover {
 		if strings.Contains(user, e.surrogate) || strings.Contains(pass, e.surrogate) {
-			return "", nil, beside
+			return found{}, beside
 		}
 	}
-	return "", nil, none
+	return found{}, none
 }
 
 // credentialPrefixes mark the other half of a Basic pair as a credential:

@@ -547,7 +547,7 @@ func TestInject(t *testing.T) {
 			want:   http.Header{"Authorization": {"Bearer " + sur}},
 		},
 	}
-	injectors := r.Injectors(InjectorOptions{MaxBody: 1 << 20})
+	injectors := r.Injectors(Env{})
 	if len(injectors) != 1 || injectors[0].Kind() != KindMasked {
 		t.Fatalf("Injectors() = %v; want one masked injector", injectors)
 	}
@@ -575,7 +575,7 @@ func TestInject(t *testing.T) {
 
 func TestScoped(t *testing.T) {
 	r := &Replacements{masked: []entry{{name: "A", real: NewValue("r1"), surrogate: "s1", scopes: []string{"*.github.com"}, headers: []string{"Authorization"}}}}
-	inj := r.Injectors(InjectorOptions{MaxBody: 1 << 20})[0]
+	inj := r.Injectors(Env{})[0]
 	for host, want := range map[string]bool{"api.github.com": true, "API.github.com.": true, "github.com": false, "evil.com": false} {
 		if got := inj.Scoped(host); got != want {
 			t.Errorf("Scoped(%q) = %t; want %t", host, got, want)
@@ -588,7 +588,7 @@ func TestScoped(t *testing.T) {
 
 func TestNilReplacements(t *testing.T) {
 	var r *Replacements
-	if r.Len() != 0 || r.Injectors(InjectorOptions{MaxBody: 1 << 20}) != nil || r.Pairs() != nil {
-		t.Errorf("nil Replacements: Len %d, Injectors %v, Pairs %v; want nothing", r.Len(), r.Injectors(InjectorOptions{MaxBody: 1 << 20}), r.Pairs())
+	if r.Len() != 0 || r.Injectors(Env{}) != nil || r.Pairs() != nil {
+		t.Errorf("nil Replacements: Len %d, Injectors %v, Pairs %v; want nothing", r.Len(), r.Injectors(Env{}), r.Pairs())
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // BaseImageName is the repository of the offline test base image.
@@ -255,4 +256,34 @@ func RequireEngine(t testing.TB) string {
 		t.Skipf("%s missing; run `make test-deps`", Busybox)
 	}
 	return engine
+}
+
+// Leftovers lists the containers named prefix-… and the task networks
+// prefix-conv… that the engine still has: what a test left behind. A
+// container started with --rm is removed by the engine shortly after it
+// stops, not at once, so what goes within a few seconds is not counted.
+func Leftovers(engine, prefix string) []string {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var left []string
+		for _, args := range [][]string{
+			{"ps", "-a", "--filter", "name=^" + prefix + "-", "--format", "container {{.Names}}"},
+			{"network", "ls", "--filter", "name=^" + prefix + "-conv", "--format", "network {{.Name}}"},
+		} {
+			out, err := exec.Command(engine, args...).CombinedOutput()
+			if err != nil {
+				left = append(left, fmt.Sprintf("%s %s: %v: %s", engine, args[0], err, bytes.TrimSpace(out)))
+				continue
+			}
+			for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+				if l != "" {
+					left = append(left, l)
+				}
+			}
+		}
+		if len(left) == 0 || time.Now().After(deadline) {
+			return left
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }

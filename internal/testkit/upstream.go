@@ -142,7 +142,7 @@ type EchoServer struct {
 func NewEchoServer(t testing.TB, ca *TestCA, hostIP string, names ...string) *EchoServer {
 	t.Helper()
 	s := &EchoServer{}
-	s.Port = serveTLS(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s.Port = ServeTLS(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 		e := Echo{Method: r.Method, Host: r.Host, Path: r.RequestURI, Authorization: r.Header.Values("Authorization"), Body: string(body)}
 		s.mu.Lock()
@@ -233,13 +233,13 @@ const AnthropicHost = "api.anthropic.com"
 func NewAnthropicUpstream(t testing.TB, ca *TestCA, hostIP string, keys ...string) *AnthropicUpstream {
 	t.Helper()
 	api := fakeapi.New(keys...)
-	port := serveTLS(t, api, ca.Leaf(t, AnthropicHost))
+	port := ServeTLS(t, api, ca.Leaf(t, AnthropicHost))
 	return &AnthropicUpstream{API: api, Addr: net.JoinHostPort(hostIP, port)}
 }
 
-// serveTLS serves h over TLS on 0.0.0.0 (reachable from containers) until
+// ServeTLS serves h over TLS on 0.0.0.0 (reachable from containers) until
 // the test ends, and returns the port.
-func serveTLS(t testing.TB, h http.Handler, cert tls.Certificate) string {
+func ServeTLS(t testing.TB, h http.Handler, cert tls.Certificate) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "0.0.0.0:0")
 	if err != nil {

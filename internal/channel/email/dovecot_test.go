@@ -41,7 +41,9 @@ func realChannel(t *testing.T, m *mailtest.RealMail, mutate func(*email.Config))
 	got := make(chan *channel.Message, 16)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- ch.Run(ctx, func(_ context.Context, msg *channel.Message) { got <- msg }) }()
+	go func() {
+		done <- ch.Run(ctx, func(_ context.Context, msg *channel.Message) error { got <- msg; return nil })
+	}()
 	t.Cleanup(func() {
 		cancel()
 		<-done
@@ -87,7 +89,7 @@ func TestDovecotDoneDeletesFollowUps(t *testing.T) {
 		if msg.Subject != subject {
 			t.Fatalf("got %q; want %q", msg.Subject, subject)
 		}
-		if err := ch.Done(context.Background(), msg); err != nil {
+		if err := ch.Done(context.Background(), msg, channel.OutcomeSuccess); err != nil {
 			t.Fatalf("Done of %q: %v", subject, err)
 		}
 		if left := m.Mailbox(t, "airut@example.com"); len(left) != 0 {
@@ -119,7 +121,7 @@ func TestDovecotRestartMidIdle(t *testing.T) {
 		t.Fatal("no reconnect logged: the restart did not reach the channel")
 	}
 	t.Logf("first reconnect after the restart: %v", lost[0])
-	if err := ch.Done(context.Background(), first); err != nil {
+	if err := ch.Done(context.Background(), first, channel.OutcomeSuccess); err != nil {
 		t.Fatalf("Done after the restart: %v", err)
 	}
 	if left := m.Mailbox(t, "airut@example.com"); len(left) != 1 {

@@ -239,6 +239,7 @@ func (c *Channel) accept(key msgKey, raw []byte) (*channel.Message, error) {
 	}
 	return &channel.Message{
 		SourceID:       key.String(),
+		MessageID:      in.messageID,
 		ConversationID: conv,
 		SenderAddress:  sender.Address,
 		SenderName:     sender.Name,
@@ -354,8 +355,9 @@ func (c *Channel) Send(ctx context.Context, to []string, subject, conv string, r
 	return c.send(ctx, c.from.Address, addrs, data)
 }
 
-// Done implements channel.Channel: the message is deleted and expunged.
-func (c *Channel) Done(ctx context.Context, msg *channel.Message) error {
+// Done implements channel.Channel: the message is deleted and expunged,
+// whatever the outcome.
+func (c *Channel) Done(ctx context.Context, msg *channel.Message, _ channel.Outcome) error {
 	key, err := parseSourceID(msg.SourceID)
 	if err != nil {
 		return err

@@ -85,7 +85,7 @@ func (h *harness) run(t *testing.T, ch *email.Channel) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- ch.Run(ctx, func(_ context.Context, m *channel.Message) { h.received <- m })
+		done <- ch.Run(ctx, func(_ context.Context, m *channel.Message) error { h.received <- m; return nil })
 	}()
 	var once sync.Once
 	stop = func() {
@@ -192,6 +192,7 @@ func TestReceiveReplyDone(t *testing.T) {
 	msg := h.next(t)
 	want := &channel.Message{
 		SourceID:      msg.SourceID,
+		MessageID:     "orig-1@example.com",
 		SenderAddress: "juergen@example.com",
 		SenderName:    "Jürgen Müller",
 		Time:          msg.Time,
@@ -252,7 +253,7 @@ func TestReceiveReplyDone(t *testing.T) {
 	if got := len(h.imap.Inbox(t)); got != 1 {
 		t.Fatalf("got %d messages in INBOX before Done; want 1", got)
 	}
-	if err := ch.Done(context.Background(), msg); err != nil {
+	if err := ch.Done(context.Background(), msg, channel.OutcomeSuccess); err != nil {
 		t.Fatalf("Done: %v", err)
 	}
 	if got := h.imap.Inbox(t); len(got) != 0 {
@@ -393,7 +394,7 @@ func TestPolling(t *testing.T) {
 				t.Errorf("got %q; want polled", got)
 			}
 			// Done works without UIDPLUS too (plain EXPUNGE).
-			if err := ch.Done(context.Background(), msg); err != nil {
+			if err := ch.Done(context.Background(), msg, channel.OutcomeSuccess); err != nil {
 				t.Fatalf("Done: %v", err)
 			}
 			if got := len(h.imap.Inbox(t)); got != 1 {
@@ -430,7 +431,7 @@ func TestReconnectAfterDrop(t *testing.T) {
 	}
 	// Done's own connection survives a drop too.
 	h.imap.DropConnections()
-	if err := ch.Done(context.Background(), first); err != nil {
+	if err := ch.Done(context.Background(), first, channel.OutcomeSuccess); err != nil {
 		t.Fatalf("Done after drop: %v", err)
 	}
 }
@@ -638,7 +639,7 @@ func TestDoneDeletesFollowUps(t *testing.T) {
 		if msg.Subject != subject {
 			t.Fatalf("got %q; want %q", msg.Subject, subject)
 		}
-		if err := ch.Done(context.Background(), msg); err != nil {
+		if err := ch.Done(context.Background(), msg, channel.OutcomeSuccess); err != nil {
 			t.Fatalf("Done #%d: %v", i+1, err)
 		}
 		if got := h.imap.Inbox(t); len(got) != 0 {

@@ -50,7 +50,7 @@ func TestInflightLimit(t *testing.T) {
 	}
 	h.quiet(t, 200*time.Millisecond)
 
-	if err := ch.Done(context.Background(), first["m1"]); err != nil {
+	if err := ch.Done(context.Background(), first["m1"], channel.OutcomeSuccess); err != nil {
 		t.Fatal(err)
 	}
 	if got := h.next(t).Subject; got != "m3" {
@@ -95,7 +95,7 @@ func TestDropMidFetch(t *testing.T) {
 	first := subjects(t, h, 2)
 	// The pass after Done fetches m3: that FETCH breaks the connection.
 	h.imap.DropOnFetch(1)
-	if err := ch.Done(context.Background(), first["m1"]); err != nil {
+	if err := ch.Done(context.Background(), first["m1"], channel.OutcomeSuccess); err != nil {
 		t.Fatal(err)
 	}
 	if got := h.next(t).Subject; got != "m3" {
@@ -106,7 +106,7 @@ func TestDropMidFetch(t *testing.T) {
 		t.Error("the fetch did not fail: no reconnect logged")
 	}
 	for _, m := range []*channel.Message{first["m2"]} {
-		if err := ch.Done(context.Background(), m); err != nil {
+		if err := ch.Done(context.Background(), m, channel.OutcomeSuccess); err != nil {
 			t.Fatalf("Done after the drop: %v", err)
 		}
 	}

@@ -373,7 +373,11 @@ func (c *Channel) processInbox(ctx context.Context, cl *imapclient.Client, valid
 		}
 		handed++
 		c.log.Info("email accepted", logSender, msg.SenderAddress, logUID, key.String(), "conversation", msg.ConversationID, "model", msg.Model)
-		h(ctx, msg)
+		if err := h(ctx, msg); err != nil {
+			// Not taken: hand it over again on a later pass.
+			c.Release(msg)
+			c.log.Warn("email left in the inbox for later", logUID, key.String(), logError, err)
+		}
 	}
 	return more && handed < room, nil
 }

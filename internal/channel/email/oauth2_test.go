@@ -82,7 +82,7 @@ func TestOAuth2ReceiveReplyDone(t *testing.T) {
 	if err := ch.Reply(ctx, msg, channel.Reply{ConversationID: "1a2b3c4d", Markdown: "All green."}); err != nil {
 		t.Fatalf("Reply: %v", err)
 	}
-	if err := ch.Done(ctx, msg); err != nil {
+	if err := ch.Done(ctx, msg, channel.OutcomeSuccess); err != nil {
 		t.Fatalf("Done: %v", err)
 	}
 

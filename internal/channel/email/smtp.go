@@ -12,6 +12,8 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"github.com/airut/airut/internal/channel"
 )
 
 const smtpDialTimeout = 30 * time.Second
@@ -29,6 +31,7 @@ func (c *Channel) send(ctx context.Context, from string, rcpts []string, data []
 		var se *smtp.SMTPError
 		if errors.As(err, &se) && se.Code >= 500 {
 			// Permanent: the server said no, asking again will not help.
+			err = channel.Permanent(err)
 			break
 		}
 		if attempt == c.cfg.SendAttempts {

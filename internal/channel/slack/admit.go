@@ -73,6 +73,7 @@ func (c *Channel) check(ctx context.Context, p *post, log *slog.Logger) *heldMes
 	}
 	msg := &channel.Message{
 		SourceID:      p.key(),
+		MessageID:     p.key(),
 		SenderAddress: u.ID,
 		SenderName:    u.displayName(),
 		Time:          tsTime(p.ts, c.clock.Now()),
@@ -144,7 +145,11 @@ func (c *Channel) deliver(ctx context.Context, hm *heldMessage, log *slog.Logger
 
 	hm.msg.ConversationID = conv
 	c.markReceived(ctx, hm, newThread, log)
-	h(ctx, hm.msg)
+	if err := h(ctx, hm.msg); err != nil {
+		// Not taken: it stays in the inbox and is handed over again
+		// after a restart.
+		log.Warn("slack message not taken by the gateway", logError, err)
+	}
 }
 
 // release hands over the messages held behind a thread's first message,

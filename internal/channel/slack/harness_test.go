@@ -79,7 +79,7 @@ func startHarness(t *testing.T, fake *slacktest.Server, cfg slackch.Config) *har
 	}
 	done := make(chan error, 1)
 	go func() {
-		done <- ch.Run(ctx, func(_ context.Context, m *channel.Message) { h.msgs <- m })
+		done <- ch.Run(ctx, func(_ context.Context, m *channel.Message) error { h.msgs <- m; return nil })
 	}()
 	var once sync.Once
 	h.stop = func() {

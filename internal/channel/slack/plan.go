@@ -69,11 +69,28 @@ func (c *Channel) forgetPlanLocked(msg *channel.Message) {
 	}
 }
 
-// Progress shows the agent's todo list in the thread: one plan message,
+// Progress implements channel.Progresser: once the agent runs, the
+// assistant status is cleared (Started), and its todo list becomes the
+// thread's plan message (Plan).
+func (c *Channel) Progress(ctx context.Context, msg *channel.Message, p channel.Progress) error {
+	if p.Phase == channel.PhasePreparing {
+		return nil // the status set on receipt says so already
+	}
+	if len(p.Todos) == 0 {
+		return c.Started(ctx, msg)
+	}
+	items := make([]PlanItem, len(p.Todos))
+	for i, t := range p.Todos {
+		items[i] = PlanItem{Text: t.Content, Status: t.Status}
+	}
+	return c.Plan(ctx, msg, items)
+}
+
+// Plan shows the agent's todo list in the thread: one plan message,
 // posted on the first call and edited in place with chat.update after,
 // at most once a second (the latest list wins; an edit that comes too
 // soon is sent when the second is up).
-func (c *Channel) Progress(ctx context.Context, msg *channel.Message, items []PlanItem) error {
+func (c *Channel) Plan(ctx context.Context, msg *channel.Message, items []PlanItem) error {
 	ch, thread, err := threadOf(msg)
 	if err != nil {
 		return err

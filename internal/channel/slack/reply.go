@@ -183,10 +183,9 @@ func (c *Channel) upload(ctx context.Context, ch, thread, name string, data []by
 }
 
 // Done implements channel.Channel: in a channel, :eyes: gives way to
-// :white_check_mark:. Until the gateway passes the task's outcome, every
-// answered message counts as done; DoneOutcome takes it.
-func (c *Channel) Done(ctx context.Context, msg *channel.Message) error {
-	return c.DoneOutcome(ctx, msg, true)
+// :white_check_mark: when the task succeeded, else to :x:.
+func (c *Channel) Done(ctx context.Context, msg *channel.Message, outcome channel.Outcome) error {
+	return c.DoneOutcome(ctx, msg, outcome.Success())
 }
 
 // DoneOutcome finishes msg at its source: :eyes: is replaced by

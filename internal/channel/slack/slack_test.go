@@ -48,7 +48,7 @@ func TestNewDMThread(t *testing.T) {
 	h.event(dmEvent(alice, "Fix the *flaky* test\nin pkg/foo, please", ts, thread))
 	m := h.next()
 	want := channel.Message{
-		SourceID: dmChan + ":" + ts, SenderAddress: alice, SenderName: "Alice",
+		SourceID: dmChan + ":" + ts, MessageID: dmChan + ":" + ts, SenderAddress: alice, SenderName: "Alice",
 		Body: "Fix the *flaky* test\nin pkg/foo, please",
 	}
 	if diff := cmp.Diff(want, *m, cmpMessage); diff != "" {
@@ -86,7 +86,7 @@ func TestNewDMThread(t *testing.T) {
 	if last := got[len(got)-1]; last.Text != "Done: *fixed* it." || last.ThreadTS != thread {
 		t.Errorf("reply %+v; want mrkdwn in the thread", last)
 	}
-	if err := h.ch.Done(h.ctx, m); err != nil {
+	if err := h.ch.Done(h.ctx, m, channel.OutcomeSuccess); err != nil {
 		t.Fatalf("Done: %v", err)
 	}
 	checkTokens(t, h.fake)
@@ -133,7 +133,7 @@ func TestResumeSameThread(t *testing.T) {
 		t.Errorf("second message %q in %q; want it in c0ffee02", second.Body, second.ConversationID)
 	}
 	for _, m := range []*channel.Message{first, second} {
-		if err := h.ch.Done(h.ctx, m); err != nil {
+		if err := h.ch.Done(h.ctx, m, channel.OutcomeSuccess); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -162,7 +162,7 @@ func TestRestartHandsOverUnfinished(t *testing.T) {
 	if err := h.ch.Acknowledge(h.ctx, interrupted, "c0ffee09"); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.ch.Done(h.ctx, finished); err != nil {
+	if err := h.ch.Done(h.ctx, finished, channel.OutcomeSuccess); err != nil {
 		t.Fatal(err)
 	}
 	h.stop()
@@ -173,7 +173,7 @@ func TestRestartHandsOverUnfinished(t *testing.T) {
 		t.Errorf("after restart got %s %q in %q; want the interrupted message again in c0ffee09", m.SourceID, m.Body, m.ConversationID)
 	}
 	h2.none()
-	if err := h2.ch.Done(h2.ctx, m); err != nil {
+	if err := h2.ch.Done(h2.ctx, m, channel.OutcomeSuccess); err != nil {
 		t.Fatal(err)
 	}
 	h2.stop()
@@ -533,7 +533,7 @@ func TestPlanUpdatesThrottled(t *testing.T) {
 		return out
 	}
 	for done := 0; done < 4; done++ {
-		if err := h.ch.Progress(h.ctx, m, items(done)); err != nil {
+		if err := h.ch.Plan(h.ctx, m, items(done)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -552,11 +552,11 @@ func TestPlanUpdatesThrottled(t *testing.T) {
 	// A change a second later goes out at once; the final state before
 	// the reply too, throttle or not.
 	fc.Advance(time.Second)
-	if err := h.ch.Progress(h.ctx, m, items(4)); err != nil {
+	if err := h.ch.Plan(h.ctx, m, items(4)); err != nil {
 		t.Fatal(err)
 	}
 	h.waitCalls("chat.update", 2)
-	if err := h.ch.Progress(h.ctx, m, items(2)); err != nil {
+	if err := h.ch.Plan(h.ctx, m, items(2)); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.ch.Reply(h.ctx, m, channel.Reply{ConversationID: "c0ffee08", Markdown: "ok"}); err != nil {
@@ -769,7 +769,7 @@ func BenchmarkDMToHandler(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	got := make(chan *channel.Message, 1)
-	go func() { _ = ch.Run(ctx, func(_ context.Context, m *channel.Message) { got <- m }) }()
+	go func() { _ = ch.Run(ctx, func(_ context.Context, m *channel.Message) error { got <- m; return nil }) }()
 	if err := fake.WaitConnected(ctx, 1); err != nil {
 		b.Fatal(err)
 	}
@@ -779,7 +779,7 @@ func BenchmarkDMToHandler(b *testing.B) {
 			b.Fatal(err)
 		}
 		m := <-got
-		if err := ch.Done(ctx, m); err != nil {
+		if err := ch.Done(ctx, m, channel.OutcomeSuccess); err != nil {
 			b.Fatal(err)
 		}
 	}

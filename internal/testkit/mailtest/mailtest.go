@@ -574,6 +574,8 @@ type SMTPServer struct {
 	msgs     []SMTPMessage
 	changed  chan struct{}
 	failNext int
+	failCode int
+	rejected int
 }
 
 // SMTPMessage is one received message.
@@ -632,10 +634,21 @@ func (s *SMTPServer) Logins() []Login { return s.auth.list() }
 
 // FailNext makes the next n DATA commands fail with a temporary error
 // (451), to exercise retries.
-func (s *SMTPServer) FailNext(n int) {
+func (s *SMTPServer) FailNext(n int) { s.FailNextWith(n, 451) }
+
+// FailNextWith makes the next n DATA commands fail with code: 4xx is a
+// temporary failure, 5xx a permanent one (554 "transaction failed").
+func (s *SMTPServer) FailNextWith(n, code int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.failNext = n
+	s.failNext, s.failCode = n, code
+}
+
+// Rejected counts the DATA commands refused by FailNext/FailNextWith.
+func (s *SMTPServer) Rejected() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rejected
 }
 
 // Messages returns a copy of what was received so far.
@@ -670,7 +683,11 @@ func (s *SMTPServer) add(m SMTPMessage) error {
 	defer s.mu.Unlock()
 	if s.failNext > 0 {
 		s.failNext--
-		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"}
+		s.rejected++
+		if s.failCode >= 500 {
+			return &smtp.SMTPError{Code: s.failCode, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "message refused"}
+		}
+		return &smtp.SMTPError{Code: s.failCode, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"}
 	}
 	s.msgs = append(s.msgs, m)
 	close(s.changed)
