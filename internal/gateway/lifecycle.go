@@ -295,10 +295,6 @@ func (g *Gateway) startRepo(ctx context.Context, s *repoSlot, rc *config.Repo) (
 		return nil, err
 	}
 	h.channels = chans
-	if n := len(rc.SigningCredentials); n > 0 {
-		g.log.Warn("signing_credentials are not supported by this build; "+
-			"the agent does not get them", logRepo, s.id, "count", n)
-	}
 	g.mu.Lock()
 	s.h = h
 	g.mu.Unlock()

@@ -150,19 +150,25 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 	for name, v := range rc.Secrets {
 		plain[name] = v.Reveal()
 	}
+	signing := map[string]secrets.AWS{}
+	for name, c := range rc.SigningCredentials {
+		a := secrets.AWS{AccessKeyID: c.AccessKeyID.Value.Reveal(), SecretAccessKey: c.SecretAccessKey.Value.Reveal(), Scopes: c.Scopes,
+			AccessKeyIDEnv: c.AccessKeyID.Name, SecretAccessKeyEnv: c.SecretAccessKey.Name}
+		if c.SessionToken != nil {
+			a.SessionToken, a.SessionTokenEnv = c.SessionToken.Value.Reveal(), c.SessionToken.Name
+		}
+		signing[name] = a
+	}
 	apps := map[string]secrets.GitHubApp{}
 	for name, a := range rc.GitHubAppCredentials {
 		apps[name] = secrets.GitHubApp{AppID: a.AppID, PrivateKey: a.PrivateKey.Reveal(), InstallationID: a.InstallationID,
 			Scopes: a.Scopes, BaseURL: a.BaseURL, Permissions: a.Permissions, Repositories: a.Repositories,
 			AllowForeignCredentials: a.AllowForeignCredentials}
 	}
-	if !rc.Network.SandboxEnabled && len(masked)+len(apps) > 0 {
-		return infra("masked_secrets and github_app_credentials need the network sandbox, which is disabled for this repo")
+	if !rc.Network.SandboxEnabled && len(masked)+len(signing)+len(apps) > 0 {
+		return infra("masked_secrets, signing_credentials and github_app_credentials need the network sandbox, which is disabled for this repo")
 	}
-	smap, err := secrets.NewMap(masked, plain)
-	if err == nil {
-		err = smap.AddGitHubApps(apps)
-	}
+	smap, err := secrets.NewMapFrom(secrets.Pools{Plain: plain, Masked: masked, AWS: signing, GitHubApps: apps})
 	if err != nil {
 		return infra("secrets: %v", err)
 	}

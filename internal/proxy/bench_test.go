@@ -31,17 +31,34 @@ type benchSide struct {
 	header http.Header
 }
 
-func benchSides(b *testing.B) (*env, []benchSide) {
-	e := newEnv(b, nil)
+// direct is a client that reaches e's TLS upstream without the proxy.
+func (e *env) direct() *http.Client {
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(e.upCA.pem)
-	direct := &http.Client{Transport: &http.Transport{
+	return &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, network, e.tlsUp.addr)
 		},
 		TLSClientConfig: &tls.Config{RootCAs: roots},
 	}}
+}
+
+// reportPercentiles reports each side's p50 and p99 latency.
+func reportPercentiles(b *testing.B, names []string, lat [][]time.Duration) {
+	for i, name := range names {
+		l := lat[i]
+		slices.Sort(l)
+		pct := func(p float64) float64 { return float64(l[int(float64(len(l)-1)*p)].Microseconds()) }
+		b.ReportMetric(pct(0.50), "p50-µs-"+name)
+		b.ReportMetric(pct(0.99), "p99-µs-"+name)
+	}
+	b.ReportMetric(0, "ns/op")
+}
+
+func benchSides(b *testing.B) (*env, []benchSide) {
+	e := newEnv(b, nil)
+	direct := e.direct()
 	proxied := e.px.client(false)
 	auth := http.Header{"Authorization": {"Bearer " + e.token}}
 	return e, []benchSide{
@@ -108,14 +125,11 @@ func BenchmarkSmallRequest(b *testing.B) {
 		e.px.log.take()
 	}
 	b.StopTimer()
-	for i, s := range sides {
-		l := lat[i]
-		slices.Sort(l)
-		pct := func(p float64) float64 { return float64(l[int(float64(len(l)-1)*p)].Microseconds()) }
-		b.ReportMetric(pct(0.50), "p50-µs-"+s.name)
-		b.ReportMetric(pct(0.99), "p99-µs-"+s.name)
+	var names []string
+	for _, s := range sides {
+		names = append(names, s.name)
 	}
-	b.ReportMetric(0, "ns/op")
+	reportPercentiles(b, names, lat)
 }
 
 // BenchmarkRedactor is the redactor alone on credential-like text.

@@ -353,6 +353,15 @@ func (p *Proxy) inject(r *http.Request, st *reqState) error {
 		for _, k := range res.Tokens {
 			st.rec.addToken(k)
 		}
+		if res.Signed != "" {
+			st.rec.Signed, st.rec.SignError = res.Signed, res.SignError
+			if res.SignError != "" {
+				// Fail closed: the request goes on with the agent's
+				// surrogate signature, which the upstream rejects.
+				p.logger.Warn("request not re-signed", keyMethod, st.rec.Method, keyURL, st.url(),
+					"kind", inj.Kind(), keyReason, res.SignError)
+			}
+		}
 		for _, s := range res.Stripped {
 			p.netlog.record(Record{Verdict: VerdictStripped, Header: s.Header, Host: st.host, Why: s.Reason})
 		}

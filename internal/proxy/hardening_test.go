@@ -76,19 +76,7 @@ func newHardEnv(t testing.TB, mod func(*Config)) *hardEnv {
 }
 
 // records parses the network log lines written so far.
-func (e *hardEnv) records(t testing.TB) []Record {
-	t.Helper()
-	var out []Record
-	for _, l := range e.px.log.take() {
-		r, err := ParseRecord(l)
-		if err != nil {
-			t.Errorf("log line %q: %v", l, err)
-			continue
-		}
-		out = append(out, r)
-	}
-	return out
-}
+func (e *hardEnv) records(t testing.TB) []Record { t.Helper(); return e.px.records(t) }
 
 var recordOpts = cmpopts.IgnoreFields(Record{}, "Reason", "Rule", "Elapsed")
 

@@ -263,6 +263,21 @@ func startProxy(t testing.TB, cfg Config) *testProxy {
 		dnsUDPAddr: pc.LocalAddr().String(), dnsTCPAddr: dl.Addr().String(), roots: roots}
 }
 
+// records parses (and forgets) the network log lines written so far.
+func (px *testProxy) records(t testing.TB) []Record {
+	t.Helper()
+	var out []Record
+	for _, l := range px.log.take() {
+		r, err := ParseRecord(l)
+		if err != nil {
+			t.Errorf("log line %q: %v", l, err)
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
 // client is an HTTP client that reaches every host through the proxy, as
 // the agent does through the proxy's DNS.
 func (px *testProxy) client(h2 bool) *http.Client {

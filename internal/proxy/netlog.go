@@ -38,13 +38,18 @@ type Record struct {
 	// Reason is the cause of an ERROR (on the line) or of a BLOCKED
 	// verdict, and the reason of DNS DROPPED (on the line); for BLOCKED it
 	// is only in the operational log.
-	Reason   string
-	Masked   int    // headers whose surrogate was swapped for a real value
-	Token    string // kinds of minted tokens swapped in ("github-app"), comma-separated
-	Dropped  int    // duplicate copies of replaced headers removed
-	Redacted int    // real values replaced by their surrogates in the response
-	Upgrade  string // an Upgrade the proxy refused and removed ("h2c")
-	Aborted  bool   // the response was cut off (the agent or the upstream went away)
+	Reason string
+	Masked int    // headers whose surrogate was swapped for a real value
+	Token  string // kinds of minted tokens swapped in ("github-app"), comma-separated
+	// Signed names the signature re-made with a real key ("aws"): the
+	// line says "[signed: aws]", or with SignError "[not signed: aws:
+	// <why>]" (the request went on with the agent's surrogate signature).
+	Signed    string
+	SignError string
+	Dropped   int    // duplicate copies of replaced headers removed
+	Redacted  int    // real values replaced by their surrogates in the response
+	Upgrade   string // an Upgrade the proxy refused and removed ("h2c")
+	Aborted   bool   // the response was cut off (the agent or the upstream went away)
 
 	// STRIPPED: a header removed from a request.
 	Header string
@@ -76,6 +81,12 @@ func (r Record) Line() string {
 		tag("masked", r.Masked)
 		if r.Token != "" {
 			fmt.Fprintf(&b, " [token: %s]", escapeTag(r.Token))
+		}
+		switch {
+		case r.Signed != "" && r.SignError != "":
+			fmt.Fprintf(&b, " [not signed: %s: %s]", escapeTag(r.Signed), escapeTagText(r.SignError))
+		case r.Signed != "":
+			fmt.Fprintf(&b, " [signed: %s]", escapeTag(r.Signed))
 		}
 		tag("dropped", r.Dropped)
 		tag("redacted", r.Redacted)
@@ -166,6 +177,10 @@ func ParseRecord(line string) (Record, error) {
 				r.Redacted = num()
 			case "upgrade refused":
 				r.Upgrade = value
+			case "signed":
+				r.Signed = value
+			case "not signed":
+				r.Signed, r.SignError, _ = strings.Cut(value, ": ")
 			case "aborted":
 				r.Aborted = true
 			default:
@@ -211,6 +226,11 @@ func escapeWord(s string) string {
 // escapeTag is escapeWord for a value inside "[key: value]".
 func escapeTag(s string) string {
 	return escape(s, func(c byte) bool { return c <= ' ' || c >= 0x7f || strings.IndexByte("[]()", c) >= 0 })
+}
+
+// escapeTagText is escapeTag for free text inside a tag: spaces stay.
+func escapeTagText(s string) string {
+	return escape(s, func(c byte) bool { return c < ' ' || c >= 0x7f || c == '[' || c == ']' })
 }
 
 // escapeText escapes a free-text reason, the last field of its line:

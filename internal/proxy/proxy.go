@@ -230,7 +230,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	// The injectors' own requests (GitHub App token mints) go out through
 	// the same transport as the agent's: same pins, roots and guard.
-	p.injectors = cfg.Replacements.Injectors(secrets.Env{Transport: p.upstream, Logger: logger})
+	p.injectors = cfg.Replacements.Injectors(secrets.Env{Transport: p.upstream, Logger: logger, MaxBody: cfg.MaxBody})
 	for _, inj := range p.injectors {
 		if s, ok := inj.(gitHubScoper); ok {
 			p.scopers = append(p.scopers, s)

@@ -164,10 +164,23 @@ func TestLoadAllowlist(t *testing.T) {
 
 func TestParseSandbox(t *testing.T) {
 	env := func(name string) (string, bool) {
-		v, ok := map[string]string{"TOKEN": "ghp_real", "EMPTY": "", "APP_KEY": "-----BEGIN RSA PRIVATE KEY-----\nx\n-----END RSA PRIVATE KEY-----\n", "INSTALLATION": "42"}[name]
+		v, ok := map[string]string{"TOKEN": "ghp_real", "EMPTY": "", "AWS_ACCESS_KEY_ID": "AKIAREAL", "CI_SECRET": "s3cr3t", "CI_TOKEN": "tok",
+			"APP_KEY": "-----BEGIN RSA PRIVATE KEY-----\nx\n-----END RSA PRIVATE KEY-----\n", "INSTALLATION": "42"}[name]
 		return v, ok
 	}
-	valid := `env:
+	valid := `signing_credentials:
+  SHORT:
+    type: aws-sigv4
+    access_key_id: !env AWS_ACCESS_KEY_ID
+    secret_access_key: !env CI_SECRET
+    session_token: !env CI_TOKEN
+    scopes: ["*.amazonaws.com"]
+  LONG:
+    type: aws-sigv4
+    access_key_id: {name: PROD_KEY, value: !env AWS_ACCESS_KEY_ID}
+    secret_access_key: {value: literal-secret}
+    scopes: [s3.example.test]
+env:
   CI: "true"
   FROM_ENV: !env TOKEN
 pass_env: [HOME, GOFLAGS]
@@ -206,6 +219,15 @@ network:
 		PassEnv: []string{"HOME", "GOFLAGS"},
 		MaskedSecrets: map[string]repoconfig.MaskedSecret{"GH_TOKEN": {Value: "ghp_real",
 			Scopes: []string{"api.github.com", "*.githubusercontent.com"}, Headers: []string{"Authorization"}}},
+		SigningCredentials: map[string]repoconfig.SigningCredential{
+			"SHORT": {Type: "aws-sigv4", Scopes: []string{"*.amazonaws.com"},
+				AccessKeyID:     repoconfig.SigningField{Name: "AWS_ACCESS_KEY_ID", Value: "AKIAREAL"},
+				SecretAccessKey: repoconfig.SigningField{Name: "CI_SECRET", Value: "s3cr3t"},
+				SessionToken:    &repoconfig.SigningField{Name: "CI_TOKEN", Value: "tok"}},
+			"LONG": {Type: "aws-sigv4", Scopes: []string{"s3.example.test"},
+				AccessKeyID:     repoconfig.SigningField{Name: "PROD_KEY", Value: "AKIAREAL"},
+				SecretAccessKey: repoconfig.SigningField{Name: "AWS_SECRET_ACCESS_KEY", Value: "literal-secret"}},
+		},
 		GitHubAppCredentials: map[string]repoconfig.GitHubAppCredential{"GH_APP_TOKEN": {AppID: "12345",
 			PrivateKey: "-----BEGIN RSA PRIVATE KEY-----\nx\n-----END RSA PRIVATE KEY-----\n", InstallationID: 42,
 			Scopes: []string{"api.github.com", "github.com"}, BaseURL: "https://ghe.example/api/v3",
@@ -239,6 +261,14 @@ network:
 		{"empty literal secret", "masked_secrets:\n  T:\n    value: \"\"\n    scopes: [a]\n    headers: [b]\n", []string{"sandbox.yaml:3: masked_secrets.T.value: must not be empty"}},
 		{"masked missing fields", "masked_secrets:\n  T:\n    value: x\n", []string{"sandbox.yaml:3: masked_secrets.T.headers: required", "sandbox.yaml:3: masked_secrets.T.scopes: required"}},
 		{"signing bad type", "signing_credentials:\n  AWS:\n    type: gcp\n    access_key_id: a\n    secret_access_key: b\n    scopes: [x]\n", []string{"sandbox.yaml:3: signing_credentials.AWS.type: must be aws-sigv4"}},
+		{"signing bad name", "signing_credentials:\n  AWS:\n    type: aws-sigv4\n    access_key_id: {name: \"A B\", value: a}\n    secret_access_key: b\n    scopes: [x]\n",
+			[]string{"sandbox.yaml:4: signing_credentials.AWS.access_key_id: container variable \"A B\" is not a valid"}},
+		{"signing one name twice", "signing_credentials:\n  AWS:\n    type: aws-sigv4\n    access_key_id: !env CI_SECRET\n    secret_access_key: !env CI_SECRET\n    scopes: [x]\n",
+			[]string{"sandbox.yaml:5: signing_credentials.AWS.secret_access_key: container variable CI_SECRET is access_key_id's too"}},
+		{"signing empty value", "signing_credentials:\n  AWS:\n    type: aws-sigv4\n    access_key_id: {value: !env EMPTY}\n    secret_access_key: b\n    scopes: [x]\n",
+			[]string{"sandbox.yaml:4: signing_credentials.AWS.access_key_id.value: environment variable EMPTY is empty"}},
+		{"signing value missing", "signing_credentials:\n  AWS:\n    type: aws-sigv4\n    access_key_id: {name: X}\n    secret_access_key: b\n    scopes: [x]\n",
+			[]string{"sandbox.yaml:4: signing_credentials.AWS.access_key_id.value: required"}},
 		{"bad env name", "env:\n  1BAD: x\n", []string{"sandbox.yaml:2: env.1BAD: not a valid environment variable name"}},
 		{"unknown tag", "env:\n  A: !var X\n", []string{"sandbox.yaml:2: env.A: unknown tag !var"}},
 		{"yaml syntax", "env: [\n", []string{"sandbox.yaml:1: YAML syntax error"}},

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/airut/airut/internal/yamlwalk"
 )
 
@@ -16,8 +18,8 @@ type Sandbox struct {
 	PassEnv []string
 	// MaskedSecrets are injected as surrogates (S5.2).
 	MaskedSecrets map[string]MaskedSecret
-	// SigningCredentials are accepted and validated; re-signing is done by
-	// the proxy (S5.3).
+	// SigningCredentials are AWS keys the container sees only as
+	// surrogates; the proxy re-signs requests with the real ones (S5.3).
 	SigningCredentials map[string]SigningCredential
 	// GitHubAppCredentials are GitHub Apps the proxy mints installation
 	// tokens for (S5.4).
@@ -42,11 +44,47 @@ type MaskedSecret struct {
 
 // SigningCredential is one signing_credentials entry (type aws-sigv4).
 type SigningCredential struct {
-	Type            string   `yaml:"type,required"`
-	AccessKeyID     string   `yaml:"access_key_id,required"`
-	SecretAccessKey string   `yaml:"secret_access_key,required"`
-	SessionToken    string   `yaml:"session_token"`
-	Scopes          []string `yaml:"scopes,required"`
+	Type            string        `yaml:"type,required"`
+	AccessKeyID     SigningField  `yaml:"access_key_id,required"`
+	SecretAccessKey SigningField  `yaml:"secret_access_key,required"`
+	SessionToken    *SigningField `yaml:"session_token"` // nil: long-term keys
+	Scopes          []string      `yaml:"scopes,required"`
+}
+
+// SigningField is one key of a signing credential: the container variable
+// its surrogate goes into, and the real value. sandbox.yaml writes it the
+// reference's short way, "access_key_id: !env AWS_ACCESS_KEY_ID" (the
+// variable is named after the !env variable; a plain string gets
+// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or AWS_SESSION_TOKEN), or as
+// airut.yaml does, {name, value} (name defaulting the same way).
+type SigningField struct {
+	Name  string `yaml:"name"`
+	Value string `yaml:"value,required"`
+}
+
+// signingDefaults are the container variables of the key fields.
+var signingDefaults = map[string]string{
+	"access_key_id":     "AWS_ACCESS_KEY_ID",
+	"secret_access_key": "AWS_SECRET_ACCESS_KEY",
+	"session_token":     "AWS_SESSION_TOKEN",
+}
+
+// UnmarshalYAMLNode reads the short form (a scalar) or {name, value}.
+func (f *SigningField) UnmarshalYAMLNode(n yamlwalk.Node) {
+	path := n.Path()
+	def := signingDefaults[path[len(path)-1].Key]
+	if n.YAML().Kind == yaml.ScalarNode {
+		n.Decode(&f.Value)
+		f.Name = def
+		if src, ok := n.Walker().Source(path); ok {
+			f.Name = src.Env
+		}
+		return
+	}
+	n.DecodeFields(f)
+	if f.Name == "" {
+		f.Name = def
+	}
 }
 
 // Limits are resource_limits; zero means unset.
@@ -160,9 +198,27 @@ func checkSandbox(w *yamlwalk.Walker, f *sandboxFile) {
 		if checked(p.Key("type")) && c.Type != "aws-sigv4" {
 			report(p.Key("type"), "must be aws-sigv4, got %q", c.Type)
 		}
-		secret(p.Key("access_key_id"), c.AccessKeyID)
-		secret(p.Key("secret_access_key"), c.SecretAccessKey)
-		secret(p.Key("session_token"), c.SessionToken)
+		fields := map[string]*SigningField{"access_key_id": &c.AccessKeyID, "secret_access_key": &c.SecretAccessKey, "session_token": c.SessionToken}
+		names := map[string]string{}
+		for _, key := range []string{"access_key_id", "secret_access_key", "session_token"} {
+			field := fields[key]
+			fp := p.Key(key)
+			if field == nil || !checked(fp) {
+				continue
+			}
+			vp := fp
+			if w.Has(fp.Key("value")) || w.Failed(fp.Key("value")) {
+				vp = fp.Key("value")
+			}
+			secret(vp, field.Value)
+			switch {
+			case !envNameRe.MatchString(field.Name):
+				report(fp, "container variable %q is not a valid environment variable name", field.Name)
+			case names[field.Name] != "":
+				report(fp, "container variable %s is %s's too", field.Name, names[field.Name])
+			}
+			names[field.Name] = key
+		}
 	}
 	checkGitHubApps(f.GitHubApps, report, checked, secret)
 	rl, p := f.ResourceLimits, root.Key("resource_limits")

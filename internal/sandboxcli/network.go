@@ -26,8 +26,10 @@ func configureNetwork(ctx context.Context, o *runOpts, cfg *repoconfig.Sandbox, 
 	if !cfg.NetworkSandbox {
 		fmt.Fprintln(stderr, "airut-sandbox: WARNING: network_sandbox is false in sandbox.yaml: "+
 			"the command runs on an OPEN network, with no allowlist and no credential masking")
-		if len(cfg.MaskedSecrets) > 0 || len(cfg.GitHubAppCredentials) > 0 {
-			return nil, noop, fmt.Errorf("sandbox.yaml: masked_secrets and github_app_credentials need the network sandbox (network_sandbox: false)")
+		if len(cfg.MaskedSecrets) > 0 || len(cfg.SigningCredentials) > 0 || len(cfg.GitHubAppCredentials) > 0 {
+			// Fail closed: without the proxy the real values would have to
+			// enter the container.
+			return nil, noop, fmt.Errorf("sandbox.yaml: masked_secrets, signing_credentials and github_app_credentials need the network sandbox (network_sandbox: false)")
 		}
 		spec.Network = sandbox.NetworkOpen
 		return nil, noop, nil
@@ -72,9 +74,14 @@ func configureNetwork(ctx context.Context, o *runOpts, cfg *repoconfig.Sandbox, 
 		masked[name] = secrets.Masked{Value: m.Value, Scopes: m.Scopes, Headers: m.Headers,
 			AllowForeignCredentials: m.AllowForeignCredentials}
 	}
-	smap, err := secrets.NewMap(masked, nil)
-	if err != nil {
-		return nil, noop, fmt.Errorf("masked_secrets: %w", err)
+	signing := map[string]secrets.AWS{}
+	for name, c := range cfg.SigningCredentials {
+		a := secrets.AWS{AccessKeyID: c.AccessKeyID.Value, SecretAccessKey: c.SecretAccessKey.Value, Scopes: c.Scopes,
+			AccessKeyIDEnv: c.AccessKeyID.Name, SecretAccessKeyEnv: c.SecretAccessKey.Name}
+		if c.SessionToken != nil {
+			a.SessionToken, a.SessionTokenEnv = c.SessionToken.Value, c.SessionToken.Name
+		}
+		signing[name] = a
 	}
 	apps := map[string]secrets.GitHubApp{}
 	for name, g := range cfg.GitHubAppCredentials {
@@ -82,8 +89,9 @@ func configureNetwork(ctx context.Context, o *runOpts, cfg *repoconfig.Sandbox, 
 			Scopes: g.Scopes, BaseURL: g.BaseURL, Permissions: g.Permissions, Repositories: g.Repositories,
 			AllowForeignCredentials: g.AllowForeignCredentials}
 	}
-	if err := smap.AddGitHubApps(apps); err != nil {
-		return nil, noop, fmt.Errorf("github_app_credentials: %w", err)
+	smap, err := secrets.NewMapFrom(secrets.Pools{Masked: masked, AWS: signing, GitHubApps: apps})
+	if err != nil {
+		return nil, noop, fmt.Errorf("sandbox.yaml: %w", err)
 	}
 	if spec.Env == nil {
 		spec.Env = map[string]string{}

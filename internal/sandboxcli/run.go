@@ -345,8 +345,9 @@ func gitMount(r *rules) (sandbox.Mount, bool) {
 	return sandbox.Mount{Source: p, Target: "/workspace/.git", ReadOnly: true}, true
 }
 
-// commandEnv is the container environment: fixed env, then pass_env, then
-// masked secrets (as surrogates), later entries winning.
+// commandEnv is the container environment: fixed env, then pass_env; the
+// surrogates of masked secrets and signing credentials are added by
+// configureNetwork, and win.
 func commandEnv(cfg *repoconfig.Sandbox) (map[string]string, error) {
 	env := map[string]string{}
 	for k, v := range cfg.Env {
@@ -356,11 +357,6 @@ func commandEnv(cfg *repoconfig.Sandbox) (map[string]string, error) {
 		if v, ok := os.LookupEnv(name); ok {
 			env[name] = v
 		}
-	}
-	if len(cfg.SigningCredentials) > 0 {
-		// Fail closed: without re-signing in the proxy the real keys would
-		// have to enter the container.
-		return nil, errors.New("sandbox.yaml: signing_credentials are not supported by this version of airut-sandbox")
 	}
 	return env, nil
 }

@@ -427,8 +427,12 @@ func TestCrashLeavesNoSecret(t *testing.T) {
 	engine, base := setup(t)
 	real := "ghp_" + testkit.RandomHex(18)
 	t.Setenv("AIRUT_TEST_CRASH_TOKEN", real)
+	awsSecret := testkit.RandomHex(20)
+	t.Setenv("AIRUT_TEST_CRASH_AWS_SECRET", awsSecret)
 	repo(t, base, map[string]string{".airut/sandbox.yaml": "masked_secrets:\n  GH_TOKEN:\n    value: !env AIRUT_TEST_CRASH_TOKEN\n" +
-		"    scopes: [api.example.test]\n    headers: [Authorization]\n"})
+		"    scopes: [api.example.test]\n    headers: [Authorization]\n" +
+		"signing_credentials:\n  AWS:\n    type: aws-sigv4\n    access_key_id: AKIAEXAMPLEEXAMPLE12\n" +
+		"    secret_access_key: !env AIRUT_TEST_CRASH_AWS_SECRET\n    scopes: [\"*.amazonaws.com\"]\n"})
 	bin := binary(t)
 	state, tmp := t.TempDir(), t.TempDir()
 	env := append(os.Environ(), "XDG_STATE_HOME="+state, "TMPDIR="+tmp)
@@ -445,8 +449,10 @@ func TestCrashLeavesNoSecret(t *testing.T) {
 		if !sc.Scan() || sc.Text() != "started" {
 			t.Fatalf("no start line: %q", sc.Text())
 		}
-		if left := append(filesContaining(t, state, real), filesContaining(t, tmp, real)...); len(left) > 0 {
-			t.Errorf("secret on disk while the command runs: %q", left)
+		for _, secret := range []string{real, awsSecret} {
+			if left := append(filesContaining(t, state, secret), filesContaining(t, tmp, secret)...); len(left) > 0 {
+				t.Errorf("secret on disk while the command runs: %q", left)
+			}
 		}
 	})
 
@@ -474,6 +480,9 @@ func TestCrashLeavesNoSecret(t *testing.T) {
 		t.Fatalf("files holding the secret while the proxy starts: %q; want the one replacement map", holding)
 	}
 	assertPrivate(t, state, holding)
+	if aws := filesContaining(t, state, awsSecret); len(aws) != 1 || aws[0] != holding[0] {
+		t.Errorf("files holding the AWS secret: %q; want the replacement map alone", aws)
+	}
 	if leaked := filesContaining(t, tmp, real); len(leaked) > 0 {
 		t.Errorf("secret written under TMPDIR: %q", leaked)
 	}
@@ -486,7 +495,7 @@ func TestCrashLeavesNoSecret(t *testing.T) {
 	if out, err := next.CombinedOutput(); err != nil {
 		t.Fatalf("next run: %v %s", err, out)
 	}
-	if left := filesContaining(t, state, real); len(left) > 0 {
+	if left := append(filesContaining(t, state, real), filesContaining(t, state, awsSecret)...); len(left) > 0 {
 		t.Errorf("secret still on disk after the restart's sweep: %q", left)
 	}
 	if left := ownedBy(engine, cmd.Process.Pid); len(left) > 0 {

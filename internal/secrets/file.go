@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 
 	"github.com/airut/airut/internal/atomicfile"
 )
@@ -19,7 +20,9 @@ const replacementFileVersion = 2
 // entry names its kind and carries that kind's object, and nothing else.
 //
 //	{"version": 2, "credentials": [
-//	  {"kind": "masked", "name": "GH_TOKEN", "masked": {"surrogate": …, "value": …, …}}]}
+//	  {"kind": "masked", "name": "GH_TOKEN", "masked": {"surrogate": …, "value": …, …}},
+//	  {"kind": "github-app", "name": "GH_TOKEN", "github_app": {"surrogate": …, "app_id": …, "private_key": …, …}},
+//	  {"kind": "aws-sigv4", "name": "AWS", "aws": {"access_key_id": {"surrogate": …, "value": …}, …}}]}
 type replacementFile struct {
 	Version     int               `json:"version"`
 	Credentials []json.RawMessage `json:"credentials"`
@@ -30,7 +33,11 @@ type fileCredential struct {
 	Name      string         `json:"name"`
 	Masked    *fileMasked    `json:"masked,omitempty"`
 	GitHubApp *fileGitHubApp `json:"github_app,omitempty"`
+	AWS       *fileAWS       `json:"aws,omitempty"`
 }
+
+// knownKinds are the kinds this proxy can inject.
+var knownKinds = []string{KindMasked, KindGitHubApp, KindAWS}
 
 // fileMasked is the wire form of one masked secret. It carries the real
 // value in clear: the file is written 0600 and read only by the proxy.
@@ -61,6 +68,10 @@ func (m *Map) WriteReplacementFile(path string) error {
 	}
 	for _, e := range m.apps {
 		f.Credentials = append(f.Credentials, fileCredential{Kind: KindGitHubApp, Name: e.name, GitHubApp: e.fileGitHubApp()})
+	}
+	for i := range m.aws {
+		e := &m.aws[i]
+		f.Credentials = append(f.Credentials, fileCredential{Kind: KindAWS, Name: e.name, AWS: e.file()})
 	}
 	data, err := json.Marshal(f)
 	if err != nil {
@@ -127,47 +138,70 @@ func parseReplacements(data []byte) (*Replacements, error) {
 			continue
 		}
 		where := fmt.Sprintf("credentials[%d] (%s)", i, head.Name)
-		known := head.Kind == KindMasked || head.Kind == KindGitHubApp
 		var fc fileCredential
 		if err := strictDecode(raw, &fc); err != nil {
-			if !known {
+			if !slices.Contains(knownKinds, head.Kind) {
 				err = fmt.Errorf("unknown kind %q", head.Kind)
 			}
 			errs = append(errs, fmt.Errorf("%s: %w", where, err))
 			continue
 		}
-		var e entry
-		var err error
-		switch {
-		case !known:
-			err = fmt.Errorf("unknown kind %q", fc.Kind)
-		case fc.Name == "":
-			err = errors.New("name is empty")
-		case fc.Kind == KindMasked && fc.Masked == nil:
-			err = errors.New("kind masked without a masked object")
-		case fc.Kind == KindGitHubApp && fc.GitHubApp == nil:
-			err = errors.New("kind github-app without a github_app object")
-		case fc.Masked != nil && fc.GitHubApp != nil:
-			err = fmt.Errorf("kind %s carries another kind's object too", fc.Kind)
-		case fc.Kind == KindMasked:
-			e, err = fc.Masked.entry(fc.Name)
-		default:
-			e, err = fc.GitHubApp.entry(fc.Name)
-		}
-		if err != nil {
+		if err := r.add(fc); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", where, err))
-			continue
-		}
-		if e.app != nil {
-			r.apps = append(r.apps, e)
-		} else {
-			r.masked = append(r.masked, e)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	return r, nil
+}
+
+// add takes one decoded entry: exactly its kind's object, nothing else.
+func (r *Replacements) add(fc fileCredential) error {
+	if fc.Name == "" {
+		return errors.New("name is empty")
+	}
+	objects := 0
+	for _, set := range []bool{fc.Masked != nil, fc.GitHubApp != nil, fc.AWS != nil} {
+		if set {
+			objects++
+		}
+	}
+	if objects > 1 {
+		return fmt.Errorf("kind %s with more than one kind's object", fc.Kind)
+	}
+	switch fc.Kind {
+	case KindMasked:
+		if fc.Masked == nil {
+			return errors.New("kind masked without a masked object")
+		}
+		e, err := fc.Masked.entry(fc.Name)
+		if err != nil {
+			return err
+		}
+		r.masked = append(r.masked, e)
+	case KindGitHubApp:
+		if fc.GitHubApp == nil {
+			return errors.New("kind github-app without a github_app object")
+		}
+		e, err := fc.GitHubApp.entry(fc.Name)
+		if err != nil {
+			return err
+		}
+		r.apps = append(r.apps, e)
+	case KindAWS:
+		if fc.AWS == nil {
+			return fmt.Errorf("kind %s without an aws object", KindAWS)
+		}
+		e, err := fc.AWS.entry(fc.Name)
+		if err != nil {
+			return err
+		}
+		r.aws = append(r.aws, e)
+	default:
+		return fmt.Errorf("unknown kind %q", fc.Kind)
+	}
+	return nil
 }
 
 func (fm *fileMasked) entry(name string) (entry, error) {

@@ -9,6 +9,7 @@ import (
 // One Injector per kind (SPEC S5.2–S5.4), except that masked secrets and
 // GitHub App tokens share one: both live in headers, and which value in a
 // header is foreign can only be told with every surrogate of both in view.
+// KindAWS (aws.go) has its own.
 const (
 	KindMasked    = "masked"
 	KindGitHubApp = "github-app"
@@ -23,6 +24,11 @@ type Env struct {
 	Transport http.RoundTripper
 	// Logger receives operational logs (token mints). Default: discarded.
 	Logger *slog.Logger
+	// MaxBody caps a request body an injector must hold (SigV4 hashes a
+	// body whose hash the client did not send; an aws-chunked chunk is
+	// held until its signature is known). Required when an AWS credential
+	// is present: zero holds nothing, so such a body fails closed.
+	MaxBody int64
 }
 
 // Injector is the proxy's step for one credential kind. It runs last on a
@@ -57,6 +63,13 @@ type Injection struct {
 	// Tokens names the kinds of minted tokens swapped in (KindGitHubApp),
 	// each once.
 	Tokens []string
+	// Signed names the signature an injector re-made with a real key
+	// ("aws", as in the network log's "[signed: aws]"), or tried to.
+	Signed string
+	// SignError says why a request signed with a surrogate was not
+	// re-signed: it goes on with the agent's surrogate signature, which
+	// the upstream rejects (fail closed). "" when it was re-signed.
+	SignError string
 	// Dropped counts duplicate copies of replaced headers removed.
 	Dropped int
 	// Stripped lists the headers removed instead of forwarded.

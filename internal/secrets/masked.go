@@ -50,17 +50,46 @@ type entry struct {
 // Map holds the credentials of one task: what the container sees and what
 // the proxy needs to swap back. Build a fresh one per task.
 type Map struct {
-	masked []entry // sorted by name
-	apps   []entry // GitHub Apps, sorted by name
+	masked []entry    // sorted by name
+	apps   []entry    // GitHub Apps, sorted by name
+	aws    []awsEntry // sorted by name
 	plain  map[string]Value
 }
 
-// NewMap generates a fresh surrogate for every masked secret. Every entry
-// must have a value, at least one scope and at least one header pattern:
-// an entry that could never be replaced is a config mistake, not a no-op.
+// Pools are a task's credential pools, by kind (S5): the inputs of a Map.
+type Pools struct {
+	Plain      map[string]string    // secrets: the container sees the real value
+	Masked     map[string]Masked    // masked_secrets
+	GitHubApps map[string]GitHubApp // github_app_credentials
+	AWS        map[string]AWS       // signing_credentials of type aws-sigv4
+}
+
+// NewMap is NewMapFrom for the masked and plain pools alone.
 func NewMap(masked map[string]Masked, plain map[string]string) (*Map, error) {
+	return NewMapFrom(Pools{Plain: plain, Masked: masked})
+}
+
+// NewMapFrom generates fresh surrogates for every credential of p. Every
+// entry must be complete: a masked secret needs a value, a scope and a
+// header pattern, an AWS credential a key id, a secret key and a scope, a
+// GitHub App a usable private key (see AddGitHubApps). An entry that could
+// never be used is a config mistake, not a no-op. Every bad entry is
+// reported, not only the first.
+func NewMapFrom(p Pools) (*Map, error) {
+	masked, plain := p.Masked, p.Plain
 	m := &Map{plain: make(map[string]Value, len(plain))}
 	var errs []error
+	for _, name := range slices.Sorted(maps.Keys(p.AWS)) {
+		e, err := newAWSEntry(name, p.AWS[name])
+		if err != nil {
+			errs = append(errs, fmt.Errorf("signing credential %s: %w", name, err))
+			continue
+		}
+		m.aws = append(m.aws, e)
+	}
+	if err := m.AddGitHubApps(p.GitHubApps); err != nil {
+		errs = append(errs, err)
+	}
 	for _, name := range slices.Sorted(maps.Keys(masked)) {
 		ms := masked[name]
 		if err := checkMasked(ms); err != nil {
@@ -112,17 +141,22 @@ func checkMasked(ms Masked) error {
 	return nil
 }
 
-// Env is what the container gets: the surrogate for every masked secret
-// and GitHub App and the real value for every plain one. Where a name is
-// in several pools, a GitHub App wins over a masked secret, which wins
-// over a plain one (S5).
+// Env is what the container gets: the surrogates of every masked secret,
+// AWS credential and GitHub App and the real value of every plain one.
+// Where a name is in several pools the highest wins (S5: github_app >
+// signing > masked > plain).
 func (m *Map) Env() map[string]string {
-	env := make(map[string]string, len(m.plain)+len(m.masked)+len(m.apps))
+	env := make(map[string]string, len(m.plain)+len(m.masked)+3*len(m.aws)+len(m.apps))
 	for name, v := range m.plain {
 		env[name] = v.Reveal()
 	}
 	for _, e := range m.masked {
 		env[e.name] = e.surrogate
+	}
+	for _, e := range m.aws {
+		for _, v := range e.vars() {
+			env[v.env] = v.surrogate
+		}
 	}
 	for _, e := range m.apps {
 		env[e.name] = e.surrogate
@@ -144,12 +178,14 @@ func (m *Map) Surrogate(name string) (string, bool) {
 }
 
 // Replacements is the proxy's view of a Map. A masked secret shadowed by
-// a GitHub App of the same name is left out: the container never sees its
-// surrogate.
+// a GitHub App or an AWS variable of the same name is left out: the
+// container never sees its surrogate.
 func (m *Map) Replacements() *Replacements {
-	r := &Replacements{apps: slices.Clone(m.apps)}
+	r := &Replacements{apps: slices.Clone(m.apps), aws: slices.Clone(m.aws)}
 	for _, e := range m.masked {
-		if !slices.ContainsFunc(m.apps, func(a entry) bool { return a.name == e.name }) {
+		shadowed := slices.ContainsFunc(m.apps, func(a entry) bool { return a.name == e.name }) ||
+			slices.ContainsFunc(m.aws, func(a awsEntry) bool { return a.hasVar(e.name) })
+		if !shadowed {
 			r.masked = append(r.masked, e)
 		}
 	}

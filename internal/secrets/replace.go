@@ -18,6 +18,7 @@ import (
 type Replacements struct {
 	masked []entry
 	apps   []entry // GitHub App credentials: entries whose real value is minted
+	aws    []awsEntry
 }
 
 // Len is the number of credentials.
@@ -25,22 +26,30 @@ func (r *Replacements) Len() int {
 	if r == nil {
 		return 0
 	}
-	return len(r.masked) + len(r.apps)
+	return len(r.masked) + len(r.apps) + len(r.aws)
 }
 
 // Injectors returns one Injector per credential kind present. Masked
 // secrets and GitHub Apps share one (see KindGitHubApp). Call it once per
 // proxy: the GitHub App tokens it mints are cached in what it returns.
+// AWS credentials have their own, run after it.
 func (r *Replacements) Injectors(env Env) []Injector {
 	if r.Len() == 0 {
 		return nil
 	}
-	h := &maskedInjector{entries: slices.Clone(r.masked)}
-	for _, e := range r.apps {
-		e.src = newTokenSource(e.name, e.app, env)
-		h.entries = append(h.entries, e)
+	var out []Injector
+	if len(r.masked)+len(r.apps) > 0 {
+		h := &maskedInjector{entries: slices.Clone(r.masked)}
+		for _, e := range r.apps {
+			e.src = newTokenSource(e.name, e.app, env)
+			h.entries = append(h.entries, e)
+		}
+		out = append(out, h)
 	}
-	return []Injector{h}
+	if len(r.aws) > 0 {
+		out = append(out, newAWSInjector(slices.Clone(r.aws), env))
+	}
+	return out
 }
 
 // Pairs returns every real value known before any request, with its
@@ -50,11 +59,18 @@ func (r *Replacements) Pairs() []Pair {
 	if r == nil {
 		return nil
 	}
-	out := make([]Pair, 0, len(r.masked))
+	out := make([]Pair, 0, len(r.masked)+3*len(r.aws))
 	for _, e := range r.masked {
 		out = append(out, Pair{Real: e.real, Surrogate: e.surrogate})
 	}
+	for i := range r.aws {
+		out = append(out, r.aws[i].pairs()...)
+	}
 	return out
+}
+
+func matchesAnyHost(patterns []string, host string) bool {
+	return slices.ContainsFunc(patterns, func(p string) bool { return allowlist.MatchHost(p, host) })
 }
 
 // maskedInjector swaps masked surrogates (S5.2) and GitHub App surrogates
@@ -99,9 +115,7 @@ func (m *maskedInjector) Scoped(host string) bool {
 	return false
 }
 
-func (e *entry) inScope(host string) bool {
-	return slices.ContainsFunc(e.scopes, func(p string) bool { return allowlist.MatchHost(p, host) })
-}
+func (e *entry) inScope(host string) bool { return matchesAnyHost(e.scopes, host) }
 
 // Inject applies the masked rules to r's headers for r.Host (the
 // destination name; matching lower-cases it and drops a trailing dot).

@@ -238,7 +238,7 @@ func TestLoadReplacementFileErrors(t *testing.T) {
 		{"no version", `{"credentials":[]}`, "version 0, want 2"},
 		{"not json", `nope`, "invalid character"},
 		{"trailing data", `{"version":2,"credentials":[]} {}`, "after top-level value"},
-		{"unknown kind", `{"version":2,"credentials":[{"kind":"aws-sigv4","name":"A","aws_sigv4":{}}]}`, `credentials[0] (A): unknown kind "aws-sigv4"`},
+		{"unknown kind", `{"version":2,"credentials":[{"kind":"future-kind","name":"A","future":{}}]}`, `credentials[0] (A): unknown kind "future-kind"`},
 		{"unknown kind without object", `{"version":2,"credentials":[{"kind":"future","name":"A"}]}`, `credentials[0] (A): unknown kind "future"`},
 		{"no kind", `{"version":2,"credentials":[{"name":"A",` + okMasked + `}]}`, `credentials[0] (A): unknown kind ""`},
 		{"masked without object", `{"version":2,"credentials":[{"kind":"masked","name":"A"}]}`, "kind masked without a masked object"},

@@ -33,6 +33,7 @@ const Busybox = "/bin/busybox"
 var TestBinaries = map[string]string{
 	"fakeclaude":  "internal/testkit/fakeclaude",
 	"tkhttp":      "internal/testkit/tkhttp",
+	"tkaws":       "internal/testkit/tkaws",
 	"airut-proxy": "cmd/airut-proxy",
 }
 
