@@ -35,14 +35,18 @@ func (l *lockedBuffer) String() string {
 func TestRunWithoutReposSaysWhatToDo(t *testing.T) {
 	testkit.RequireEngine(t) // gateway.New looks for the container engine
 	tests := []struct{ name, yaml, want string }{
-		{"empty", "config_version: 5\n", "No repository is configured, so this gateway has nothing to do"},
+		{"no file (first run)", "", "No repository is configured yet, so this gateway is waiting for one"},
+		{"empty file", " \n", "No repository is configured yet, so this gateway is waiting for one"},
+		{"no repos", "config_version: 5\n", "No repository is configured yet, so this gateway is waiting for one"},
 		{"only an invalid repo", "config_version: 5\nrepos:\n  broken:\n    modle: x\n", "No repository can run (1 failed validation"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			isolate(t)
 			path := filepath.Join(t.TempDir(), "airut.yaml")
-			writeFile(t, path, tt.yaml, 0o600)
+			if tt.yaml != "" {
+				writeFile(t, path, tt.yaml, 0o600)
+			}
 			ctx, cancel := context.WithCancel(context.Background())
 			var stdout, stderr lockedBuffer
 			done := make(chan int, 1)
@@ -56,7 +60,8 @@ func TestRunWithoutReposSaysWhatToDo(t *testing.T) {
 			cancel()
 			<-done
 			out := stderr.String()
-			for _, w := range []string{tt.want, "add a repository under `repos:` in " + path, "airut check --config " + path} {
+			for _, w := range []string{tt.want, "Set it up in the browser: http://127.0.0.1:5200/",
+				"add a repository under `repos:` in " + path, "airut check --config " + path} {
 				if !strings.Contains(out, w) {
 					t.Errorf("stderr lacks %q:\n%s", w, out)
 				}
