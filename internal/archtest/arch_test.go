@@ -28,7 +28,7 @@ var allowed = map[string][]string{
 	"internal/yamlwalk":   {},
 	"internal/atomicfile": {},
 	"internal/redact":     {},
-	"internal/config":     {"internal/yamlwalk", "internal/redact"},
+	"internal/config":     {"internal/yamlwalk", "internal/redact", "internal/atomicfile"}, // the editor's saves
 	"internal/repoconfig": {"internal/allowlist", "internal/yamlwalk"},
 	// secrets matches scopes and header names with the allowlist's
 	// Python-fnmatch host rules: one matcher for both, by design.

@@ -120,22 +120,7 @@ func want[T comparable](t *testing.T, got, want T) {
 // but for the lines the edit named name replaces or removes.
 func assertSubsequence(t *testing.T, in, out, name string) {
 	t.Helper()
-	a, b := strings.Split(in, "\n"), strings.Split(out, "\n")
-	// Longest common subsequence of lines: the files are small.
-	lcs := make([][]int, len(a)+1)
-	for i := range lcs {
-		lcs[i] = make([]int, len(b)+1)
-	}
-	for i := len(a) - 1; i >= 0; i-- {
-		for j := len(b) - 1; j >= 0; j-- {
-			if a[i] == b[j] {
-				lcs[i][j] = lcs[i+1][j+1] + 1
-			} else {
-				lcs[i][j] = max(lcs[i+1][j], lcs[i][j+1])
-			}
-		}
-	}
-	lost := len(a) - lcs[0][0]
+	lost := strings.Count("\n"+Diff([]byte(in), []byte(out), nil), "\n-")
 	wantLost := map[string]int{
 		"replace-block-scalar": 4, "remove-repo-middle": 27, "remove-repo-last": 7, "remove-list": 2,
 		"add-repo": 0, "add-nested": 0, "add-top-level": 0, "quoted-string": 0,
