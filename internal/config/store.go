@@ -59,25 +59,32 @@ func (s *Store) Read() ([]byte, string, error) {
 	return data, Hash(data), nil
 }
 
-// Validate checks data as `airut config validate` and a reload would,
-// and also that no secret is written literally in it. It returns every
-// problem (empty when valid) and the registry of the secrets it resolved,
-// for masking a diff.
-func (s *Store) Validate(data []byte) (Errors, *redact.Registry) {
+// Parse loads data as a reload would (the environment, then .env), with
+// a registry of the secrets it resolved.
+func (s *Store) Parse(data []byte) (*Config, *redact.Registry, error) {
 	reg := redact.NewRegistry()
 	dotenv, err := ReadDotEnv(s.dotEnvPath())
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return Errors{{File: DotEnvName, Message: err.Error()}}, reg
+		return nil, reg, err
+	}
+	for _, v := range dotenv {
+		reg.Add(v)
 	}
 	env := s.Env
 	if env == nil {
 		env = noEnv
 	}
-	for _, v := range dotenv {
-		reg.Add(v)
-	}
+	cfg, err := Parse(filepath.Base(s.Path), data, Overlay(env, dotenv), reg)
+	return cfg, reg, err
+}
+
+// Validate checks data as `airut config validate` and a reload would,
+// and also that no secret is written literally in it. It returns every
+// problem (empty when valid) and the registry of the secrets it resolved,
+// for masking a diff.
+func (s *Store) Validate(data []byte) (Errors, *redact.Registry) {
+	cfg, reg, err := s.Parse(data)
 	name := filepath.Base(s.Path)
-	cfg, err := Parse(name, data, Overlay(env, dotenv), reg)
 	var probs Errors
 	if err != nil {
 		if !errors.As(err, &probs) {
