@@ -404,13 +404,13 @@ func (u *UI) formAllowed(r *http.Request) bool {
 }
 
 func (u *UI) page(w http.ResponseWriter, r *http.Request) {
-	text, hash, err := u.current()
+	data, hash, err := u.o.Store.Read()
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	st := pageState{YAML: text, Hash: hash}
-	st.Errors, _ = u.o.Store.Validate([]byte(text))
+	probs, reg := u.o.Store.Validate(data)
+	st := pageState{YAML: reg.Redact(string(data)), Hash: hash, Errors: probs}
 	u.render(w, r, http.StatusOK, st)
 }
 
