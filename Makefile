@@ -21,7 +21,7 @@ build:
 # Installs what the container tests need when it is missing (as root).
 test-deps:
 	@missing=""; \
-	for p in podman runc uidmap slirp4netns busybox-static git; do \
+	for p in podman runc uidmap slirp4netns busybox-static git systemd; do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
