@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -56,6 +57,7 @@ func dotEnvExporter(before config.Environ) func(map[string]string) {
 func watchConfig(ctx context.Context, r *config.Reloader, logger *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
+	logger.Info("hot reload on: the config directory is watched, SIGHUP reloads at once", "config", filepath.Dir(r.Path()))
 	go func() {
 		defer signal.Stop(hup)
 		for {

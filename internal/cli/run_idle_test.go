@@ -3,9 +3,11 @@ package cli_test
 import (
 	"bytes"
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -67,5 +69,58 @@ func TestRunWithoutReposSaysWhatToDo(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRunHotReload: `airut run` reloads on SIGHUP and on a change to
+// .env, whose new value reaches the environment children see, while a
+// variable set before airut started keeps its value.
+func TestRunHotReload(t *testing.T) {
+	testkit.RequireEngine(t)
+	isolate(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "airut.yaml")
+	writeFile(t, path, "config_version: 5\n", 0o600)
+	writeFile(t, filepath.Join(dir, ".env"), "AIRUT_TEST_FROM_DOTENV=one\nAIRUT_TEST_PINNED=from-dotenv\n", 0o600)
+	t.Setenv("AIRUT_TEST_PINNED", "from-process")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr lockedBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- cli.Run(ctx, []string{"run", "--config", path, "--prefix", "airut-cli-reload-test"}, &stdout, &stderr)
+	}()
+	defer func() { cancel(); <-done }()
+	wait := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(time.Minute)
+		for !strings.Contains(stderr.String(), what) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q in:\n%s", what, stderr.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	wait("hot reload on")
+	if v := os.Getenv("AIRUT_TEST_FROM_DOTENV"); v != "one" {
+		t.Errorf(".env at boot: %q", v)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	wait("generation=2")
+	if !strings.Contains(stderr.String(), "SIGHUP: reloading the config") {
+		t.Errorf("log:\n%s", stderr.String())
+	}
+	writeFile(t, filepath.Join(dir, ".env"), "AIRUT_TEST_FROM_DOTENV=dotenv-two-7f3a\nAIRUT_TEST_PINNED=changed\n", 0o600)
+	wait("generation=3")
+	if v := os.Getenv("AIRUT_TEST_FROM_DOTENV"); v != "dotenv-two-7f3a" {
+		t.Errorf(".env after the change: %q; want dotenv-two-7f3a", v)
+	}
+	if v := os.Getenv("AIRUT_TEST_PINNED"); v != "from-process" {
+		t.Errorf("a variable set before airut started: %q; want it kept", v)
+	}
+	if strings.Contains(stderr.String(), "dotenv-two-7f3a") {
+		t.Errorf(".env values belong to the redactor, not the log:\n%s", stderr.String())
 	}
 }

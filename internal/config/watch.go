@@ -108,6 +108,9 @@ func (r *Reloader) Load() (*Config, error) {
 	return cfg, nil
 }
 
+// Path is airut.yaml's path.
+func (r *Reloader) Path() string { return r.o.Path }
+
 // Current returns the config in force.
 func (r *Reloader) Current() *Config {
 	r.mu.Lock()
