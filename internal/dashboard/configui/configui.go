@@ -39,10 +39,11 @@ type Options struct {
 	// Layout renders a page inside the dashboard's frame. Default: a bare
 	// HTML page.
 	Layout func(w http.ResponseWriter, r *http.Request, title string, body template.HTML)
-	// CSRFToken is the dashboard's token for r, put in every form and
+	// CSRFToken is the dashboard's token for r (dashboard.CSRFToken: it
+	// sets the cookie when the browser has none), put in every form and
 	// checked on every form post. Default: forms need a same-origin
 	// Origin header instead.
-	CSRFToken func(*http.Request) string
+	CSRFToken func(http.ResponseWriter, *http.Request) string
 	// Logger reports saves. Default: discard.
 	Logger *slog.Logger
 	// TestTimeout bounds one Test button. Default 20s.
@@ -314,7 +315,7 @@ func (u *UI) form(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad form", http.StatusBadRequest)
 		return
 	}
-	if !u.formAllowed(r) {
+	if !u.formAllowed(w, r) {
 		http.Error(w, "forbidden: missing or wrong CSRF token", http.StatusForbidden)
 		return
 	}
@@ -394,9 +395,9 @@ func splitPath(p string) []string {
 
 // formAllowed checks a form post: the dashboard's CSRF token when there is
 // one, else a same-origin Origin header.
-func (u *UI) formAllowed(r *http.Request) bool {
+func (u *UI) formAllowed(w http.ResponseWriter, r *http.Request) bool {
 	if u.o.CSRFToken != nil {
-		want := u.o.CSRFToken(r)
+		want := u.o.CSRFToken(w, r)
 		return want != "" && r.PostFormValue("csrf") == want
 	}
 	o, err := url.Parse(r.Header.Get("Origin"))
@@ -425,7 +426,7 @@ type pageState struct {
 func (u *UI) render(w http.ResponseWriter, r *http.Request, code int, st pageState) {
 	st.Secrets = u.secretRefs([]byte(st.YAML))
 	if u.o.CSRFToken != nil {
-		st.CSRF = u.o.CSRFToken(r)
+		st.CSRF = u.o.CSRFToken(w, r)
 	}
 	var b strings.Builder
 	if err := pageTmpl.Execute(&b, st); err != nil {

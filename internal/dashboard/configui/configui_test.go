@@ -32,7 +32,7 @@ type fixture struct {
 	slack *slacktest.Server
 }
 
-func newFixture(t *testing.T, csrf func(*http.Request) string) *fixture {
+func newFixture(t *testing.T, csrf func(http.ResponseWriter, *http.Request) string) *fixture {
 	t.Helper()
 	f := &fixture{t: t, dir: t.TempDir()}
 	f.imap = mailtest.NewIMAPServer(t, mailtest.IMAPOptions{})
@@ -313,7 +313,7 @@ func TestTestButtons(t *testing.T) {
 // file, all behind the CSRF token.
 func TestConfigPageForms(t *testing.T) {
 	const token = "tok-123"
-	f := newFixture(t, func(*http.Request) string { return token })
+	f := newFixture(t, func(http.ResponseWriter, *http.Request) string { return token })
 	base := "# my config\nconfig_version: 5\n"
 	if err := os.WriteFile(f.store.Path, []byte(base), 0o600); err != nil {
 		t.Fatal(err)
