@@ -25,6 +25,8 @@ import (
 	"strings"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/airut/airut/internal/config"
 	"github.com/airut/airut/internal/redact"
 )
@@ -346,6 +348,27 @@ func (u *UI) form(w http.ResponseWriter, r *http.Request) {
 		default:
 			st.Message = fmt.Sprint(body["error"])
 		}
+	case "apply", "addrepo":
+		var text string
+		var err error
+		if r.PostFormValue("action") == "apply" {
+			text, err = u.applyForm(st.YAML, r.PostForm)
+		} else {
+			text, err = u.addRepo(st.YAML, r.PostForm)
+		}
+		if err != nil {
+			st.Message = err.Error()
+			code = http.StatusUnprocessableEntity
+			break
+		}
+		st.YAML = text
+		rv, err := u.review([]byte(text))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		st.Errors, st.Diff, st.Reviewed = rv.Errors, rv.Diff, true
+		st.Message = "Not saved yet: review the change below, then Save."
 	case "set":
 		e, err := config.NewEdit([]byte(st.YAML))
 		if err == nil {
@@ -393,6 +416,37 @@ func splitPath(p string) []string {
 	return out
 }
 
+// addRepo adds the Add repository form's section to yamlText, its
+// secrets written to .env.
+func (u *UI) addRepo(yamlText string, form url.Values) (string, error) {
+	id := strings.TrimSpace(form.Get("id"))
+	block, secrets, err := newRepoBlock(form, id)
+	if err != nil {
+		return "", err
+	}
+	var doc struct {
+		Repos map[string]yaml.Node `yaml:"repos"`
+	}
+	if err := yaml.Unmarshal([]byte(yamlText), &doc); err == nil {
+		if _, dup := doc.Repos[id]; dup {
+			return "", fmt.Errorf("repo %q exists already", id)
+		}
+	}
+	e, err := config.NewEdit([]byte(yamlText))
+	if err != nil {
+		return "", err
+	}
+	if err := e.SetBlock([]string{"repos", id}, block); err != nil {
+		return "", err
+	}
+	for name, v := range secrets {
+		if err := u.o.Store.SetSecret(name, v); err != nil {
+			return "", err
+		}
+	}
+	return string(e.Bytes()), nil
+}
+
 // formAllowed checks a form post: the dashboard's CSRF token when there is
 // one, else a same-origin Origin header.
 func (u *UI) formAllowed(w http.ResponseWriter, r *http.Request) bool {
@@ -420,11 +474,13 @@ type pageState struct {
 	Errors                    config.Errors
 	Reviewed, Saved, Stale    bool
 	Secrets                   []secretRef
+	Sections                  []section
 	CSRF                      string
 }
 
 func (u *UI) render(w http.ResponseWriter, r *http.Request, code int, st pageState) {
 	st.Secrets = u.secretRefs([]byte(st.YAML))
+	st.Sections = u.formSections([]byte(st.YAML), st.Errors)
 	if u.o.CSRFToken != nil {
 		st.CSRF = u.o.CSRFToken(w, r)
 	}
@@ -459,7 +515,57 @@ Secrets go to <code>.env</code> beside it and are written as <code>!env NAME</co
 {{if .Errors}}<section class="errors"><h2>Problems</h2><ul>
 {{range .Errors}}<li data-line="{{.Line}}" data-key="{{.Key}}">line {{.Line}}{{if .Key}}: <code>{{.Key}}</code>{{end}}: {{.Message}}</li>
 {{end}}</ul></section>{{end}}
-{{if .Reviewed}}<section class="diff"><h2>Review</h2>{{if .Diff}}<pre>{{.Diff}}</pre>{{else}}<p>No change.</p>{{end}}</section>{{end}}
+{{if .Reviewed}}<section class="diff"><h2>Review</h2>{{if .Diff}}<pre>{{.Diff}}</pre>{{else}}<p>No change.</p>{{end}}
+<form method="post" action="/config"><input type="hidden" name="csrf" value="{{.CSRF}}">
+<input type="hidden" name="yaml" value="{{.YAML}}"><input type="hidden" name="hash" value="{{.Hash}}">
+<button name="action" value="save"{{if .Errors}} disabled{{end}}>Save</button></form></section>{{end}}
+<section class="form"><h2>Settings</h2>
+<p>Each value can be a literal, <code>!env NAME</code> (the environment or <code>.env</code>) or <code>!var NAME</code> (the <code>vars:</code> map).
+Apply shows the change for review; nothing is written before Save.</p>
+<form method="post" action="/config">
+<input type="hidden" name="csrf" value="{{.CSRF}}">
+<input type="hidden" name="yaml" value="{{.YAML}}"><input type="hidden" name="hash" value="{{.Hash}}">
+{{range .Sections}}<fieldset><legend>{{.Title}}</legend>
+{{range .Fields}}<div class="field{{if .Error}} invalid{{end}}" data-key="{{.Label}}">
+<label for="f:{{.Key}}"><code>{{.Label}}</code></label>
+<input type="hidden" name="o:{{.Key}}" value="{{.Value}}"><input type="hidden" name="ok:{{.Key}}" value="{{.Kind}}">
+{{- if .List}}<input type="hidden" name="list:{{.Key}}" value="1">{{end}}
+{{- if .Secret}}
+<input type="hidden" name="k:{{.Key}}" value="env"><input id="f:{{.Key}}" name="f:{{.Key}}" value="{{.Value}}" placeholder="NAME in .env">
+<span class="secret-state">{{if .Inline}}written in airut.yaml: set it here to move it to .env{{else if .Set}}set{{else}}not set{{end}}</span>
+<input type="password" name="s:{{.Key}}" autocomplete="off" placeholder="{{if .Set}}Replace{{else}}Set{{end}}" aria-label="{{if .Set}}Replace{{else}}Set{{end}} {{.Label}}">
+{{- else}}
+<select name="k:{{.Key}}" aria-label="how {{.Label}} is written"><option value="literal"{{if eq .Kind "literal"}} selected{{end}}>literal</option><option value="env"{{if eq .Kind "env"}} selected{{end}}>!env</option><option value="var"{{if eq .Kind "var"}} selected{{end}}>!var</option></select>
+<input id="f:{{.Key}}" name="f:{{.Key}}" value="{{.Value}}"{{if .List}} placeholder="comma-separated"{{end}}{{if .Bool}} placeholder="true or false"{{end}}>
+{{- end}}
+{{if .Error}}<span class="field-error" role="alert">{{.Error}}</span>{{end}}
+</div>
+{{end}}</fieldset>
+{{end}}<button name="action" value="apply">Apply</button>
+</form>
+<form method="post" action="/config" class="add-repo">
+<input type="hidden" name="csrf" value="{{.CSRF}}">
+<input type="hidden" name="yaml" value="{{.YAML}}"><input type="hidden" name="hash" value="{{.Hash}}">
+<fieldset><legend>Add a repository</legend>
+<label>Repo id <input name="id" placeholder="app" required></label>
+<label>Git URL <input name="repo_url" placeholder="https://github.com/acme/app.git" required></label>
+<label>Channel <select name="channel"><option value="email">email</option><option value="slack">Slack</option><option value="">none (dashboard tasks only)</option></select></label>
+<fieldset><legend>Email</legend>
+<label>Username <input name="username"></label> <label>From <input name="from" placeholder="Airut &lt;airut@example.com&gt;"></label>
+<label>Password <input type="password" name="password" autocomplete="off"></label>
+<label>IMAP server <input name="imap_server"></label> <label>IMAP port <input name="imap_port" placeholder="993"></label>
+<label>SMTP server <input name="smtp_server"></label> <label>SMTP port <input name="smtp_port" placeholder="587"></label>
+<label>Authorized senders <input name="authorized_senders" placeholder="alice@example.com, *@example.com"></label>
+<label>Trusted authserv-id <input name="trusted_authserv_id" placeholder="mx.example.com"></label>
+</fieldset>
+<fieldset><legend>Slack</legend>
+<label>Bot token <input type="password" name="bot_token" autocomplete="off" placeholder="xoxb-…"></label>
+<label>App token <input type="password" name="app_token" autocomplete="off" placeholder="xapp-…"></label>
+</fieldset>
+<button name="action" value="addrepo">Add</button>
+</fieldset></form>
+</section>
+<h2>YAML</h2>
 <form method="post" action="/config" class="raw">
 <input type="hidden" name="csrf" value="{{.CSRF}}">
 <input type="hidden" name="hash" value="{{.Hash}}">

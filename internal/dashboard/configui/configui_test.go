@@ -3,6 +3,7 @@ package configui_test
 import (
 	"encoding/json"
 	"fmt"
+	"html"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -355,4 +356,84 @@ func TestConfigPageForms(t *testing.T) {
 	if code != 409 || !strings.Contains(b, "changed on disk") {
 		t.Errorf("stale save form: %d", code)
 	}
+}
+
+// TestFormFirstRun: the first run with the page's forms only, no
+// JavaScript: add a repository with an email channel and a password typed
+// in the browser, review (the password nowhere in the page), save; then
+// edit fields, one of them wrong, and see the error at its field.
+func TestFormFirstRun(t *testing.T) {
+	f := newFixture(t, nil)
+	post := func(v url.Values) (int, string) {
+		t.Helper()
+		resp, b := f.do("POST", "/config", v.Encode(), "Content-Type", "application/x-www-form-urlencoded",
+			"X-Requested-With", "", "Origin", f.srv.URL)
+		return resp.StatusCode, b
+	}
+	code, page := post(url.Values{"action": {"addrepo"}, "yaml": {""}, "hash": {config.Hash(nil)},
+		"id": {"app"}, "repo_url": {"https://example.com/app.git"}, "channel": {"email"},
+		"username": {f.imap.Username}, "from": {"Airut <airut@example.com>"}, "password": {testPassword},
+		"imap_server": {"127.0.0.1"}, "imap_port": {fmt.Sprint(f.imap.Port)}, "smtp_server": {"127.0.0.1"},
+		"smtp_port": {fmt.Sprint(f.smtp.Port)}, "authorized_senders": {"alice@example.com, *@example.org"},
+		"trusted_authserv_id": {"mx.example.com"}})
+	if code != 200 || !strings.Contains(page, "password: !env AIRUT_APP_EMAIL_PASSWORD") || !strings.Contains(page, "Not saved yet") {
+		t.Fatalf("add repo: %d\n%s", code, page)
+	}
+	// The form shows the repo's fields, the secret as set.
+	if !strings.Contains(page, `data-key="repos.app.email.account.password"`) || !strings.Contains(page, `<span class="secret-state">set</span>`) {
+		t.Errorf("form after adding the repo:\n%s", page)
+	}
+	text := extract(t, page, `name="yaml" value="`, `"`)
+	code, page = post(url.Values{"action": {"save"}, "yaml": {text}, "hash": {config.Hash(nil)}})
+	if code != 200 || !strings.Contains(page, "Saved.") {
+		t.Fatalf("save: %d\n%s", code, page)
+	}
+	saved, _ := os.ReadFile(f.store.Path)
+	cfg, err := config.Load(f.store.Path, nil, nil)
+	if err != nil || cfg.Err() != nil || cfg.Repos["app"].Email.Account.Password.Reveal() != testPassword {
+		t.Fatalf("saved config: %v %v\n%s", err, cfg.Err(), saved)
+	}
+	if strings.Contains(string(saved), testPassword) {
+		t.Error("the password is in airut.yaml")
+	}
+	if got := cfg.Repos["app"].Email.Auth.AuthorizedSenders; len(got) != 2 || got[1] != "*@example.org" {
+		t.Errorf("authorized senders: %v", got)
+	}
+
+	// Edit fields: a literal, a !var, and a wrong value whose error shows
+	// at its field.
+	_, page = f.do("GET", "/config", "")
+	hash := config.Hash(saved)
+	form := url.Values{"action": {"apply"}, "yaml": {string(saved)}, "hash": {hash},
+		"f:repos/app/model": {"sonnet"}, "k:repos/app/model": {"literal"}, "o:repos/app/model": {""}, "ok:repos/app/model": {"literal"},
+		"f:execution/max_concurrent": {"0"}, "k:execution/max_concurrent": {"literal"}, "o:execution/max_concurrent": {""}, "ok:execution/max_concurrent": {"literal"}}
+	code, page = post(form)
+	if code != 200 || !strings.Contains(page, "model: sonnet") {
+		t.Fatalf("apply: %d\n%s", code, page)
+	}
+	fieldDiv := extract(t, page, `<div class="field invalid" data-key="execution.max_concurrent">`, "</div>")
+	if !strings.Contains(fieldDiv, `class="field-error"`) || !strings.Contains(fieldDiv, "must be at least 1") {
+		t.Errorf("the error is not at its field:\n%s", fieldDiv)
+	}
+	if !strings.Contains(page, `value="save" disabled`) {
+		t.Error("Save is offered while there are errors")
+	}
+	// A repo id that exists is refused.
+	if code, _ := post(url.Values{"action": {"addrepo"}, "yaml": {string(saved)}, "hash": {hash}, "id": {"app"}, "repo_url": {"x"}, "channel": {""}}); code != 422 {
+		t.Errorf("adding an existing repo: %d", code)
+	}
+}
+
+func extract(t *testing.T, s, start, end string) string {
+	t.Helper()
+	i := strings.Index(s, start)
+	if i < 0 {
+		t.Fatalf("no %q in:\n%s", start, s)
+	}
+	rest := s[i+len(start):]
+	j := strings.Index(rest, end)
+	if j < 0 {
+		t.Fatalf("no %q after %q", end, start)
+	}
+	return html.UnescapeString(rest[:j])
 }
