@@ -400,9 +400,11 @@ func TestFormFirstRun(t *testing.T) {
 		t.Errorf("authorized senders: %v", got)
 	}
 
-	// Edit fields: a literal, a !var, and a wrong value whose error shows
-	// at its field.
-	_, page = f.do("GET", "/config", "")
+	// Edit fields: a literal, and a wrong value whose error shows at its
+	// field.
+	if _, page = f.do("GET", "/config", ""); !strings.Contains(page, `data-key="repos.app.model"`) {
+		t.Errorf("the saved repo's fields are not in the form:\n%s", page)
+	}
 	hash := config.Hash(saved)
 	form := url.Values{"action": {"apply"}, "yaml": {string(saved)}, "hash": {hash},
 		"f:repos/app/model": {"sonnet"}, "k:repos/app/model": {"literal"}, "o:repos/app/model": {""}, "ok:repos/app/model": {"literal"},
