@@ -62,8 +62,8 @@ func (v Value) yaml() (string, error) {
 //
 // Paths are key paths from the top, e.g. {"repos", "app", "model"}.
 // Block-style mappings are edited line by line; a flow mapping
-// ({a: 1, b: 2}) on the path is rewritten in block style, the only case
-// where text outside the edited key changes form.
+// ({a: 1, b: 2}) on the path is first rewritten in block style, the only
+// case where text outside the edited key changes form.
 type Edit struct {
 	lines []string
 	final bool // the text ended with a newline
@@ -229,10 +229,13 @@ func (e *Edit) setText2(path []string, text string, block []string) error {
 		e.final = true
 		return nil
 	}
-	m := root
+	m, mk := root, (*yaml.Node)(nil)
 	for i, key := range path {
 		if m.Style&yaml.FlowStyle != 0 {
-			return fmt.Errorf("%s: a flow mapping ({…}) cannot be edited in place; rewrite it in block style", strings.Join(path[:i], "."))
+			if err := e.unflow(mk, m, path[:i]); err != nil {
+				return err
+			}
+			return e.setText2(path, text, block)
 		}
 		k, v := lookup(m, key)
 		if k == nil {
@@ -252,7 +255,7 @@ func (e *Edit) setText2(path []string, text string, block []string) error {
 		}
 		switch {
 		case v.Kind == yaml.MappingNode && len(v.Content) > 0:
-			m = v
+			m, mk = v, k
 		case v.Kind == yaml.ScalarNode && (v.Tag == "!!null" || v.Value == ""):
 			// "repos:" with nothing under it.
 			end := e.entryEnd(k, v)
@@ -295,10 +298,13 @@ func (e *Edit) Delete(path []string) error {
 	if err != nil || root == nil {
 		return err
 	}
-	m := root
+	m, mk := root, (*yaml.Node)(nil)
 	for i, key := range path {
 		if m.Style&yaml.FlowStyle != 0 {
-			return fmt.Errorf("%s: a flow mapping ({…}) cannot be edited in place; rewrite it in block style", strings.Join(path[:i], "."))
+			if err := e.unflow(mk, m, path[:i]); err != nil {
+				return err
+			}
+			return e.Delete(path)
 		}
 		k, v := lookup(m, key)
 		if k == nil {
@@ -315,8 +321,41 @@ func (e *Edit) Delete(path []string) error {
 		if v.Kind != yaml.MappingNode {
 			return nil
 		}
-		m = v
+		m, mk = v, k
 	}
+	return nil
+}
+
+// unflow rewrites the flow mapping v ({a: 1, b: 2}) under key k in block
+// style, so that line-wise edits can reach its entries; the only edit
+// that changes the form of text it was not asked to change.
+func (e *Edit) unflow(k, v *yaml.Node, at []string) error {
+	if k == nil || k.Line != v.Line {
+		return fmt.Errorf("%s: a flow mapping that does not start on its key's line cannot be edited; rewrite it in block style", strings.Join(at, "."))
+	}
+	var clear func(n *yaml.Node)
+	clear = func(n *yaml.Node) {
+		n.Style &^= yaml.FlowStyle
+		for _, c := range n.Content {
+			clear(c)
+		}
+	}
+	clear(v)
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(v); err != nil {
+		return fmt.Errorf("%s: %w", strings.Join(at, "."), err)
+	}
+	pad := strings.Repeat(" ", k.Column+1)
+	lines := []string{strings.Repeat(" ", k.Column-1) + keyText(k.Value) + ":"}
+	if k.LineComment != "" {
+		lines[0] += " " + k.LineComment
+	}
+	for _, l := range strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n") {
+		lines = append(lines, pad+l)
+	}
+	e.replace(k.Line-1, e.entryEnd(k, v), lines)
 	return nil
 }
 
