@@ -162,3 +162,57 @@ func TestReloadRemovedRepoDrains(t *testing.T) {
 	}
 	waitFor(t, "app to be gone", func() bool { return h.repoState("app").State == "" })
 }
+
+// TestReloadScopes: edits of airut.yaml on a live gateway, by scope. A
+// task-scope key (model) applies to the next task with no restart; a
+// repo-scope key (the email channel's poll_interval) restarts the repo,
+// but only once its running task has finished and replied.
+func TestReloadScopes(t *testing.T) {
+	h := newHarness(t)
+	yaml := string(h.configYAML(harnessOpts{}, []tmplRepo{{ID: "app", Host: "127.0.0.1"}}))
+	dir, rl := h.startWatched([]byte(yaml), "", h.env())
+	path := filepath.Join(dir, config.FileName)
+	h.waitRepo("app", gateway.RepoLive)
+	started := func() int { return strings.Count(h.logs.String(), `msg="repo started"`) }
+
+	// Task scope.
+	yaml = strings.Replace(yaml, "    resource_limits:", "    model: sonnet\n    resource_limits:", 1)
+	saveRenamed(t, path, []byte(yaml))
+	waitFor(t, "the model change to apply", func() bool { return rl.Status().Generation == 2 })
+	h.send(outMail{Subject: "on sonnet", Body: "@@reply ok\n"})
+	h.waitMail(1)
+	h.waitMail(2)
+	conv := h.taskOf("on sonnet").Conversation
+	if s := h.sessions(conv); len(s) != 1 || len(s[0].Runs) != 1 || s[0].Runs[0].Model != "sonnet" {
+		t.Errorf("sessions: %+v; want one run on sonnet", s)
+	}
+	if n := started(); n != 1 {
+		t.Errorf("repo started %d times after a task-scope edit; want 1 (no restart)", n)
+	}
+
+	// Repo scope, while a task runs.
+	h.send(outMail{Subject: "long", Body: blockScript("finished before the restart")})
+	long := h.taskOf("long").Conversation
+	h.waitStarted(long)
+	yaml = strings.Replace(yaml, "        use_idle: true", "        use_idle: true\n        poll_interval: 30", 1)
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil { // truncate-style save
+		t.Fatal(err)
+	}
+	h.waitRepo("app", gateway.RepoReloading)
+	time.Sleep(500 * time.Millisecond)
+	if st := h.repoState("app"); st.State != gateway.RepoReloading || started() != 1 {
+		t.Errorf("app restarted under its running task: %+v, started %d times", st, started())
+	}
+	h.release(long)
+	h.waitMail(3)
+	if reply := h.waitMail(4); !strings.Contains(reply.Text, "finished before the restart") {
+		t.Errorf("reply: %q", reply.Text)
+	}
+	h.waitRepo("app", gateway.RepoLive)
+	if n := started(); n != 2 {
+		t.Errorf("repo started %d times; want 2 (one restart)", n)
+	}
+	if st := rl.Status(); st.Generation != 3 || st.LastError != "" {
+		t.Errorf("reload status: %+v", st)
+	}
+}
