@@ -79,7 +79,7 @@ func runChecks(ctx context.Context, engine, configPath string) []finding {
 		cfg, err = config.Load(path, lookupEnv, redact.NewRegistry())
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
-			add(finding{ok: false, what: "config " + path + ": not found", hint: "airut config init"})
+			add(finding{ok: false, what: "config " + path + ": not found", hint: "airut run starts without one: set it up in the dashboard (http://127.0.0.1:5200/config), or write one with airut config init"})
 		case err != nil:
 			add(finding{fatal: true, what: "config " + path + ":\n" + indent(err.Error()), hint: "fix the lines above; airut config validate"})
 		case cfg.Err() != nil:

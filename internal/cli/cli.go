@@ -40,6 +40,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		newCheckCmd(&configPath, stdout),
 		newConfigCmd(&configPath, stdout),
 		newRunCmd(&configPath, stderr),
+		newInstallServiceCmd(&configPath, stdout),
+		newUninstallServiceCmd(stdout),
 		newVersionCmd(stdout),
 	)
 	err := root.ExecuteContext(ctx)

@@ -1,13 +1,11 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
-	"os"
-	"path/filepath"
+	"net"
+	"strconv"
 
 	"github.com/spf13/cobra"
 
@@ -28,28 +26,24 @@ func newRunCmd(configPath *string, stderr io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			// .env is exported first so that children (git, podman) see
-			// the same variables as !env does; existing variables win.
-			dotenv, err := config.ReadDotEnv(filepath.Join(filepath.Dir(path), config.DotEnvName))
-			if err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return fmt.Errorf("%s: %w", config.DotEnvName, err)
-			}
-			for k, v := range dotenv {
-				if _, set := os.LookupEnv(k); !set {
-					os.Setenv(k, v)
-				}
-			}
+			// .env is exported so that children (git, podman) see the
+			// same variables as !env does; variables set before airut
+			// started win, on every reload too.
+			before := envSnapshot()
 			reg := redact.NewRegistry()
-			for _, v := range dotenv {
-				// .env exists to hold secrets; none of them belongs in a log.
-				reg.Add(v)
-			}
 			level := slog.LevelInfo
 			if debug {
 				level = slog.LevelDebug
 			}
 			logger := slog.New(redact.NewHandler(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}), reg))
-			cfg, err := config.Load(path, lookupEnv, reg)
+			var g *gateway.Gateway
+			rl := config.NewReloader(config.ReloaderOptions{
+				Path: path, Env: before, Registry: reg, Logger: logger, DotEnv: dotEnvExporter(before),
+				Apply: func(c *config.Config) error { return g.ApplyConfig(c) },
+			})
+			// No file or an empty one is the first run: the defaults,
+			// set up from the dashboard.
+			cfg, err := rl.Load()
 			if err != nil {
 				return &ExitError{Code: 1, Msg: "config " + path + ":\n" + err.Error()}
 			}
@@ -57,7 +51,7 @@ func newRunCmd(configPath *string, stderr io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			g, err := gateway.New(cfg, gateway.Options{StateDir: state, Logger: logger, Registry: reg, Prefix: prefix,
+			g, err = gateway.New(cfg, gateway.Options{StateDir: state, Logger: logger, Registry: reg, Prefix: prefix,
 				Channels: ChannelFactories()})
 			if err != nil {
 				return err
@@ -66,8 +60,9 @@ func newRunCmd(configPath *string, stderr io.Writer) *cobra.Command {
 			if len(cfg.Repos) == 0 {
 				// Otherwise a first `make run` sits idle after one log line
 				// and nothing says why.
-				fmt.Fprint(stderr, noReposMessage(path, len(cfg.RepoErrors)))
+				fmt.Fprint(stderr, noReposMessage(path, len(cfg.RepoErrors), cfg.Dashboard))
 			}
+			watchConfig(cmd.Context(), rl, logger)
 			return g.Run(cmd.Context())
 		},
 	}
@@ -81,13 +76,30 @@ func newRunCmd(configPath *string, stderr io.Writer) *cobra.Command {
 }
 
 // noReposMessage is what the console says when no repository can run.
-func noReposMessage(path string, failed int) string {
-	why := "No repository is configured"
+func noReposMessage(path string, failed int, d config.Dashboard) string {
+	why := "No repository is configured yet"
 	if failed > 0 {
 		why = fmt.Sprintf("No repository can run (%d failed validation: `airut config validate --config %s` says why)", failed, path)
 	}
-	return why + ", so this gateway has nothing to do and will stay idle.\n" +
-		"To give it work: add a repository under `repos:` in " + path + "\n" +
-		"(repo_url and an email: or slack: channel; `airut config init` writes a commented example),\n" +
-		"check it with `airut check --config " + path + "`, and start `airut run` again.\n"
+	how := "add a repository under `repos:` in " + path + "\n" +
+		"(repo_url and an email: or slack: channel; `airut config init` writes a commented example);\n" +
+		"it is picked up without a restart. `airut check --config " + path + "` checks the host.\n"
+	if d.Enabled {
+		how = "Set it up in the browser: " + dashboardURL(d) + "\nor " + how
+	} else {
+		how = "To give it work: " + how
+	}
+	return why + ", so this gateway is waiting for one.\n" + how
+}
+
+// dashboardURL is where the dashboard of d is reached from this host.
+func dashboardURL(d config.Dashboard) string {
+	if d.BaseURL != "" {
+		return d.BaseURL
+	}
+	host := d.Host
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, strconv.Itoa(d.Port)) + "/"
 }
