@@ -62,6 +62,9 @@ type TaskInfo struct {
 	// messages were coalesced into it).
 	Messages int
 	Todos    []agent.Todo
+	// EventsFrom is the byte offset in the conversation's events.jsonl at
+	// which this task's transcript starts (set when it starts running).
+	EventsFrom int64
 }
 
 // tracker holds every task's state and publishes each change on the bus.
