@@ -68,6 +68,9 @@ func newRunCmd(configPath *string, stderr io.Writer) *cobra.Command {
 				// and nothing says why.
 				fmt.Fprint(stderr, noReposMessage(path, len(cfg.RepoErrors)))
 			}
+			waitDashboard := startDashboard(cmd.Context(), dashboardDeps{gw: g, cfg: func() *config.Config { return cfg },
+				state: state, configPath: path, reg: reg, log: logger})
+			defer waitDashboard()
 			return g.Run(cmd.Context())
 		},
 	}
