@@ -273,7 +273,7 @@ func (s *Server) taskPage(w http.ResponseWriter, r *http.Request) {
 	// task runs.
 	b.WriteString(`<div hx-ext="sse" sse-connect="/tasks/` + template.HTMLEscapeString(v.Info.ID) + `?after=`)
 	to := s.transcriptEnd(v)
-	fmt.Fprintf(&b, `%d" id="task-live">`, to)
+	fmt.Fprintf(&b, `%d" sse-close="end" id="task-live">`, to)
 	if err := pageTemplates.ExecuteTemplate(&b, "task-head", v); err != nil {
 		s.serverError(w, err)
 		return
@@ -357,8 +357,43 @@ func (s *Server) conversationPage(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
+	if wantsSSE(r) {
+		s.threadStream(w, r, id)
+		return
+	}
+	d := s.convData(v)
+	d.CSRF = CSRFToken(w, r)
+	s.renderPage(w, r, "Conversation "+id, "conversation", d)
+}
+
+// threadStream re-renders the conversation's thread whenever one of its
+// tasks changes, so a reply shows up without a reload.
+func (s *Server) threadStream(w http.ResponseWriter, r *http.Request, id string) {
+	release, ok := s.acquireStream(w)
+	if !ok {
+		return
+	}
+	defer release()
+	sub := s.opts.Gateway.Events().Subscribe(gateway.Filter{Conversation: id, Kinds: []gateway.EventKind{gateway.EventTask}})
+	defer sub.Close()
+	sw := s.newSSE(w)
+	s.pump(r.Context(), sw, sub, overviewDebounce, func([]*gateway.Event) error {
+		v, err := s.opts.Gateway.Conversation(id)
+		if err != nil {
+			return err
+		}
+		var b bytes.Buffer
+		if err := pageTemplates.ExecuteTemplate(&b, "thread", s.convData(v)); err != nil {
+			return err
+		}
+		return sw.event("thread", "", b.String())
+	})
+}
+
+func (s *Server) convData(v gateway.ConversationView) convData {
 	rec := v.Record
-	d := convData{Conv: convRecord{ID: rec.ID, Repo: rec.Repo, Channel: rec.Channel, Created: rec.Created}, CSRF: CSRFToken(w, r)}
+	id := rec.ID
+	d := convData{Conv: convRecord{ID: rec.ID, Repo: rec.Repo, Channel: rec.Channel, Created: rec.Created}}
 	files := map[string][]fileLink{}
 	replies, _ := web.Replies(s.webDir(rec.Repo), rec.ID)
 	for _, sr := range replies {
@@ -382,7 +417,7 @@ func (s *Server) conversationPage(w http.ResponseWriter, r *http.Request) {
 	}
 	d.Outbox, _ = v.Outbox()
 	d.CanReply, d.NoReply = s.canSubmit(rec.Repo)
-	s.renderPage(w, r, "Conversation "+id, "conversation", d)
+	return d
 }
 
 // displayName is the sender as the page shows it.
