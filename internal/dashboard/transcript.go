@@ -80,6 +80,11 @@ func renderEvent(b *strings.Builder, line []byte) {
 	if nested {
 		cls += " nested" // a subagent's work, inside its Task call
 	}
+	if ev.TruncatedBytes > 0 {
+		// A stub for a line too large to carry (the bus's, or ours).
+		fmt.Fprintf(b, `<div class="%s warn">a %s event of %d bytes is not shown (it is in the events API)</div>`+"\n", cls, esc(ev.Type), ev.TruncatedBytes)
+		return
+	}
 	switch ev.Type {
 	case "system":
 		switch ev.Subtype {
@@ -140,13 +145,7 @@ func renderEvent(b *strings.Builder, line []byte) {
 			b.WriteString(`</div>`)
 		}
 		b.WriteString("</div>\n")
-	case "airut_truncated":
-		fmt.Fprintf(b, `<div class="%s warn">an event of %d bytes is not shown (it is in the events API)</div>`+"\n", cls, ev.TruncatedBytes)
 	default:
-		if ev.TruncatedBytes > 0 {
-			fmt.Fprintf(b, `<div class="%s warn">a %s event of %d bytes is not shown</div>`+"\n", cls, esc(ev.Type), ev.TruncatedBytes)
-			return
-		}
 		fmt.Fprintf(b, `<div class="%s meta">%s event</div>`+"\n", cls, esc(ev.Type))
 	}
 }
