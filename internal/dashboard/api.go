@@ -150,6 +150,7 @@ type APITask struct {
 	Outcome       string       `json:"outcome,omitempty"`
 	Reason        string       `json:"reason,omitempty"`
 	Sender        string       `json:"sender,omitempty"`
+	SenderName    string       `json:"sender_name,omitempty"`
 	Subject       string       `json:"subject,omitempty"`
 	Model         string       `json:"model,omitempty"`
 	Queued        string       `json:"queued,omitempty"`
@@ -165,7 +166,7 @@ type APITask struct {
 func apiTask(t gateway.TaskInfo) APITask {
 	ts := func(tm interface{ IsZero() bool }) bool { return !tm.IsZero() }
 	a := APITask{ID: t.ID, Repo: t.Repo, Conversation: t.Conversation, Channel: t.Channel, State: t.State,
-		Outcome: string(t.Outcome), Reason: t.Reason, Sender: t.Sender, Subject: t.Subject, Model: t.Model,
+		Outcome: string(t.Outcome), Reason: t.Reason, Sender: t.Sender, SenderName: t.SenderName, Subject: t.Subject, Model: t.Model,
 		Usage: t.Usage, Cost: t.Cost, CoalescedInto: t.CoalescedInto, Todos: t.Todos}
 	if ts(t.Queued) {
 		a.Queued = t.Queued.UTC().Format(timeFormat)

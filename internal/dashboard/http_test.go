@@ -195,7 +195,9 @@ func TestHTTP(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
-		evs := readSSE(resp.Body, func(ev sseEvent) bool { return strings.Contains(ev.Data, `"state":"done"`) && strings.Contains(ev.Data, task) })
+		evs := readSSE(resp.Body, func(ev sseEvent) bool {
+			return strings.Contains(ev.Data, `"state":"done"`) && strings.Contains(ev.Data, task)
+		})
 		if len(evs) == 0 || evs[0].Name == "reset" {
 			t.Fatalf("resume replayed %d events, first %+v", len(evs), evs)
 		}

@@ -167,6 +167,16 @@ func (s *Server) eventStream(w http.ResponseWriter, r *http.Request, v taskView,
 	sub := g.Events().Subscribe(gateway.Filter{Task: v.Info.ID, Kinds: []gateway.EventKind{gateway.EventAgent, gateway.EventTask}})
 	defer sub.Close()
 	sw := s.newSSE(w)
+	if v.Live && v.Info.Started.IsZero() {
+		// A queued or pending task: where its events start is known once
+		// it starts (the conversation's running task is still writing).
+		if !s.waitStarted(r.Context(), sw, sub, v.Info.ID) {
+			return
+		}
+		if v, ok = s.findTask(v.Info.ID); !ok {
+			return
+		}
+	}
 	from := v.From
 	if after, ok := lastEventID(r); ok && after > from {
 		from = after
@@ -244,6 +254,33 @@ func (s *Server) eventStream(w http.ResponseWriter, r *http.Request, v taskView,
 	})
 	// The end: the client must not reconnect and replay.
 	_ = sw.event("end", "", "finished")
+}
+
+// waitStarted waits, with heartbeats, until task id has started or
+// finished; false when the client left first.
+func (s *Server) waitStarted(ctx context.Context, sw *sseWriter, sub *gateway.Subscription, id string) bool {
+	hb := time.NewTicker(s.opts.Heartbeat)
+	defer hb.Stop()
+	poll := time.NewTicker(time.Second)
+	defer poll.Stop()
+	for {
+		if ti, ok := s.opts.Gateway.Task(id); !ok || !ti.Started.IsZero() || final(ti.State) {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-hb.C:
+			if sw.heartbeat() != nil {
+				return false
+			}
+		case _, ok := <-sub.Events():
+			if !ok {
+				return false
+			}
+		case <-poll.C:
+		}
+	}
 }
 
 // networkPage shows the log so far, filtered, and follows it live.

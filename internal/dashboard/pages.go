@@ -153,6 +153,8 @@ func (s *Server) overviewData(withChecks bool, r *http.Request) overviewData {
 
 func taskDuration(t gateway.TaskInfo, now time.Time) string {
 	switch {
+	case t.Started.IsZero() && !t.Finished.IsZero():
+		return ""
 	case t.Started.IsZero():
 		return "waiting " + fmtDuration(now.Sub(t.Queued).Seconds())
 	case t.Finished.IsZero():
@@ -193,14 +195,23 @@ func (s *Server) findTask(id string) (taskView, bool) {
 			v.Conv, _ = g.Conversation(ti.Conversation)
 		}
 		v.Live = !final(ti.State)
+		recorded := false
 		for _, t := range v.Conv.Record.Tasks {
 			if t.ID == id {
-				v.From, v.To = t.EventsFrom, t.EventsTo
+				v.From, v.To, recorded = t.EventsFrom, t.EventsTo, true
 				v.Reply = template.HTML(mdHTML(t.Reply))
+			} else if !recorded {
+				// Tasks of a conversation run one at a time: this one's
+				// events start after the last recorded task's, even before
+				// the tracker says where.
+				v.From = max(v.From, t.EventsTo)
 			}
 		}
-		if ti.Started.IsZero() || (v.To < 0 && !v.Live) {
-			v.To = v.From // never ran, or finished without a record
+		switch {
+		case v.Live:
+			v.To = -1
+		case !recorded:
+			v.To = v.From // finished without running, or without a record
 		}
 		return v, true
 	}
@@ -404,14 +415,14 @@ func (s *Server) convData(v gateway.ConversationView) convData {
 	seen := map[string]bool{}
 	for _, t := range rec.Tasks {
 		seen[t.ID] = true
-		d.Items = append(d.Items, convItem{ID: t.ID, Sender: s.displayName(t.Sender), Started: t.Started.UTC().Format("2006-01-02 15:04 UTC"),
+		d.Items = append(d.Items, convItem{ID: t.ID, Sender: s.senderName(t.ID, t.Sender), Started: t.Started.UTC().Format("2006-01-02 15:04 UTC"),
 			State: firstString(t.Outcome, "done"), Message: t.Message, Cost: t.Cost, Reply: template.HTML(mdHTML(t.Reply)), Files: files[t.ID]})
 		d.Total += t.Cost
 	}
 	// Tasks still in flight are not in conversation.json yet.
 	for _, t := range s.opts.Gateway.Tasks() {
 		if t.Conversation == id && !seen[t.ID] {
-			d.Items = append(d.Items, convItem{ID: t.ID, Sender: s.displayName(t.Sender), State: t.State,
+			d.Items = append(d.Items, convItem{ID: t.ID, Sender: firstString(t.SenderName, t.Sender), State: t.State,
 				Started: t.Queued.UTC().Format("2006-01-02 15:04 UTC")})
 		}
 	}
@@ -420,8 +431,14 @@ func (s *Server) convData(v gateway.ConversationView) convData {
 	return d
 }
 
-// displayName is the sender as the page shows it.
-func (s *Server) displayName(sender string) string { return sender }
+// senderName is a recorded task's sender as the page shows it: the
+// display name while the tracker still knows the task, else the address.
+func (s *Server) senderName(task, sender string) string {
+	if ti, ok := s.opts.Gateway.Task(task); ok && ti.SenderName != "" {
+		return ti.SenderName
+	}
+	return sender
+}
 
 // canSubmit says whether the web channel can take a task for repo now,
 // and why not.
