@@ -26,7 +26,7 @@ import (
 )
 
 // waitTimeout bounds every wait: a hang fails the test.
-const waitTimeout = 3 * time.Minute
+const waitTimeout = 6 * time.Minute
 
 // env is one real gateway (real Podman, the real proxy, fakeclaude as the
 // agent) with the dashboard in front of it, served on loopback. Its only

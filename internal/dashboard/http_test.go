@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -470,6 +471,37 @@ func TestHTTP(t *testing.T) {
 			resp := e.request(c.method, c.path, nil)
 			readAll(t, resp)
 			checkHeaders(t, resp)
+		}
+	})
+
+	t.Run("past conversations after a restart", func(t *testing.T) {
+		// A new gateway on the same state directory, its tracker empty
+		// and the repo no longer configured: everything comes from disk.
+		ts := httptest.NewServer(newIdleServer(t, e.state))
+		defer ts.Close()
+		get := func(p string) string {
+			resp, err := http.Get(ts.URL + p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := readAll(t, resp)
+			if resp.StatusCode != 200 {
+				t.Fatalf("GET %s after restart: %d %s", p, resp.StatusCode, body)
+			}
+			return body
+		}
+		if page := get("/conversations/" + conv); !strings.Contains(page, "first reply") || !strings.Contains(page, "second reply") {
+			t.Errorf("conversation page after restart lacks the replies")
+		}
+		if page := get("/tasks/" + task1); !strings.Contains(page, "marker.txt") || !strings.Contains(page, "Result: success") {
+			t.Errorf("task page after restart lacks the transcript")
+		}
+		events := get("/api/tasks/" + task1 + "/events")
+		if !strings.Contains(events, "marker.txt") || strings.Contains(events, "second reply") {
+			t.Errorf("task events after restart are not the task's own")
+		}
+		if !strings.Contains(get("/api/conversations/"+conv+"/network"), "BLOCKED") {
+			t.Errorf("network log after restart")
 		}
 	})
 

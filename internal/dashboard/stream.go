@@ -113,56 +113,49 @@ const maxLine = 16 << 20
 // ends. A line still being written (no newline yet) is left for later.
 func tail(ctx context.Context, path string, from, to int64, follow bool, wake <-chan struct{}, done func() bool,
 	emit func(line []byte, end int64) error) error {
-	f, err := os.Open(path)
-	if err != nil && !(follow && errors.Is(err, os.ErrNotExist)) {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil // nothing recorded yet
+	var f *os.File
+	defer func() {
+		if f != nil {
+			f.Close()
 		}
-		return err
-	}
+	}()
 	poll := time.NewTicker(time.Second)
 	defer poll.Stop()
 	off := from
-	for {
+	read := func() error {
 		if f == nil {
-			if f, err = os.Open(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			var err error
+			if f, err = os.Open(path); err != nil {
+				f = nil
+				if errors.Is(err, os.ErrNotExist) {
+					return nil // nothing recorded yet
+				}
 				return err
 			}
 		}
-		if f != nil {
-			n, err := readLines(f, off, to, emit)
-			off = n
-			if err != nil {
-				f.Close()
-				return err
-			}
+		var err error
+		off, err = readLines(f, off, to, emit)
+		return err
+	}
+	for {
+		if err := read(); err != nil {
+			return err
 		}
 		if !follow || (to >= 0 && off >= to) {
-			break
+			return nil
 		}
-		finished := done()
-		if finished {
+		if done() {
 			// One more read after the end was seen: lines written just
 			// before it.
-			if f != nil {
-				off, err = readLines(f, off, to, emit)
-			}
-			break
+			return read()
 		}
 		select {
 		case <-ctx.Done():
-			if f != nil {
-				f.Close()
-			}
 			return ctx.Err()
 		case <-wake:
 		case <-poll.C:
 		}
 	}
-	if f != nil {
-		f.Close()
-	}
-	return err
 }
 
 // readLines emits the complete lines of f from off (up to to when to >=
