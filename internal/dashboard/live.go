@@ -163,6 +163,10 @@ func (s *Server) eventStream(w http.ResponseWriter, r *http.Request, v taskView,
 		return
 	}
 	defer release()
+	if page {
+		// The re-rendered head carries the Stop form.
+		v.CSRF = CSRFToken(w, r)
+	}
 	g := s.opts.Gateway
 	sub := g.Events().Subscribe(gateway.Filter{Task: v.Info.ID, Kinds: []gateway.EventKind{gateway.EventAgent, gateway.EventTask}})
 	defer sub.Close()
@@ -173,9 +177,11 @@ func (s *Server) eventStream(w http.ResponseWriter, r *http.Request, v taskView,
 		if !s.waitStarted(r.Context(), sw, sub, v.Info.ID) {
 			return
 		}
+		csrf := v.CSRF
 		if v, ok = s.findTask(v.Info.ID); !ok {
 			return
 		}
+		v.CSRF = csrf
 	}
 	from := v.From
 	if after, ok := lastEventID(r); ok && after > from {
@@ -196,42 +202,24 @@ func (s *Server) eventStream(w http.ResponseWriter, r *http.Request, v taskView,
 	// finished; the file is the record.
 	go func() {
 		defer close(finished)
-		hb := time.NewTicker(s.opts.Heartbeat)
-		defer hb.Stop()
-		live := v.Live
-		for live {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hb.C:
-				if sw.heartbeat() != nil {
-					cancel()
-					return
-				}
-			case e, ok := <-sub.Events():
-				if !ok {
-					return
-				}
-				if e.Kind == gateway.EventTask && e.Info != nil {
-					if page {
-						if nv, ok := s.findTask(v.Info.ID); ok {
-							nv.CSRF, nv.Timing = v.CSRF, nv.timing()
-							var b bytes.Buffer
-							if pageTemplates.ExecuteTemplate(&b, "task-head", nv) == nil {
-								sw.event("head", "", b.String())
-							}
-						}
+		if !v.Live {
+			return
+		}
+		s.watch(ctx, cancel, sw, sub, wake, func(e *gateway.Event) bool {
+			if e.Kind != gateway.EventTask || e.Info == nil {
+				return true
+			}
+			if page {
+				if nv, ok := s.findTask(v.Info.ID); ok {
+					nv.CSRF, nv.Timing = v.CSRF, nv.timing()
+					var b bytes.Buffer
+					if pageTemplates.ExecuteTemplate(&b, "task-head", nv) == nil {
+						_ = sw.event("head", "", b.String())
 					}
-					if final(e.Info.State) {
-						live = false
-					}
-				}
-				select {
-				case wake <- struct{}{}:
-				default:
 				}
 			}
-		}
+			return !final(e.Info.State)
+		})
 	}()
 	done := func() bool {
 		select {
@@ -254,6 +242,38 @@ func (s *Server) eventStream(w http.ResponseWriter, r *http.Request, v taskView,
 	})
 	// The end: the client must not reconnect and replay.
 	_ = sw.event("end", "", "finished")
+}
+
+// watch serves a stream's bus side until ctx ends, the subscription ends
+// or onEvent returns false: heartbeats on sw (a failed one cancels the
+// stream), and after each event a nudge on wake for the file tail.
+func (s *Server) watch(ctx context.Context, cancel func(), sw *sseWriter, sub *gateway.Subscription, wake chan<- struct{},
+	onEvent func(*gateway.Event) bool) {
+	hb := time.NewTicker(s.opts.Heartbeat)
+	defer hb.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hb.C:
+			if sw.heartbeat() != nil {
+				cancel()
+				return
+			}
+		case e, ok := <-sub.Events():
+			if !ok {
+				return
+			}
+			more := onEvent(e)
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+			if !more {
+				return
+			}
+		}
+	}
 }
 
 // waitStarted waits, with heartbeats, until task id has started or
@@ -336,29 +356,7 @@ func (s *Server) networkStream(w http.ResponseWriter, r *http.Request, v gateway
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	wake := make(chan struct{}, 1)
-	go func() {
-		hb := time.NewTicker(s.opts.Heartbeat)
-		defer hb.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hb.C:
-				if sw.heartbeat() != nil {
-					cancel()
-					return
-				}
-			case _, ok := <-sub.Events():
-				if !ok {
-					return
-				}
-				select {
-				case wake <- struct{}{}:
-				default:
-				}
-			}
-		}
-	}()
+	go s.watch(ctx, cancel, sw, sub, wake, func(*gateway.Event) bool { return true })
 	red := s.opts.Registry.Redact
 	_ = tail(ctx, v.NetworkLogPath(), from, -1, true, wake, func() bool { return false }, func(line []byte, end int64) error {
 		l := red(string(line))
