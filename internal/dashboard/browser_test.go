@@ -206,14 +206,18 @@ func TestBrowser(t *testing.T) {
 	})
 
 	t.Run("Stop ends a running task", func(t *testing.T) {
-		_, task := e.startTask("@@run echo waiting\n@@sleep 120\n@@reply never")
+		_, task := e.startTask("@@sleep 2\n@@todo [>] wait for the stop\n@@sleep 120\n@@reply never")
 		e.waitFor("its container", func() bool {
 			ti, _ := e.gw.Task(task)
 			return ti.State == gateway.StateRunning && len(testkit.Leftovers(e.engine, e.prefix)) > 0
 		})
 		ctx := b.tab(t)
-		run(t, ctx, "click Stop", chromedp.Navigate(e.base+"/tasks/"+task), chromedp.WaitVisible(chromedp.CSS("#stop")),
-			chromedp.Click(chromedp.CSS("#stop")))
+		// Stop is clicked in the head as re-rendered live (the todo list
+		// arrived after the page opened or with it): its form must still
+		// carry a valid token.
+		run(t, ctx, "click Stop", chromedp.Navigate(e.base+"/tasks/"+task),
+			waitJS(`document.querySelector('#task-head').textContent.includes('wait for the stop')`),
+			chromedp.WaitVisible(chromedp.CSS("#stop")), chromedp.Click(chromedp.CSS("#stop")))
 		ti := e.waitDone(task)
 		if ti.Outcome != "cancelled" {
 			t.Errorf("outcome %s, want cancelled", ti.Outcome)

@@ -50,10 +50,14 @@ type taskResult struct {
 	// auth_failed reply ("" when it has none).
 	credential string
 	model      string
-	eventsFrom int64
-	started    time.Time
-	finished   time.Time
-	dir        *conversation.Dir
+	// eventsFrom is where the task's events start in events.jsonl;
+	// eventsKnown is false when it never got the conversation lock (its
+	// range is then empty).
+	eventsFrom  int64
+	eventsKnown bool
+	started     time.Time
+	finished    time.Time
+	dir         *conversation.Dir
 }
 
 // infra builds the result of a failure around the agent.
@@ -94,7 +98,7 @@ func (j *job) execute(items []*item, log *slog.Logger) (tr taskResult) {
 	g.tracker.update(j.id, func(ti *TaskInfo) { ti.EventsFrom = tr.eventsFrom })
 	from := tr.eventsFrom
 	tr = j.prepareAndRun(ctx, dir, items, log)
-	tr.dir, tr.eventsFrom = dir, from
+	tr.dir, tr.eventsFrom, tr.eventsKnown = dir, from, true
 	return tr
 }
 
@@ -525,6 +529,10 @@ func (j *job) record(items []*item, tr taskResult, reply string) {
 	if now.IsZero() {
 		now = g.now()
 	}
+	eventsTo := fileSize(tr.dir.EventsPath())
+	if !tr.eventsKnown {
+		tr.eventsFrom = eventsTo
+	}
 	_, err := tr.dir.Update(func(r *conversation.Record) error {
 		if r.Model == "" && tr.model != "" {
 			r.Model = tr.model
@@ -537,7 +545,7 @@ func (j *job) record(items []*item, tr taskResult, reply string) {
 			Cost: tr.res.CostUSD, NumTurns: tr.res.NumTurns, Sender: items[0].msg.SenderAddress, Reply: reply,
 			Stderr:     redactLines(g.opts.Registry, tr.stderr),
 			Message:    g.opts.Registry.Redact(items[0].msg.Body),
-			EventsFrom: tr.eventsFrom, EventsTo: fileSize(tr.dir.EventsPath()),
+			EventsFrom: tr.eventsFrom, EventsTo: eventsTo,
 		})
 		for _, it := range items[1:] {
 			r.Tasks = append(r.Tasks, conversation.Task{ID: it.taskID, Started: tr.started, Finished: now,
