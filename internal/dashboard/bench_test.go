@@ -119,6 +119,8 @@ func newIdleServer(tb testing.TB, state string) *dashboard.Server {
 // the 50 streams open minus before, over 50.
 func BenchmarkSSEClients50(b *testing.B) {
 	const clients = 50
+	// Image builds on a loaded host take minutes; a benchmark may wait.
+	waitTimeout = 20 * time.Minute
 	e := newEnv(b, envOpts{maxStreams: 64})
 	var script strings.Builder
 	script.WriteString("@@sleep 2\n")
@@ -127,7 +129,7 @@ func BenchmarkSSEClients50(b *testing.B) {
 	}
 	script.WriteString("@@reply done\n")
 	_, warm := e.startTask("@@reply warm")
-	e.waitDone(warm)
+	e.waitDoneWithin(warm, 20*time.Minute)
 	runOnce := func(n int) (cpu time.Duration, heap int64, events int) {
 		runtime.GC()
 		var ms runtime.MemStats

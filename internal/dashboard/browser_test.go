@@ -148,9 +148,10 @@ const notReloaded = `window.__airutNoReload === true`
 func TestBrowser(t *testing.T) {
 	b := newBrowser(t)
 	e := newEnv(t, envOpts{})
-	// Warm up: the first task builds the images.
+	// Warm up: the first task builds the images, which takes minutes on
+	// a loaded host.
 	_, warm := e.startTask("@@reply warm")
-	if ti := e.waitDone(warm); ti.Outcome != "success" {
+	if ti := e.waitDoneWithin(warm, 20*time.Minute); ti.Outcome != "success" {
 		t.Fatalf("warm-up task: %s %s\n%s", ti.Outcome, ti.Reason, e.dump())
 	}
 

@@ -25,8 +25,9 @@ import (
 	"github.com/airut/airut/internal/testkit"
 )
 
-// waitTimeout bounds every wait: a hang fails the test.
-const waitTimeout = 6 * time.Minute
+// waitTimeout bounds every wait: a hang fails the test (benchmarks
+// lengthen it).
+var waitTimeout = 6 * time.Minute
 
 // env is one real gateway (real Podman, the real proxy, fakeclaude as the
 // agent) with the dashboard in front of it, served on loopback. Its only
@@ -150,7 +151,12 @@ func newEnv(t testing.TB, o envOpts) *env {
 
 func (e *env) waitFor(what string, cond func() bool) {
 	e.t.Helper()
-	deadline := time.Now().Add(waitTimeout)
+	e.waitForWithin(what, waitTimeout, cond)
+}
+
+func (e *env) waitForWithin(what string, limit time.Duration, cond func() bool) {
+	e.t.Helper()
+	deadline := time.Now().Add(limit)
 	for !cond() {
 		if time.Now().After(deadline) {
 			e.t.Fatalf("timed out waiting for %s", what)
@@ -162,8 +168,15 @@ func (e *env) waitFor(what string, cond func() bool) {
 // waitDone waits for task id to finish and returns it.
 func (e *env) waitDone(id string) gateway.TaskInfo {
 	e.t.Helper()
+	return e.waitDoneWithin(id, waitTimeout)
+}
+
+// waitDoneWithin is waitDone with its own limit (a first task builds the
+// images).
+func (e *env) waitDoneWithin(id string, limit time.Duration) gateway.TaskInfo {
+	e.t.Helper()
 	var ti gateway.TaskInfo
-	e.waitFor("task "+id+" done", func() bool {
+	e.waitForWithin("task "+id+" done", limit, func() bool {
 		var ok bool
 		ti, ok = e.gw.Task(id)
 		return ok && ti.State == gateway.StateDone

@@ -32,7 +32,7 @@ func TestHTTP(t *testing.T) {
 		"@@run tkhttp https://blocked.example.test/upload || true\n" +
 		"@@run echo the token is " + e.secret + "\n" +
 		"@@reply first reply, token " + e.secret)
-	ti := e.waitDone(task1)
+	ti := e.waitDoneWithin(task1, 20*time.Minute) // it builds the images
 	if ti.Outcome != "success" {
 		t.Fatalf("task 1: %s %s\n%s", ti.Outcome, ti.Reason, e.dump())
 	}
