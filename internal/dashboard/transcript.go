@@ -264,7 +264,11 @@ func renderToolResult(b *strings.Builder, cls string, bl contentBlock) {
 	if bl.IsError {
 		state = " error"
 	}
-	fmt.Fprintf(b, `<div class="%s tool-result%s">%s</div>`+"\n", cls, state, truncated(text))
+	body := truncated(text)
+	if body == "" {
+		body = `<span class="muted">(no output)</span>`
+	}
+	fmt.Fprintf(b, `<div class="%s tool-result%s">%s</div>`+"\n", cls, state, body)
 }
 
 // resultText flattens a tool_result's content (a string or text blocks).
