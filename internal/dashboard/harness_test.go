@@ -260,7 +260,7 @@ type sseEvent struct{ ID, Name, Data string }
 // readSSE reads events from an open stream until stop says so or it ends.
 func readSSE(r io.Reader, stop func(sseEvent) bool) []sseEvent {
 	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	sc.Buffer(make([]byte, 0, 4<<10), 16<<20)
 	var out []sseEvent
 	var cur sseEvent
 	var data []string
