@@ -10,7 +10,7 @@ BIN := bin
 TEST_USER ?= airut-test
 PKGS_RACE := ./internal/sandbox/... ./internal/secrets/... ./internal/claudecli/... ./internal/redact/... ./internal/conversation/... ./internal/channel/... ./internal/agent/... ./internal/proxy/... ./internal/gateway/...
 
-.PHONY: all build test test-deps test-claude test-mail-deps test-actionlint test-unit test-rootless bench lint run clean
+.PHONY: all build test test-deps test-claude test-mail-deps test-actionlint test-unit vendor-check test-rootless bench lint run clean
 AIRUT_CONFIG ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/airut/airut.yaml
 
 all: build
@@ -21,7 +21,7 @@ build:
 # Installs what the container tests need when it is missing (as root).
 test-deps:
 	@missing=""; \
-	for p in podman runc uidmap slirp4netns busybox-static git shellcheck systemd; do \
+	for p in podman runc uidmap slirp4netns busybox-static git shellcheck systemd chromium; do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -122,3 +122,9 @@ lint: test-actionlint
 
 clean:
 	rm -rf $(BIN)
+
+# Re-fetches the dashboard's vendored htmx files from the npm registry and
+# checks them against the integrity pinned in the tree
+# (internal/dashboard/static/vendor/INTEGRITY).
+vendor-check:
+	scripts/vendor-htmx.sh

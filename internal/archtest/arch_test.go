@@ -49,6 +49,11 @@ var allowed = map[string][]string{
 	"internal/gateway": {"internal/atomicfile", "internal/config", "internal/redact", "internal/repoconfig", "internal/allowlist", "internal/claudecli",
 		"internal/secrets", "internal/sandbox", "internal/agent", "internal/conversation", "internal/gitmirror",
 		"internal/channel"},
+	// The dashboard reads the gateway (views, bus) and acts only through
+	// Submit and Cancel; agent and channel for their types, web for the
+	// replies its channel keeps.
+	"internal/dashboard": {"internal/gateway", "internal/config", "internal/redact", "internal/markdown",
+		"internal/agent", "internal/channel", "internal/channel/web"},
 	"internal/sandboxcli": {"internal/repoconfig", "internal/sandbox", "internal/secrets", "internal/allowlist", "internal/gitmirror"},
 	// The config editor: the config's store and edits, nothing of the
 	// gateway or the dashboard's own server.

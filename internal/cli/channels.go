@@ -14,6 +14,7 @@ func ChannelFactories() map[string]gateway.ChannelFactory {
 	return map[string]gateway.ChannelFactory{
 		"email": emailChannel,
 		"slack": slackChannel,
+		"web":   webChannel,
 	}
 }
 

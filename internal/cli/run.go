@@ -63,6 +63,9 @@ func newRunCmd(configPath *string, stderr io.Writer) *cobra.Command {
 				fmt.Fprint(stderr, noReposMessage(path, len(cfg.RepoErrors), cfg.Dashboard))
 			}
 			watchConfig(cmd.Context(), rl, logger)
+			waitDashboard := startDashboard(cmd.Context(), dashboardDeps{gw: g, cfg: rl.Current, reload: rl, env: before,
+				state: state, configPath: path, reg: reg, log: logger})
+			defer waitDashboard()
 			return g.Run(cmd.Context())
 		},
 	}

@@ -96,7 +96,14 @@ type Dashboard struct {
 	// BaseURL is the public URL used for dashboard links in replies.
 	// Default "" (no links).
 	BaseURL string `yaml:"base_url"`
+	// Tasks turns the web channel on: tasks started and continued from
+	// the dashboard. Default true; a repo needs no email or Slack channel
+	// while it is on.
+	Tasks bool `yaml:"tasks"`
 }
+
+// WebChannel reports whether the dashboard's web channel runs.
+func (d *Dashboard) WebChannel() bool { return d.Enabled && d.Tasks }
 
 // Network is the global network: section.
 type Network struct {
@@ -441,7 +448,7 @@ type Recipients []string
 func (c *Config) SetDefaults() {
 	c.Version = CurrentVersion
 	c.Execution = Execution{MaxConcurrent: 3, ShutdownTimeout: 60, ConversationMaxAgeDays: 7, ImagePrune: true}
-	c.Dashboard = Dashboard{Enabled: true, Host: "127.0.0.1", Port: 5200}
+	c.Dashboard = Dashboard{Enabled: true, Host: "127.0.0.1", Port: 5200, Tasks: true}
 	c.ContainerCommand = "podman"
 }
 

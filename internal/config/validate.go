@@ -107,7 +107,7 @@ func (d *validator) validate(c *Config) {
 		if !own && r.ClaudeVersion == "" {
 			r.ClaudeBinary = c.Execution.ClaudeBinary
 		}
-		d.validateRepo(root.Key("repos", id), id, r)
+		d.validateRepo(root.Key("repos", id), id, r, c.Dashboard.WebChannel())
 		d.check(root.Key("repos", id, "claude_version"), own && r.ClaudeVersion != "", "set either claude_version or claude_binary, not both")
 		if r.Email != nil && r.Email.IMAP.Server != "" {
 			key := strings.ToLower(r.Email.IMAP.Server) + "/" + strings.ToLower(r.Email.Account.Username)
@@ -120,7 +120,7 @@ func (d *validator) validate(c *Config) {
 	}
 }
 
-func (d *validator) validateRepo(p yamlwalk.Path, id string, r *Repo) {
+func (d *validator) validateRepo(p yamlwalk.Path, id string, r *Repo, web bool) {
 	d.check(p, !repoIDRE.MatchString(id), "repo id must be letters, digits, '.', '_' or '-', starting with a letter or digit")
 	d.required(p.Key("repo_url"), r.RepoURL == "")
 	if r.Model == "" {
@@ -138,8 +138,8 @@ func (d *validator) validateRepo(p yamlwalk.Path, id string, r *Repo) {
 	d.check(rp.Key("cpus"), rl.CPUs < 0 || (rl.CPUs > 0 && rl.CPUs < 0.01), "must be at least 0.01")
 	d.check(rp.Key("pids_limit"), rl.PidsLimit < 0, "must be at least 1")
 
-	if r.Email == nil && r.Slack == nil {
-		d.errorf(p, "no channel configured (add email: or slack:)")
+	if r.Email == nil && r.Slack == nil && !web {
+		d.errorf(p, "no channel configured (add email: or slack:, or turn dashboard.tasks on)")
 	}
 	if r.Email != nil {
 		d.validateEmail(p.Key("email"), r.Email)

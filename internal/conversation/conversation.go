@@ -81,6 +81,13 @@ type Task struct {
 	// Stderr is the last lines the agent wrote to its standard error,
 	// redacted, for diagnosing a failed run after the fact.
 	Stderr []string `json:"stderr,omitempty"`
+	// Message is the inbound message's text, redacted (the dashboard's
+	// conversation page shows it).
+	Message string `json:"message,omitempty"`
+	// EventsFrom and EventsTo are the byte range of events.jsonl that the
+	// task's runs wrote, so its transcript can be read on its own.
+	EventsFrom int64 `json:"events_from,omitempty"`
+	EventsTo   int64 `json:"events_to,omitempty"`
 }
 
 // Usage is a run's token usage.

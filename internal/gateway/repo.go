@@ -326,7 +326,7 @@ func (h *repoHandler) accept(ch channel.Channel, msg *channel.Message, sub *subm
 		needAck: msg.ConversationID == "" && !acked && (sub == nil || sub.Deliver == nil)}
 	h.g.tracker.add(TaskInfo{
 		ID: it.taskID, Repo: h.id, Conversation: conv, Channel: ch.Name(), State: StateQueued,
-		Sender: msg.SenderAddress, Subject: msg.Subject, Model: msg.Model, Queued: h.g.now(), Messages: 1,
+		Sender: msg.SenderAddress, SenderName: msg.SenderName, Subject: msg.Subject, Model: msg.Model, Queued: h.g.now(), Messages: 1,
 	})
 	log = log.With(logConv, conv, logTask, it.taskID)
 	taken = true
@@ -402,7 +402,7 @@ func (h *repoHandler) queueDelivery(ch channel.Channel, msg *channel.Message, ke
 	h.deliveries[p.Task] = j
 	h.g.tracker.add(TaskInfo{
 		ID: p.Task, Repo: h.id, Conversation: conv, Channel: ch.Name(), State: StateReplying,
-		Sender: msg.SenderAddress, Subject: msg.Subject, Queued: h.g.now(), Messages: len(p.Messages),
+		Sender: msg.SenderAddress, SenderName: msg.SenderName, Subject: msg.Subject, Queued: h.g.now(), Messages: len(p.Messages),
 		Outcome: agent.Outcome(p.Outcome),
 	})
 	q := h.convs[conv]

@@ -50,9 +50,14 @@ type taskResult struct {
 	// auth_failed reply ("" when it has none).
 	credential string
 	model      string
-	started    time.Time
-	finished   time.Time
-	dir        *conversation.Dir
+	// eventsFrom is where the task's events start in events.jsonl;
+	// eventsKnown is false when it never got the conversation lock (its
+	// range is then empty).
+	eventsFrom  int64
+	eventsKnown bool
+	started     time.Time
+	finished    time.Time
+	dir         *conversation.Dir
 }
 
 // infra builds the result of a failure around the agent.
@@ -87,8 +92,13 @@ func (j *job) execute(items []*item, log *slog.Logger) (tr taskResult) {
 		return r
 	}
 	defer lock.Unlock()
+	// The task's transcript starts where the conversation's events end
+	// now; the dashboard reads it from there while the task runs.
+	tr.eventsFrom = fileSize(dir.EventsPath())
+	g.tracker.update(j.id, func(ti *TaskInfo) { ti.EventsFrom = tr.eventsFrom })
+	from := tr.eventsFrom
 	tr = j.prepareAndRun(ctx, dir, items, log)
-	tr.dir = dir
+	tr.dir, tr.eventsFrom, tr.eventsKnown = dir, from, true
 	return tr
 }
 
@@ -525,6 +535,10 @@ func (j *job) record(items []*item, tr taskResult, reply string) {
 	if now.IsZero() {
 		now = g.now()
 	}
+	eventsTo := fileSize(tr.dir.EventsPath())
+	if !tr.eventsKnown {
+		tr.eventsFrom = eventsTo
+	}
 	_, err := tr.dir.Update(func(r *conversation.Record) error {
 		if r.Model == "" && tr.model != "" {
 			r.Model = tr.model
@@ -535,11 +549,14 @@ func (j *job) record(items []*item, tr taskResult, reply string) {
 			Usage: conversation.Usage{InputTokens: u.InputTokens, OutputTokens: u.OutputTokens,
 				CacheCreationInputTokens: u.CacheCreationInputTokens, CacheReadInputTokens: u.CacheReadInputTokens},
 			Cost: tr.res.CostUSD, NumTurns: tr.res.NumTurns, Sender: items[0].msg.SenderAddress, Reply: reply,
-			Stderr: redactLines(g.opts.Registry, tr.stderr),
+			Stderr:     redactLines(g.opts.Registry, tr.stderr),
+			Message:    g.opts.Registry.Redact(items[0].msg.Body),
+			EventsFrom: tr.eventsFrom, EventsTo: eventsTo,
 		})
 		for _, it := range items[1:] {
 			r.Tasks = append(r.Tasks, conversation.Task{ID: it.taskID, Started: tr.started, Finished: now,
-				Outcome: StateCoalesced, Sender: it.msg.SenderAddress, CoalescedInto: j.id})
+				Outcome: StateCoalesced, Sender: it.msg.SenderAddress, CoalescedInto: j.id,
+				Message: g.opts.Registry.Redact(it.msg.Body)})
 		}
 		return nil
 	})
@@ -569,4 +586,13 @@ func redactLines(reg *redact.Registry, lines []string) []string {
 		out[i] = reg.Redact(l)
 	}
 	return out
+}
+
+// fileSize is the size of the file at path, 0 when it does not exist.
+func fileSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
 }

@@ -39,11 +39,14 @@ type TaskInfo struct {
 	Channel      string
 	State        string
 	Sender       string
-	Subject      string
-	Model        string
-	Queued       time.Time
-	Started      time.Time
-	Finished     time.Time
+	// SenderName is the sender's display name where the channel has one
+	// (Slack's display name, an email's From name).
+	SenderName string
+	Subject    string
+	Model      string
+	Queued     time.Time
+	Started    time.Time
+	Finished   time.Time
 	// Outcome is set once the task is done.
 	Outcome agent.Outcome
 	// Reason explains a non-success outcome in one line.
@@ -62,6 +65,9 @@ type TaskInfo struct {
 	// messages were coalesced into it).
 	Messages int
 	Todos    []agent.Todo
+	// EventsFrom is the byte offset in the conversation's events.jsonl at
+	// which this task's transcript starts (set when it starts running).
+	EventsFrom int64
 }
 
 // tracker holds every task's state and publishes each change on the bus.

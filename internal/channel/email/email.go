@@ -280,7 +280,11 @@ func (c *Channel) Reply(ctx context.Context, msg *channel.Message, r channel.Rep
 	if conv == "" {
 		conv = msg.ConversationID
 	}
-	return c.sendReply(ctx, msg, conv, r.Markdown, r.Attachments)
+	md := r.Markdown
+	if base := strings.TrimRight(c.cfg.DashboardBaseURL, "/"); base != "" && r.TaskID != "" {
+		md += "\n\n---\nOn the dashboard: <" + base + "/tasks/" + r.TaskID + ">"
+	}
+	return c.sendReply(ctx, msg, conv, md, r.Attachments)
 }
 
 // Acknowledge implements channel.Channel: a short note in the thread that

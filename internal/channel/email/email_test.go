@@ -471,6 +471,23 @@ func TestAcknowledge(t *testing.T) {
 	}
 }
 
+func TestReplyLinksTheTaskPage(t *testing.T) {
+	h := newHarness(t, mailtest.IMAPOptions{}, mailtest.SMTPOptions{})
+	ch := h.channel(t)
+	h.imap.Append(t, simple("alice@example.com", "Fix the build", "please"))
+	h.run(t, ch)
+	msg := h.next(t)
+	if err := ch.Reply(context.Background(), msg, channel.Reply{ConversationID: "0badcafe", TaskID: "5b2e8d10aa41",
+		Outcome: channel.OutcomeSuccess, Markdown: "Done."}); err != nil {
+		t.Fatalf("Reply: %v", err)
+	}
+	p := parseMail(t, h.waitSMTP(t, 1).Data)
+	link := "http://127.0.0.1:5200/tasks/5b2e8d10aa41"
+	if !strings.Contains(p.text, link) || !strings.Contains(p.html, `href="`+link+`"`) {
+		t.Errorf("got text %q and html %q; want the task link %s", p.text, p.html, link)
+	}
+}
+
 func TestSMTPDelivery(t *testing.T) {
 	tests := []struct {
 		name     string

@@ -1,0 +1,132 @@
+package cli
+
+import (
+	"context"
+	"html/template"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/airut/airut/internal/channel"
+	"github.com/airut/airut/internal/channel/web"
+	"github.com/airut/airut/internal/config"
+	"github.com/airut/airut/internal/dashboard"
+	"github.com/airut/airut/internal/dashboard/configui"
+	"github.com/airut/airut/internal/gateway"
+	"github.com/airut/airut/internal/redact"
+)
+
+// webChannel gives every repo the dashboard's web channel while
+// dashboard.enabled and dashboard.tasks are on.
+func webChannel(env gateway.ChannelEnv) (channel.Channel, error) {
+	if env.Config == nil || !env.Config.Dashboard.WebChannel() {
+		return nil, nil
+	}
+	return web.New(env.StateDir)
+}
+
+// dashboardDeps is what `airut run` hands the dashboard.
+type dashboardDeps struct {
+	gw         *gateway.Gateway
+	cfg        func() *config.Config
+	state      string
+	configPath string
+	reg        *redact.Registry
+	log        *slog.Logger
+	// reload is the hot reloader: the editor saves through its
+	// environment, and health shows its generation and last error.
+	reload *config.Reloader
+	env    config.Environ
+}
+
+// startDashboard serves the dashboard in the background when
+// dashboard.enabled; the returned wait blocks until it has stopped after
+// ctx ends. A dashboard that cannot bind is logged, not fatal: the
+// gateway still answers email and Slack.
+func startDashboard(ctx context.Context, d dashboardDeps) (wait func()) {
+	cfg := d.cfg()
+	if !cfg.Dashboard.Enabled {
+		return func() {}
+	}
+	// The editor renders inside the dashboard's layout; srv is set before
+	// any request can reach it.
+	var srv *dashboard.Server
+	editor := configui.New(configui.Options{
+		Store: &config.Store{Path: d.configPath, Env: d.env},
+		Layout: func(w http.ResponseWriter, r *http.Request, title string, body template.HTML) {
+			srv.Page(w, r, title, body)
+		},
+		CSRFToken: dashboard.CSRFToken,
+		Logger:    d.log,
+	})
+	srv, err := dashboard.New(dashboard.Options{
+		Gateway: d.gw, Config: d.cfg, StateDir: d.state, Registry: d.reg, Logger: d.log, Version: Version,
+		Checks: cachedChecks(d.configPath, d.cfg),
+		Reload: func() dashboard.ReloadState {
+			st := d.reload.Status()
+			return dashboard.ReloadState{Generation: st.Generation, LastError: st.LastError}
+		},
+		Extra: []func(*http.ServeMux){editor.Register},
+		Nav:   []dashboard.NavLink{{Title: "Config", Path: "/config"}},
+	})
+	if err != nil {
+		d.log.Error("dashboard not started", "error", err)
+		return func() {}
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := srv.ListenAndServe(ctx); err != nil {
+			d.log.Error("dashboard stopped", "error", err,
+				"addr", net.JoinHostPort(cfg.Dashboard.Host, strconv.Itoa(cfg.Dashboard.Port)))
+		}
+	}()
+	return wg.Wait
+}
+
+// checkTTL: `airut check` starts a trial container, too slow to run on
+// every page view.
+const checkTTL = 5 * time.Minute
+
+// cachedChecks runs the checks of `airut check` at most every checkTTL
+// and adds the first-run items: a repository configured.
+func cachedChecks(configPath string, cfg func() *config.Config) func(context.Context) []dashboard.Finding {
+	var mu sync.Mutex
+	var last []dashboard.Finding
+	var at time.Time
+	return func(ctx context.Context) []dashboard.Finding {
+		mu.Lock()
+		defer mu.Unlock()
+		if last == nil || time.Since(at) > checkTTL {
+			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			fs := runChecks(cctx, "", configPath)
+			cancel()
+			last = last[:0]
+			for _, f := range fs {
+				last = append(last, dashboard.Finding{Title: firstLine(f.what), OK: f.ok, Detail: f.what, Fix: f.hint})
+			}
+			at = time.Now()
+		}
+		out := append([]dashboard.Finding(nil), last...)
+		if len(cfg().Repos) == 0 {
+			out = append(out, dashboard.Finding{Title: "First repository", Detail: "no repository is configured yet",
+				Fix: "add one in the config editor (Config, above), or under repos: in airut.yaml"})
+		} else {
+			out = append(out, dashboard.Finding{Title: "First repository", OK: true, Detail: "configured"})
+		}
+		return out
+	}
+}
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(s, "\n")
+	if k, _, ok := strings.Cut(l, ":"); ok {
+		return k
+	}
+	return l
+}
