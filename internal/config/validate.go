@@ -22,7 +22,6 @@ var (
 	repoIDRE        = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 	memoryRE        = regexp.MustCompile(`^[0-9]+[bkmgBKMG]$`)
 	claudeVersionRE = regexp.MustCompile(`^(latest|stable|[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.-]+)?)$`)
-	cronFieldRE     = regexp.MustCompile(`^[0-9A-Za-z*/,?-]+$`)
 	ulimitRE        = regexp.MustCompile(`^[a-z]+=-?[0-9]+(:-?[0-9]+)?$`)
 )
 
@@ -306,17 +305,23 @@ func (d *validator) nonEmptyList(p yamlwalk.Path, list []string) {
 
 func (d *validator) validateSchedule(p yamlwalk.Path, r *Repo, s *Schedule) {
 	d.required(p.Key("cron"), s.Cron == "")
-	if s.Cron != "" {
-		fields := strings.Fields(s.Cron)
-		bad := len(fields) != 5
-		for _, f := range fields {
-			bad = bad || !cronFieldRE.MatchString(f)
-		}
-		d.check(p.Key("cron"), bad, "must be a 5-field cron expression (minute hour day month weekday), not %q", s.Cron)
-	}
+	var loc *time.Location
 	if s.Timezone != "" {
-		_, err := time.LoadLocation(s.Timezone)
+		var err error
+		loc, err = time.LoadLocation(s.Timezone)
 		d.check(p.Key("timezone"), err != nil, "unknown time zone %q", s.Timezone)
+	}
+	if s.Cron != "" {
+		if _, err := ParseCron(s.Cron, loc); errors.Is(err, errCronFields) {
+			d.errorf(p.Key("cron"), "%v, not %q", err, s.Cron)
+		} else if err != nil {
+			d.errorf(p.Key("cron"), "%q: %v", s.Cron, err)
+		}
+	}
+	if s.TriggerCommand != "" {
+		if _, err := SplitCommand(s.TriggerCommand); err != nil {
+			d.errorf(p.Key("trigger_command"), "cannot be split like a shell line: %v", err)
+		}
 	}
 	switch {
 	case s.Prompt == "" && s.TriggerCommand == "":
