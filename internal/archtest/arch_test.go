@@ -49,6 +49,7 @@ var allowed = map[string][]string{
 	"internal/gateway": {"internal/atomicfile", "internal/config", "internal/redact", "internal/repoconfig", "internal/allowlist", "internal/claudecli",
 		"internal/secrets", "internal/sandbox", "internal/agent", "internal/conversation", "internal/gitmirror",
 		"internal/channel"},
+	"internal/scheduler":  {"internal/gateway", "internal/config"},
 	"internal/sandboxcli": {"internal/repoconfig", "internal/sandbox", "internal/secrets", "internal/allowlist", "internal/gitmirror"},
 	"internal/cli":        {"*"},
 	"internal/archtest":   {"*"},
