@@ -1,6 +1,7 @@
 package scheduler_test
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/airut/airut/internal/scheduler"
+	"github.com/airut/airut/internal/testkit/slacktest"
 )
 
 func utc(s string) time.Time {
@@ -325,5 +327,64 @@ func TestHotReload(t *testing.T) {
 	}
 	if !slices.Equal(names, []string{"edited", "off"}) {
 		t.Errorf("List: %v", names)
+	}
+}
+
+// TestSlackDelivery: a schedule delivered on Slack starts a new message in
+// the channel given by to, the result in its thread; an answer in that
+// thread resumes the conversation.
+func TestSlackDelivery(t *testing.T) {
+	h := newHarness(t, harnessOpts{slack: true, now: utc("2026-06-01 08:00")})
+	h.start(`      standup:
+        cron: "0 9 * * 1-5"
+        timezone: America/New_York
+        subject: Standup notes
+        prompt: "@@reply Standup: **nothing blocked**."
+        deliver: {channel: slack, to: C0GENERAL}
+`)
+	at := utc("2026-06-01 13:00") // 09:00 EDT, a Monday
+	h.waitNext("standup", at)
+	h.clock.Set(at)
+	res := h.waitResult("standup")
+	if res.Status != scheduler.StatusDelivered || res.Outcome != "success" {
+		t.Fatalf("run: %+v", res)
+	}
+	var root slacktest.Message
+	for _, m := range h.slack.BotMessages(slacktest.General, "") {
+		if m.ThreadTS == "" {
+			root = m
+		}
+	}
+	if root.Text != "*Standup notes*" {
+		t.Fatalf("no new message in #general: %+v", h.slack.BotMessages(slacktest.General, ""))
+	}
+	var replied bool
+	for _, m := range h.slack.BotMessages(slacktest.General, root.TS) {
+		replied = replied || (m.ThreadTS == root.TS && strings.Contains(m.Text, "Standup: *nothing blocked*."))
+	}
+	if !replied {
+		t.Fatalf("result not in the thread: %+v", h.slack.BotMessages(slacktest.General, root.TS))
+	}
+	if len(h.smtp.Messages()) != 0 {
+		t.Errorf("an email was sent for a Slack delivery")
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := h.slack.Event(ctx, slacktest.ChannelMessage(slacktest.General, slacktest.Alice,
+		"thanks\n@@reply You are welcome.", h.slack.NewTS(), root.TS)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the answer in the thread", func() bool {
+		for _, m := range h.slack.BotMessages(slacktest.General, root.TS) {
+			if strings.Contains(m.Text, "You are welcome.") {
+				return true
+			}
+		}
+		return false
+	})
+	sess := h.sessions(res.Conversation)
+	if len(sess) != 1 || len(sess[0].Runs) != 2 || !sess[0].Runs[1].Resumed {
+		t.Errorf("sessions: %+v; want the scheduled session resumed by the answer", sess)
 	}
 }
