@@ -40,6 +40,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		newCheckCmd(&configPath, stdout),
 		newConfigCmd(&configPath, stdout),
 		newRunCmd(&configPath, stderr),
+		newScheduleCmd(&configPath, stdout),
 		newVersionCmd(stdout),
 	)
 	err := root.ExecuteContext(ctx)

@@ -68,6 +68,8 @@ func newRunCmd(configPath *string, stderr io.Writer) *cobra.Command {
 				// and nothing says why.
 				fmt.Fprint(stderr, noReposMessage(path, len(cfg.RepoErrors)))
 			}
+			_, stopScheduler := runScheduler(cmd.Context(), g, state, logger)
+			defer stopScheduler()
 			return g.Run(cmd.Context())
 		},
 	}

@@ -384,15 +384,40 @@ func (s *Scheduler) Schedule(repo, name string) (Info, bool) {
 
 // info is e's Info; s.mu is held.
 func (e *entry) info() Info {
-	in := Info{Repo: e.repo, Name: e.name, Cron: e.cfg.Cron, Timezone: e.spec.Location.String(), Mode: "prompt",
-		Enabled: e.cfg.Enable, Channel: e.cfg.Deliver.Channel, To: append([]string(nil), e.cfg.Deliver.To...),
-		Next: e.next, Running: e.running, Skipped: e.skipped, LastSkipped: e.lastSkipped}
-	if e.cfg.TriggerCommand != "" {
-		in.Mode = "script"
-	}
+	in := describe(e.repo, e.name, e.cfg, e.spec)
+	in.Next, in.Running, in.Skipped, in.LastSkipped = e.next, e.running, e.skipped, e.lastSkipped
 	if e.last != nil {
 		r := *e.last
 		in.Last = &r
+	}
+	return in
+}
+
+// Describe is a schedule's Info from its config alone, its next run the
+// first after now (none when disabled or invalid): what `airut schedule
+// list` shows when no gateway runs.
+func Describe(repo, name string, sc config.Schedule, now time.Time) Info {
+	spec, err := parse(sc)
+	if err != nil {
+		in := describe(repo, name, sc, nil)
+		in.Timezone = sc.Timezone
+		return in
+	}
+	in := describe(repo, name, sc, spec)
+	if sc.Enable {
+		in.Next = spec.Next(now)
+	}
+	return in
+}
+
+func describe(repo, name string, sc config.Schedule, spec *cron.SpecSchedule) Info {
+	in := Info{Repo: repo, Name: name, Cron: sc.Cron, Mode: "prompt", Enabled: sc.Enable,
+		Channel: sc.Deliver.Channel, To: append([]string(nil), sc.Deliver.To...)}
+	if spec != nil {
+		in.Timezone = spec.Location.String()
+	}
+	if sc.TriggerCommand != "" {
+		in.Mode = "script"
 	}
 	return in
 }
