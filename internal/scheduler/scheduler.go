@@ -223,7 +223,7 @@ func (s *Scheduler) fireDue() {
 	for _, e := range s.entries {
 		if !e.next.IsZero() && !now.Before(e.next) {
 			due = append(due, e)
-			e.next = e.spec.Next(now)
+			e.next = nextRun(e.spec, now)
 		}
 	}
 	s.mu.Unlock()
@@ -269,7 +269,7 @@ func (s *Scheduler) apply(cfg *config.Config) {
 			changed := e.spec != nil
 			e.cfg, e.spec, e.next = sc, spec, time.Time{}
 			if sc.Enable {
-				e.next = spec.Next(now)
+				e.next = nextRun(spec, now)
 			}
 			s.log.Info("schedule set", "repo", repo, "schedule", name, "cron", sc.Cron, "timezone", spec.Location.String(),
 				"enabled", sc.Enable, "next", e.next, "changed", changed)
@@ -289,6 +289,42 @@ func (s *Scheduler) apply(cfg *config.Config) {
 	case s.wake <- struct{}{}:
 	default:
 	}
+}
+
+// nextRun is the schedule's first run after from, read on the wall clock
+// of its time zone as Vixie cron reads it across a DST change: a time
+// that the spring-forward skips runs right after the change (02:30 becomes
+// 03:30), and a time that the fall-back repeats runs once, at its first
+// pass. (robfig/cron alone skips the first and runs the second twice.)
+func nextRun(spec *cron.SpecSchedule, from time.Time) time.Time {
+	loc := spec.Location
+	wall := *spec
+	wall.Location = time.UTC
+	f := from.In(loc)
+	w := time.Date(f.Year(), f.Month(), f.Day(), f.Hour(), f.Minute(), f.Second(), f.Nanosecond(), time.UTC)
+	// The bound only guards against a loop: two steps suffice.
+	for range 4 {
+		if w = wall.Next(w); w.IsZero() {
+			return w
+		}
+		// time.Date resolves a repeated wall time to its second pass and
+		// a skipped one to just after the change.
+		t := time.Date(w.Year(), w.Month(), w.Day(), w.Hour(), w.Minute(), 0, 0, loc)
+		if first := t.Add(-time.Hour); sameWall(first.In(loc), t.In(loc)) {
+			if first.After(from) {
+				return first
+			}
+			continue // its first pass is over: it ran then
+		}
+		if t.After(from) {
+			return t
+		}
+	}
+	return time.Time{}
+}
+
+func sameWall(a, b time.Time) bool {
+	return a.Year() == b.Year() && a.YearDay() == b.YearDay() && a.Hour() == b.Hour() && a.Minute() == b.Minute()
 }
 
 func parse(sc config.Schedule) (*cron.SpecSchedule, error) {
@@ -405,7 +441,7 @@ func Describe(repo, name string, sc config.Schedule, now time.Time) Info {
 	}
 	in := describe(repo, name, sc, spec)
 	if sc.Enable {
-		in.Next = spec.Next(now)
+		in.Next = nextRun(spec, now)
 	}
 	return in
 }
