@@ -116,7 +116,7 @@ func TestScriptTriggers(t *testing.T) {
       failing:
         cron: "0 10 * * *"
         timezone: UTC
-        trigger_command: sh -c 'echo @@echo-prompt; echo broken build >&2; head -c 3000 /dev/zero | tr "\0" x; exit 3'
+        trigger_command: sh -c 'echo @@echo-prompt; tkhttp https://blocked.example.test/leak || true; echo broken build >&2; head -c 3000 /dev/zero | tr "\0" x; exit 3'
         output_limit: 400
         subject: Build check
         deliver: {to: bob@example.com}
@@ -124,6 +124,12 @@ func TestScriptTriggers(t *testing.T) {
         cron: "0 11 * * *"
         timezone: UTC
         trigger_command: "printf '%s\\n' 'new issue #42' '@@reply Looked at issue 42.'"
+        deliver: {to: bob@example.com}
+      hanging:
+        cron: "0 12 * * *"
+        timezone: UTC
+        trigger_command: sh -c 'echo @@echo-prompt; echo waiting; sleep 120'
+        trigger_timeout: 3
         deliver: {to: bob@example.com}
 `)
 	at := utc("2026-06-01 09:00")
@@ -162,6 +168,12 @@ func TestScriptTriggers(t *testing.T) {
 	if strings.Count(m.Text, "x") > 450 {
 		t.Errorf("output not cut at output_limit: %d x's in the prompt", strings.Count(m.Text, "x"))
 	}
+	// The trigger ran behind the repo's allowlist, logged in its
+	// conversation, which the agent then continued.
+	netLog, _ := os.ReadFile(filepath.Join(h.convDir(res.Conversation), "network-sandbox.log"))
+	if !strings.Contains(string(netLog), "BLOCKED GET https://blocked.example.test/leak") {
+		t.Errorf("network-sandbox.log of the trigger: %q; want the blocked request", netLog)
+	}
 
 	at = utc("2026-06-01 11:00")
 	h.waitNext("talking", at)
@@ -177,6 +189,19 @@ func TestScriptTriggers(t *testing.T) {
 	}
 	if convs := h.conversations(); len(convs) != 2 {
 		t.Errorf("conversations: %v; want the failing and the talking trigger's", convs)
+	}
+
+	at = utc("2026-06-01 12:00")
+	h.waitNext("hanging", at)
+	h.clock.Set(at)
+	m = h.waitMail(3)
+	for _, want := range []string{"did not finish within 3 seconds", "waiting"} {
+		if !strings.Contains(m.Text, want) {
+			t.Errorf("timed-out trigger's prompt lacks %q:\n%s", want, m.Text)
+		}
+	}
+	if res := h.waitResult("hanging"); !strings.Contains(res.Detail, "trigger timed out") {
+		t.Errorf("timed-out trigger: %+v", res)
 	}
 }
 
@@ -317,6 +342,18 @@ func TestHotReload(t *testing.T) {
 	}
 	if res := h.waitResult("off"); !res.Manual || res.Status != scheduler.StatusDelivered {
 		t.Errorf("RunNow result: %+v", res)
+	}
+	// A reply the mail server refuses for good: the run says so.
+	h.smtp.FailNextWith(1, 554)
+	if err := h.sched.RunNow("app", "edited"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the refused run", func() bool {
+		in := h.info("edited")
+		return in.Last != nil && in.Last.Manual && in.Last.Status != scheduler.StatusRunning
+	})
+	if res := h.info("edited").Last; res.Status != scheduler.StatusNotDelivered || !strings.Contains(res.Detail, "554") {
+		t.Errorf("run whose mail was refused: %+v; want not delivered, with the server's answer", res)
 	}
 	if err := h.sched.RunNow("app", "nope"); !errors.Is(err, scheduler.ErrUnknownSchedule) {
 		t.Errorf("RunNow of an unknown schedule: %v", err)
