@@ -3,21 +3,15 @@ package scheduler_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
-	"mime"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"text/template"
 	"time"
-
-	"github.com/emersion/go-message/mail"
 
 	"github.com/airut/airut/internal/cli"
 	"github.com/airut/airut/internal/config"
@@ -295,47 +289,9 @@ func (h *harness) conversations() []string {
 	return out
 }
 
-// sentMail is a message the gateway sent, parsed.
-type sentMail struct {
-	From, To, Subject, MessageID, InReplyTo, References string
-	Text                                                string
-	Attachments                                         map[string]string
-}
+type sentMail = mailtest.Sent
 
-func parseMail(t testing.TB, data []byte) sentMail {
-	t.Helper()
-	r, err := mail.CreateReader(bytes.NewReader(data))
-	if err != nil {
-		t.Fatalf("parse sent mail: %v\n%s", err, data)
-	}
-	var s sentMail
-	s.Subject, _ = r.Header.Subject()
-	s.From, s.To = r.Header.Get("From"), r.Header.Get("To")
-	s.MessageID = r.Header.Get("Message-Id")
-	s.InReplyTo = r.Header.Get("In-Reply-To")
-	s.References = r.Header.Get("References")
-	s.Attachments = map[string]string{}
-	for {
-		p, err := r.NextPart()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatalf("parse sent mail part: %v", err)
-		}
-		body, _ := io.ReadAll(p.Body)
-		switch ph := p.Header.(type) {
-		case *mail.InlineHeader:
-			if ct, _, _ := mime.ParseMediaType(ph.Get("Content-Type")); ct != "text/html" {
-				s.Text += string(body)
-			}
-		case *mail.AttachmentHeader:
-			name, _ := ph.Filename()
-			s.Attachments[name] = string(body)
-		}
-	}
-	return s
-}
+func parseMail(t testing.TB, data []byte) sentMail { return mailtest.ParseSent(t, data) }
 
 // reply puts alice's answer to m in the inbox, threaded as a mail client
 // does.
@@ -350,31 +306,6 @@ func (h *harness) reply(m sentMail, body string) {
 	h.imap.Append(h.t, []byte(raw))
 }
 
-// fakeSession is fakeclaude's session file.
-type fakeSession struct {
-	ID   string `json:"id"`
-	Runs []struct {
-		Argv    []string `json:"argv"`
-		Resumed bool     `json:"resumed"`
-		Prompt  string   `json:"prompt"`
-	} `json:"runs"`
-}
-
-func (h *harness) sessions(conv string) []fakeSession {
-	h.t.Helper()
-	files, _ := filepath.Glob(filepath.Join(h.convDir(conv), "claude", "fakeclaude-sessions", "*.json"))
-	var out []fakeSession
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			h.t.Fatal(err)
-		}
-		var s fakeSession
-		if err := json.Unmarshal(data, &s); err != nil {
-			h.t.Fatalf("%s: %v", f, err)
-		}
-		out = append(out, s)
-	}
-	sort.Slice(out, func(i, j int) bool { return len(out[i].Runs) > len(out[j].Runs) })
-	return out
+func (h *harness) sessions(conv string) []testkit.FakeSession {
+	return testkit.FakeSessions(h.t, h.convDir(conv))
 }
