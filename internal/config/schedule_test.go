@@ -121,6 +121,11 @@ repos:
         cron: "0 9 * * *"
         prompt: hi
         deliver: {to: C123, channel: slack}
+      address:
+        cron: "0 9 * * *"
+        prompt: hi
+        deliver:
+          to: [b@example.org, "not an address"]
 `
 	cfg, err := Parse("airut.yaml", []byte(yaml), MapEnv(nil), nil)
 	if err != nil {
@@ -137,6 +142,7 @@ repos:
 		`airut.yaml:27: repos.app.schedules.both: prompt and trigger_command are mutually exclusive`,
 		`airut.yaml:29: repos.app.schedules.neither: set one of prompt or trigger_command`,
 		`airut.yaml:35: repos.app.schedules.slack.deliver.channel: the repo has no slack channel to deliver on`,
+		`airut.yaml:40: repos.app.schedules.address.deliver.to[1]: must be an email address, not "not an address"`,
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("errors lack %q; got:\n%s", want, got)
