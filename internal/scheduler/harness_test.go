@@ -23,8 +23,9 @@ import (
 	"github.com/airut/airut/internal/testkit/slacktest"
 )
 
-// waitTimeout bounds every wait: a hang fails the test.
-const waitTimeout = 3 * time.Minute
+// waitTimeout bounds every wait: a hang fails the test. It is long
+// because a loaded CI host can take minutes to build the repo's image.
+const waitTimeout = 10 * time.Minute
 
 const testAllowlist = "domains:\n  - api.example.test\n"
 
