@@ -54,6 +54,7 @@ var allowed = map[string][]string{
 	// replies its channel keeps.
 	"internal/dashboard": {"internal/gateway", "internal/config", "internal/redact", "internal/markdown",
 		"internal/agent", "internal/channel", "internal/channel/web"},
+	"internal/scheduler":  {"internal/gateway", "internal/config"},
 	"internal/sandboxcli": {"internal/repoconfig", "internal/sandbox", "internal/secrets", "internal/allowlist", "internal/gitmirror"},
 	// The config editor: the config's store and edits, nothing of the
 	// gateway or the dashboard's own server.

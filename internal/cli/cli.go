@@ -42,6 +42,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		newRunCmd(&configPath, stderr),
 		newInstallServiceCmd(&configPath, stdout),
 		newUninstallServiceCmd(stdout),
+		newScheduleCmd(&configPath, stdout),
 		newVersionCmd(stdout),
 	)
 	err := root.ExecuteContext(ctx)

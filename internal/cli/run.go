@@ -63,8 +63,10 @@ func newRunCmd(configPath *string, stderr io.Writer) *cobra.Command {
 				fmt.Fprint(stderr, noReposMessage(path, len(cfg.RepoErrors), cfg.Dashboard))
 			}
 			watchConfig(cmd.Context(), rl, logger)
+			sch, stopScheduler := runScheduler(cmd.Context(), g, state, logger)
+			defer stopScheduler()
 			waitDashboard := startDashboard(cmd.Context(), dashboardDeps{gw: g, cfg: rl.Current, reload: rl, env: before,
-				state: state, configPath: path, reg: reg, log: logger})
+				state: state, configPath: path, reg: reg, log: logger, schedules: sch.Handler()})
 			defer waitDashboard()
 			return g.Run(cmd.Context())
 		},

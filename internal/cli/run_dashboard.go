@@ -41,6 +41,9 @@ type dashboardDeps struct {
 	// environment, and health shows its generation and last error.
 	reload *config.Reloader
 	env    config.Environ
+	// schedules is the scheduler's JSON API (/api/schedules…), served
+	// behind the dashboard's middleware as well as on its control socket.
+	schedules http.Handler
 }
 
 // startDashboard serves the dashboard in the background when
@@ -70,7 +73,12 @@ func startDashboard(ctx context.Context, d dashboardDeps) (wait func()) {
 			st := d.reload.Status()
 			return dashboard.ReloadState{Generation: st.Generation, LastError: st.LastError}
 		},
-		Extra: []func(*http.ServeMux){editor.Register},
+		Extra: []func(*http.ServeMux){editor.Register, func(mux *http.ServeMux) {
+			if d.schedules != nil {
+				mux.Handle("/api/schedules", d.schedules)
+				mux.Handle("/api/schedules/", d.schedules)
+			}
+		}},
 		Nav:   []dashboard.NavLink{{Title: "Config", Path: "/config"}},
 	})
 	if err != nil {

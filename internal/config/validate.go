@@ -22,7 +22,7 @@ var (
 	repoIDRE        = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 	memoryRE        = regexp.MustCompile(`^[0-9]+[bkmgBKMG]$`)
 	claudeVersionRE = regexp.MustCompile(`^(latest|stable|[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.-]+)?)$`)
-	cronFieldRE     = regexp.MustCompile(`^[0-9A-Za-z*/,?-]+$`)
+	slackDestRE     = regexp.MustCompile(`^[CGDUW][A-Z0-9]{2,}$`)
 	ulimitRE        = regexp.MustCompile(`^[a-z]+=-?[0-9]+(:-?[0-9]+)?$`)
 )
 
@@ -304,19 +304,34 @@ func (d *validator) nonEmptyList(p yamlwalk.Path, list []string) {
 	}
 }
 
+// deliverTo is the path of deliver.to's i-th recipient: the key itself
+// when it was written as one string.
+func deliverTo(p yamlwalk.Path, s *Schedule, i int) yamlwalk.Path {
+	if len(s.Deliver.To) == 1 {
+		return p.Key("deliver", "to")
+	}
+	return p.Key("deliver", "to").Index(i)
+}
+
 func (d *validator) validateSchedule(p yamlwalk.Path, r *Repo, s *Schedule) {
 	d.required(p.Key("cron"), s.Cron == "")
-	if s.Cron != "" {
-		fields := strings.Fields(s.Cron)
-		bad := len(fields) != 5
-		for _, f := range fields {
-			bad = bad || !cronFieldRE.MatchString(f)
-		}
-		d.check(p.Key("cron"), bad, "must be a 5-field cron expression (minute hour day month weekday), not %q", s.Cron)
-	}
+	var loc *time.Location
 	if s.Timezone != "" {
-		_, err := time.LoadLocation(s.Timezone)
+		var err error
+		loc, err = time.LoadLocation(s.Timezone)
 		d.check(p.Key("timezone"), err != nil, "unknown time zone %q", s.Timezone)
+	}
+	if s.Cron != "" {
+		if _, err := ParseCron(s.Cron, loc); errors.Is(err, errCronFields) {
+			d.errorf(p.Key("cron"), "%v, not %q", err, s.Cron)
+		} else if err != nil {
+			d.errorf(p.Key("cron"), "%q: %v", s.Cron, err)
+		}
+	}
+	if s.TriggerCommand != "" {
+		if _, err := SplitCommand(s.TriggerCommand); err != nil {
+			d.errorf(p.Key("trigger_command"), "cannot be split like a shell line: %v", err)
+		}
 	}
 	switch {
 	case s.Prompt == "" && s.TriggerCommand == "":
@@ -330,8 +345,16 @@ func (d *validator) validateSchedule(p yamlwalk.Path, r *Repo, s *Schedule) {
 	switch s.Deliver.Channel {
 	case "email":
 		d.check(p.Key("deliver", "channel"), r.Email == nil, "the repo has no email channel to deliver on")
+		for i, to := range s.Deliver.To {
+			_, err := mail.ParseAddress(to)
+			d.check(deliverTo(p, s, i), to != "" && err != nil, "must be an email address, not %q", to)
+		}
 	case "slack":
 		d.check(p.Key("deliver", "channel"), r.Slack == nil, "the repo has no slack channel to deliver on")
+		for i, to := range s.Deliver.To {
+			d.check(deliverTo(p, s, i), to != "" && !slackDestRE.MatchString(to),
+				"must be a Slack channel id (C…, G…) or user id (U…, W…) for a DM, not %q", to)
+		}
 	default:
 		d.errorf(p.Key("deliver", "channel"), "must be email or slack, not %q", s.Deliver.Channel)
 	}

@@ -58,6 +58,7 @@ type journalEntry struct {
 type submitted struct {
 	Message channel.Message `json:"message"`
 	Deliver *Delivery       `json:"deliver,omitempty"`
+	Effort  string          `json:"effort,omitempty"`
 }
 
 // pendingReply is a composed reply that the channel has not accepted yet.

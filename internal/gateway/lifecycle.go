@@ -484,6 +484,7 @@ func (g *Gateway) ApplyConfig(cfg *config.Config) error {
 	g.dispatchLocked()
 	g.mu.Unlock()
 	g.applyRepos(old, cfg)
+	g.bus.Publish(Event{Kind: EventConfig})
 	return nil
 }
 

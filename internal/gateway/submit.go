@@ -31,6 +31,9 @@ type Submission struct {
 	// email to an address for a scheduled run) instead of into the
 	// message's thread; no acknowledgement is sent.
 	Deliver *Delivery
+	// Effort overrides the repo's effort for this task (a schedule's
+	// effort); "" keeps the repo's.
+	Effort string
 }
 
 // Delivery is where a submitted task's reply starts a new thread.
@@ -96,7 +99,7 @@ func (g *Gateway) Submit(_ context.Context, s Submission) (Submitted, error) {
 		msg.Time = g.now().UTC()
 	}
 	msg.ConversationID = s.Conversation
-	it, err := h.accept(ch, &msg, &submitted{Deliver: s.Deliver}, "")
+	it, err := h.accept(ch, &msg, &submitted{Deliver: s.Deliver, Effort: s.Effort}, "")
 	if err != nil {
 		return Submitted{}, fmt.Errorf("%w: %w", ErrNotTaken, err)
 	}

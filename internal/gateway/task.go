@@ -20,7 +20,6 @@ import (
 	"github.com/airut/airut/internal/config"
 	"github.com/airut/airut/internal/conversation"
 	"github.com/airut/airut/internal/redact"
-	"github.com/airut/airut/internal/repoconfig"
 	"github.com/airut/airut/internal/sandbox"
 	"github.com/airut/airut/internal/secrets"
 )
@@ -103,7 +102,7 @@ func (j *job) execute(items []*item, log *slog.Logger) (tr taskResult) {
 }
 
 func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []*item, log *slog.Logger) taskResult {
-	h, g := j.h, j.h.g
+	g := j.h.g
 	rc := j.rc
 	prog := j.startProgress(items, log)
 	defer prog.stop()
@@ -112,29 +111,6 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 		return infra("conversation %s: %v", j.conv, err)
 	}
 
-	if err := h.mirror.Ensure(ctx); err != nil {
-		return infra("fetching the repository failed: %v", err)
-	}
-	if err := ensureWorkspace(ctx, h, dir); err != nil {
-		return infra("cloning the workspace failed: %v", err)
-	}
-	// .airut/ comes from the mirror's default branch, never the workspace:
-	// the agent changes it only by a merged PR. The branch is pinned to one
-	// commit, so another task's fetch cannot mix two commits' files.
-	src, err := h.mirror.Head(ctx)
-	if err != nil {
-		return infra("repository default branch: %v", err)
-	}
-	buildCtx, err := repoconfig.ContainerContext(ctx, src, rc.ContainerPath)
-	if err != nil {
-		return infra("repository container config: %v", err)
-	}
-	var allowData []byte
-	if rc.Network.SandboxEnabled {
-		if allowData, _, err = repoconfig.LoadAllowlist(ctx, src); err != nil {
-			return infra("network allowlist: %v", err)
-		}
-	}
 	// From here to the end of the run, the Claude version GC keeps off the
 	// binary this task resolves (gc.go).
 	g.resolveMu.RLock()
@@ -143,62 +119,14 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 	if err != nil {
 		return infra("%v", err)
 	}
-	// The image is leased until the task's last container has exited: a
-	// prune meanwhile keeps it.
-	image, releaseImage, err := j.backend.Images.Ensure(ctx, buildCtx)
+	sb, cleanup, err := j.prepareSandbox(ctx, dir, log)
 	if err != nil {
-		return infra("building the container image failed: %v", err)
+		return infra("%v", err)
 	}
-	defer releaseImage()
-
-	masked := map[string]secrets.Masked{}
-	for name, m := range rc.MaskedSecrets {
-		masked[name] = secrets.Masked{Value: m.Value.Reveal(), Scopes: m.Scopes, Headers: m.Headers,
-			AllowForeignCredentials: m.AllowForeignCredentials}
-	}
-	plain := map[string]string{}
-	for name, v := range rc.Secrets {
-		plain[name] = v.Reveal()
-	}
-	signing := map[string]secrets.AWS{}
-	for name, c := range rc.SigningCredentials {
-		a := secrets.AWS{AccessKeyID: c.AccessKeyID.Value.Reveal(), SecretAccessKey: c.SecretAccessKey.Value.Reveal(), Scopes: c.Scopes,
-			AccessKeyIDEnv: c.AccessKeyID.Name, SecretAccessKeyEnv: c.SecretAccessKey.Name}
-		if c.SessionToken != nil {
-			a.SessionToken, a.SessionTokenEnv = c.SessionToken.Value.Reveal(), c.SessionToken.Name
-		}
-		signing[name] = a
-	}
-	apps := map[string]secrets.GitHubApp{}
-	for name, a := range rc.GitHubAppCredentials {
-		apps[name] = secrets.GitHubApp{AppID: a.AppID, PrivateKey: a.PrivateKey.Reveal(), InstallationID: a.InstallationID,
-			Scopes: a.Scopes, BaseURL: a.BaseURL, Permissions: a.Permissions, Repositories: a.Repositories,
-			AllowForeignCredentials: a.AllowForeignCredentials}
-	}
-	if !rc.Network.SandboxEnabled && len(masked)+len(signing)+len(apps) > 0 {
-		return infra("masked_secrets, signing_credentials and github_app_credentials need the network sandbox, which is disabled for this repo")
-	}
-	smap, err := secrets.NewMapFrom(secrets.Pools{Plain: plain, Masked: masked, AWS: signing, GitHubApps: apps})
-	if err != nil {
-		return infra("secrets: %v", err)
-	}
-	env := agent.Env()
-	for k, v := range smap.Env() {
+	defer cleanup()
+	image, env, mode, provider := sb.image, agent.Env(), sb.mode, sb.provider
+	for k, v := range sb.env {
 		env[k] = v
-	}
-
-	var provider sandbox.NetworkProvider
-	mode := sandbox.NetworkSandboxed
-	if rc.Network.SandboxEnabled {
-		p, cleanup, err := j.proxyNetwork(dir, allowData, smap)
-		if err != nil {
-			return infra("network sandbox: %v", err)
-		}
-		defer cleanup()
-		provider = p
-	} else {
-		log.Warn("NETWORK SANDBOX DISABLED for this repo: the agent runs on an OPEN network, with no allowlist")
-		mode = sandbox.NetworkOpen
 	}
 
 	var names []string
@@ -223,9 +151,13 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 	if model == "" {
 		model = rc.Model
 	}
+	effort := rc.Effort
 	for _, it := range items {
 		if it.msg.Model != "" {
 			model = it.msg.Model
+		}
+		if it.sub != nil && it.sub.Effort != "" {
+			effort = it.sub.Effort
 		}
 	}
 	g.tracker.update(j.id, func(ti *TaskInfo) { ti.Model = model })
@@ -234,7 +166,7 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 	run := func(session, prompt string) taskResult {
 		return j.runAgent(ctx, agentRun{
 			dir: dir, image: image, claudeBin: claudeBin, env: env, mode: mode, provider: provider,
-			opts: agent.Options{Model: model, Effort: rc.Effort, SessionID: session}, prompt: prompt,
+			opts: agent.Options{Model: model, Effort: effort, SessionID: session}, prompt: prompt,
 		}, prog, log)
 	}
 	tr := run(rec.SessionID, agent.Prompt(in))

@@ -3,8 +3,6 @@ package slack
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -96,13 +94,7 @@ func (c *Channel) Reply(ctx context.Context, msg *channel.Message, r channel.Rep
 		}
 	}
 
-	sum := sha256.New()
-	sum.Write([]byte(r.Markdown))
-	for _, a := range r.Attachments {
-		sum.Write([]byte{0})
-		sum.Write([]byte(a.Name))
-	}
-	key := replyProgressKey{source: msg.SourceID, digest: hex.EncodeToString(sum.Sum(nil))}
+	key := replyProgressKey{source: msg.SourceID, digest: replyDigest(r)}
 	c.mu.Lock()
 	prog := c.replies[key.String()]
 	if prog == nil {

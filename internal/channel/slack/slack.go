@@ -218,6 +218,8 @@ type Channel struct {
 	lanes   lanes
 	plans   map[string]*plan
 	replies map[string]*replyProgress
+	// starts are the threads Send started, so a retry goes on in them.
+	starts map[startKey]*started
 	// handler is the gateway's, set by Run; held messages go to it.
 	handler channel.Handler
 	runCtx  context.Context

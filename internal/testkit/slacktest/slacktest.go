@@ -595,6 +595,7 @@ var apiMethods = map[string]func(*Server, url.Values) any{
 	"usergroups.users.list":                 (*Server).usergroupsUsers,
 	"conversations.info":                    (*Server).conversationsInfo,
 	"conversations.replies":                 (*Server).conversationsReplies,
+	"conversations.open":                    (*Server).conversationsOpen,
 	"chat.postMessage":                      (*Server).postMessage,
 	"chat.update":                           (*Server).update,
 	"reactions.add":                         (*Server).reactionsAdd,
@@ -670,6 +671,31 @@ func (s *Server) conversationsInfo(p url.Values) any {
 		return slackErr("channel_not_found")
 	}
 	return map[string]any{"ok": true, "channel": map[string]any{"id": p.Get("channel"), "name": name}}
+}
+
+// DMChannel is the id of the app's direct-message channel with user, as
+// conversations.open gives it.
+func DMChannel(user string) string { return "D" + user }
+
+// conversationsOpen opens the app's DM with one user (a group DM is not
+// modelled: more than one user is refused).
+func (s *Server) conversationsOpen(p url.Values) any {
+	users := strings.Split(p.Get("users"), ",")
+	if p.Get("users") == "" || len(users) != 1 {
+		return slackErr("invalid_arguments")
+	}
+	s.mu.Lock()
+	u, ok := s.users[users[0]]
+	s.mu.Unlock()
+	switch {
+	case !ok:
+		return slackErr("user_not_found")
+	case u.Deleted:
+		return slackErr("user_disabled")
+	case u.IsBot:
+		return slackErr("cannot_dm_bot")
+	}
+	return map[string]any{"ok": true, "channel": map[string]any{"id": DMChannel(u.ID), "is_im": true, "user": u.ID}}
 }
 
 func (s *Server) conversationsReplies(p url.Values) any {
