@@ -79,7 +79,7 @@ func startDashboard(ctx context.Context, d dashboardDeps) (wait func()) {
 				mux.Handle("/api/schedules/", d.schedules)
 			}
 		}},
-		Nav:   []dashboard.NavLink{{Title: "Config", Path: "/config"}},
+		Nav: []dashboard.NavLink{{Title: "Config", Path: "/config"}},
 	})
 	if err != nil {
 		d.log.Error("dashboard not started", "error", err)
