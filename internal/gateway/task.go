@@ -329,7 +329,7 @@ func (j *job) proxyNetwork(dir *conversation.Dir, allowData []byte, smap *secret
 		return nil, nil, err
 	}
 	var mu sync.Mutex
-	p := j.backend.ProxyNetwork(sandbox.ProxyNetwork{
+	p := g.networkProvider(j.backend, sandbox.ProxyNetwork{
 		ProxyImage: proxyImage, Allowlist: allowData, Secrets: smap,
 		Resolve: j.cfg.Network.Resolve, UpstreamCA: upstreamCA, UpstreamDNS: dns,
 		NetworkLog: func(line string) {

@@ -73,8 +73,9 @@ func NewPool(tmpl ProxyNetwork, size int) *Pool {
 
 // Provider is the NetworkProvider of one task: its Setup claims a ready
 // spare that matches task's proxy image and limits, or starts cold when
-// none is ready. task.Runner must be the pool's.
+// none is ready. task.Runner is the pool's.
 func (p *Pool) Provider(task ProxyNetwork) NetworkProvider {
+	task.Runner = p.tmpl.Runner
 	return &pooledNetwork{pool: p, task: task}
 }
 

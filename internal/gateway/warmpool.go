@@ -1,0 +1,103 @@
+package gateway
+
+import (
+	"context"
+	"time"
+
+	"github.com/airut/airut/internal/sandbox"
+)
+
+// warmState is the gateway's pool of warm network sandboxes: spares made
+// ahead of need (execution.warm_sandboxes, by default max_concurrent), so a
+// task's network sandbox costs a claim instead of a network and a proxy
+// start. The pool is bound to the backend it was made on: after a backend
+// change, tasks start cold.
+type warmState struct {
+	pool    WarmPool
+	backend *Backend
+	release func() // the proxy image's lease
+	ready   chan struct{}
+}
+
+// warmPoolCloseTimeout bounds the drain of the pool at shutdown.
+const warmPoolCloseTimeout = time.Minute
+
+// startWarmPool starts the pool in the background: the proxy image is
+// built first, and Run must not wait for it.
+func (g *Gateway) startWarmPool(ctx context.Context) {
+	g.mu.Lock()
+	size := g.cfg.Execution.WarmSandboxCount()
+	b := g.backend
+	g.warm.ready = make(chan struct{})
+	g.mu.Unlock()
+	if size == 0 || b.WarmPool == nil {
+		close(g.warm.ready)
+		return
+	}
+	go func() {
+		defer close(g.warm.ready)
+		bin, err := g.proxyBinary()
+		if err != nil {
+			g.log.Warn("no warm network sandboxes: tasks start cold", logError, err)
+			return
+		}
+		image, release, err := b.Images.EnsureProxy(ctx, bin)
+		if err != nil {
+			g.log.Warn("no warm network sandboxes: tasks start cold", logError, err)
+			return
+		}
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if g.closing {
+			release()
+			return
+		}
+		g.warm.pool, g.warm.backend, g.warm.release = b.WarmPool(image, size), b, release
+		g.log.Info("warm network sandboxes", "size", size)
+	}()
+}
+
+// stopWarmPool drains the pool: every spare torn down, and the claimed
+// ones' teardowns waited for. Run calls it once every task has ended.
+func (g *Gateway) stopWarmPool() {
+	if g.warm.ready == nil {
+		return
+	}
+	<-g.warm.ready
+	g.mu.Lock()
+	w := g.warm
+	g.warm.pool = nil
+	g.mu.Unlock()
+	if w.pool == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), warmPoolCloseTimeout)
+	defer cancel()
+	w.pool.Close(ctx)
+	w.release()
+}
+
+// networkProvider is a task's network sandbox: claimed from the pool when
+// the pool was made on the task's backend, else started cold.
+func (g *Gateway) networkProvider(b *Backend, p sandbox.ProxyNetwork) sandbox.NetworkProvider {
+	g.mu.Lock()
+	pool, poolBackend := g.warm.pool, g.warm.backend
+	g.mu.Unlock()
+	if pool != nil && poolBackend == b {
+		return pool.Provider(p)
+	}
+	return b.ProxyNetwork(p)
+}
+
+// WarmPool is the state of the warm network sandboxes, for the dashboard;
+// ok is false when there is no pool (disabled, not started yet, or
+// stopped).
+func (g *Gateway) WarmPool() (stats sandbox.PoolStats, ok bool) {
+	g.mu.Lock()
+	pool := g.warm.pool
+	g.mu.Unlock()
+	if pool == nil {
+		return sandbox.PoolStats{}, false
+	}
+	return pool.Stats(), true
+}

@@ -1,0 +1,142 @@
+package gateway_test
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// BenchmarkWarmAgentStartVsBare is the issue's measure, paired and
+// interleaved in one run: from the append of a message to the IMAP inbox
+// until Claude Code (fakeclaude) has written its first stream-json line in
+// a network-sandboxed task (with a warm spare ready, as for tasks that do
+// not arrive back to back), against a bare `podman run --rm --network none`
+// of the same image running the same command until its first line. It
+// reports p50 and p95 of both and their ratios; run it with -benchtime=20x
+// or more.
+func BenchmarkWarmAgentStartVsBare(b *testing.B) {
+	h := newHarness(b)
+	h.start(harnessOpts{maxConcurrent: 1})
+	mails := 0
+	gatewayOne := func(i int) time.Duration {
+		subject := fmt.Sprintf("warm bench %d", i)
+		start := time.Now()
+		h.send(outMail{Subject: subject, Body: "@@reply ok"})
+		var conv string
+		pollFast(b, "the task", func() bool {
+			for _, ti := range h.gw.Tasks() {
+				if ti.Subject == subject {
+					conv = ti.Conversation
+					return true
+				}
+			}
+			return false
+		})
+		events := filepath.Join(h.convDir(conv), "events.jsonl")
+		pollFast(b, "the first event", func() bool {
+			st, err := os.Stat(events)
+			return err == nil && st.Size() > 0
+		})
+		d := time.Since(start)
+		mails += 2
+		h.waitMail(mails)
+		return d
+	}
+	waitWarm := func() {
+		pollFast(b, "a warm spare", func() bool {
+			st, ok := h.gw.WarmPool()
+			return ok && st.Ready >= 1 && st.Claimed == 0
+		})
+	}
+	waitWarm()
+	gatewayOne(-1) // builds the task image
+	image := taskImage(b, h.engine, h.prefix)
+	bareOne := func() time.Duration {
+		cmd := exec.Command(h.engine, "run", "--rm", "-i", "--network", "none", "--pull=never", image,
+			"fakeclaude", "-p", "--output-format", "stream-json", "--verbose")
+		cmd.Stdin = strings.NewReader("@@reply ok")
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		sc := bufio.NewScanner(out)
+		if !sc.Scan() {
+			b.Fatalf("bare run printed nothing: %v", cmd.Wait())
+		}
+		d := time.Since(start)
+		for sc.Scan() {
+		}
+		if err := cmd.Wait(); err != nil {
+			b.Fatalf("bare run: %v", err)
+		}
+		return d
+	}
+	bareOne()
+	var gw, bare []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		// Alternate the order so neither side always runs right after
+		// the other's teardown.
+		if i%2 == 0 {
+			bare = append(bare, bareOne())
+		}
+		waitWarm()
+		gw = append(gw, gatewayOne(i))
+		if i%2 == 1 {
+			bare = append(bare, bareOne())
+		}
+	}
+	b.StopTimer()
+	reportPaired(b, "gateway", gw, bare)
+	if st, _ := h.gw.WarmPool(); st.Cold > 0 {
+		b.Errorf("pool stats %+v: some tasks started cold", st)
+	}
+}
+
+// taskImage is the overlay image the gateway built for the harness repo.
+func taskImage(b *testing.B, engine, prefix string) string {
+	b.Helper()
+	out, err := exec.Command(engine, "images", "--filter", "label=io.airut.image="+prefix,
+		"--format", "{{.Repository}}:{{.Tag}}").Output()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, ref := range strings.Fields(string(out)) {
+		repo, _, _ := strings.Cut(ref, ":")
+		if !strings.HasSuffix(repo, "-repo") && !strings.HasSuffix(repo, "-proxy") {
+			return ref
+		}
+	}
+	b.Fatalf("the task image was not found among %q", out)
+	return ""
+}
+
+// reportPaired reports p50 and p95 of two paired series and the ratios.
+func reportPaired(b *testing.B, name string, got, bare []time.Duration) {
+	b.Helper()
+	q := func(ds []time.Duration, p float64) float64 {
+		s := slices.Clone(ds)
+		slices.Sort(s)
+		i := int(p*float64(len(s)) + 0.5)
+		return float64(s[min(max(i-1, 0), len(s)-1)]) / float64(time.Millisecond)
+	}
+	g50, g95, b50, b95 := q(got, 0.50), q(got, 0.95), q(bare, 0.50), q(bare, 0.95)
+	b.ReportMetric(g50, name+"-p50-ms")
+	b.ReportMetric(g95, name+"-p95-ms")
+	b.ReportMetric(b50, "bare-p50-ms")
+	b.ReportMetric(b95, "bare-p95-ms")
+	b.ReportMetric(g50/b50, "ratio-p50")
+	b.ReportMetric(g95/b95, "ratio-p95")
+	b.Logf("%d runs: %s p50 %.0f ms p95 %.0f ms; bare p50 %.0f ms p95 %.0f ms; ratio p50 %.2f p95 %.2f",
+		len(got), name, g50, g95, b50, b95, g50/b50, g95/b95)
+}
