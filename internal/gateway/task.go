@@ -95,6 +95,7 @@ func (j *job) execute(items []*item, log *slog.Logger) (tr taskResult) {
 func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []*item, log *slog.Logger) taskResult {
 	h, g := j.h, j.h.g
 	rc := j.rc
+	path := newStartPath(log)
 	prog := j.startProgress(items, log)
 	defer prog.stop()
 	rec, err := dir.Load()
@@ -105,9 +106,11 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 	if err := h.mirror.Ensure(ctx); err != nil {
 		return infra("fetching the repository failed: %v", err)
 	}
+	path.mark("mirror")
 	if err := ensureWorkspace(ctx, h, dir); err != nil {
 		return infra("cloning the workspace failed: %v", err)
 	}
+	path.mark("workspace")
 	// .airut/ comes from the mirror's default branch, never the workspace:
 	// the agent changes it only by a merged PR. The branch is pinned to one
 	// commit, so another task's fetch cannot mix two commits' files.
@@ -127,6 +130,7 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 	}
 	// From here to the end of the run, the Claude version GC keeps off the
 	// binary this task resolves (gc.go).
+	path.mark("repo_config")
 	g.resolveMu.RLock()
 	defer g.resolveMu.RUnlock()
 	claudeBin, err := g.claudeBinary(ctx, rc)
@@ -135,11 +139,13 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 	}
 	// The image is leased until the task's last container has exited: a
 	// prune meanwhile keeps it.
+	path.mark("claude_binary")
 	image, releaseImage, err := j.backend.Images.Ensure(ctx, buildCtx)
 	if err != nil {
 		return infra("building the container image failed: %v", err)
 	}
 	defer releaseImage()
+	path.mark("image")
 
 	masked := map[string]secrets.Masked{}
 	for name, m := range rc.MaskedSecrets {
@@ -179,7 +185,7 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 			return infra("network sandbox: %v", err)
 		}
 		defer cleanup()
-		provider = p
+		provider = timedProvider{p, path}
 	} else {
 		log.Warn("NETWORK SANDBOX DISABLED for this repo: the agent runs on an OPEN network, with no allowlist")
 		mode = sandbox.NetworkOpen

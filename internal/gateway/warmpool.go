@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"context"
+	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/airut/airut/internal/sandbox"
@@ -100,4 +102,43 @@ func (g *Gateway) WarmPool() (stats sandbox.PoolStats, ok bool) {
 		return sandbox.PoolStats{}, false
 	}
 	return pool.Stats(), true
+}
+
+// startPath records where a task's time goes from execute to the start of
+// its container (the critical path the warm pool shortens): one log line
+// per task with each phase's milliseconds.
+type startPath struct {
+	log         *slog.Logger
+	start, last time.Time
+	attrs       []any
+	once        sync.Once
+}
+
+func newStartPath(log *slog.Logger) *startPath {
+	now := time.Now()
+	return &startPath{log: log, start: now, last: now}
+}
+
+// mark ends the phase called name.
+func (s *startPath) mark(name string) {
+	now := time.Now()
+	s.attrs = append(s.attrs, name+"_ms", now.Sub(s.last).Milliseconds())
+	s.last = now
+}
+
+// timedProvider records the network sandbox's Setup as the last phase
+// and logs the path.
+type timedProvider struct {
+	sandbox.NetworkProvider
+	path *startPath
+}
+
+func (t timedProvider) Setup(ctx context.Context, name string) (*sandbox.TaskNetwork, error) {
+	t.path.mark("before_network")
+	tn, err := t.NetworkProvider.Setup(ctx, name)
+	t.path.once.Do(func() {
+		t.path.mark("network")
+		t.path.log.Info("task start path", append(t.path.attrs, "total_ms", time.Since(t.path.start).Milliseconds())...)
+	})
+	return tn, err
 }
