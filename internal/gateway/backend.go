@@ -30,7 +30,7 @@ type Images interface {
 }
 
 var (
-	_ Runner = (*sandbox.Runner)(nil)
+	_ Runner   = (*sandbox.Runner)(nil)
 	_ Images   = (*sandbox.ImageCache)(nil)
 	_ WarmPool = (*sandbox.Pool)(nil)
 )
@@ -54,7 +54,7 @@ type Backend struct {
 // WarmPool is the pool of ready network sandboxes. *sandbox.Pool is the
 // real one.
 type WarmPool interface {
-	Provider(task sandbox.ProxyNetwork) sandbox.NetworkProvider
+	DetachedProvider(task sandbox.ProxyNetwork, after func()) sandbox.NetworkProvider
 	Stats() sandbox.PoolStats
 	Close(ctx context.Context)
 }

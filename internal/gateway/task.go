@@ -335,7 +335,13 @@ func (j *job) proxyNetwork(dir *conversation.Dir, allowData []byte, smap *secret
 		return nil, nil, err
 	}
 	var mu sync.Mutex
-	p := g.networkProvider(j.backend, sandbox.ProxyNetwork{
+	closeLog := func() {
+		mu.Lock()
+		f.Close()
+		mu.Unlock()
+		releaseImage()
+	}
+	p, cleanup := g.networkProvider(j.backend, closeLog, sandbox.ProxyNetwork{
 		ProxyImage: proxyImage, Allowlist: allowData, Secrets: smap,
 		Resolve: j.cfg.Network.Resolve, UpstreamCA: upstreamCA, UpstreamDNS: dns,
 		NetworkLog: func(line string) {
@@ -346,12 +352,7 @@ func (j *job) proxyNetwork(dir *conversation.Dir, allowData []byte, smap *secret
 			j.publish(EventNetwork, func(e *Event) { e.Line = line })
 		},
 	})
-	return p, func() {
-		mu.Lock()
-		f.Close()
-		mu.Unlock()
-		releaseImage()
-	}, nil
+	return p, cleanup, nil
 }
 
 type agentRun struct {

@@ -80,15 +80,60 @@ func (g *Gateway) stopWarmPool() {
 }
 
 // networkProvider is a task's network sandbox: claimed from the pool when
-// the pool was made on the task's backend, else started cold.
-func (g *Gateway) networkProvider(b *Backend, p sandbox.ProxyNetwork) sandbox.NetworkProvider {
+// the pool was made on the task's backend, else started cold. closeLog
+// closes the task's network log and releases the proxy image; it runs from
+// cleanup when the task is done with the provider, or, with the pool, once
+// the last background teardown has finished (the reply need not wait for
+// it).
+func (g *Gateway) networkProvider(b *Backend, closeLog func(), p sandbox.ProxyNetwork) (_ sandbox.NetworkProvider, cleanup func()) {
 	g.mu.Lock()
 	pool, poolBackend := g.warm.pool, g.warm.backend
 	g.mu.Unlock()
-	if pool != nil && poolBackend == b {
-		return pool.Provider(p)
+	if pool == nil || poolBackend != b {
+		return b.ProxyNetwork(p), closeLog
 	}
-	return b.ProxyNetwork(p)
+	r := &holders{n: 1, last: closeLog}
+	return heldProvider{pool.DetachedProvider(p, r.done), r}, r.done
+}
+
+// holders runs last when the task and every background teardown of its
+// network sandboxes have let go (a retried task sets up twice).
+type holders struct {
+	mu   sync.Mutex
+	n    int
+	last func()
+}
+
+func (h *holders) add() {
+	h.mu.Lock()
+	h.n++
+	h.mu.Unlock()
+}
+
+func (h *holders) done() {
+	h.mu.Lock()
+	h.n--
+	zero := h.n == 0
+	h.mu.Unlock()
+	if zero {
+		h.last()
+	}
+}
+
+// heldProvider holds the task's log for every Setup that succeeds, until
+// its teardown calls done.
+type heldProvider struct {
+	sandbox.NetworkProvider
+	h *holders
+}
+
+func (p heldProvider) Setup(ctx context.Context, name string) (*sandbox.TaskNetwork, error) {
+	p.h.add()
+	tn, err := p.NetworkProvider.Setup(ctx, name)
+	if err != nil {
+		p.h.done()
+	}
+	return tn, err
 }
 
 // WarmPool is the state of the warm network sandboxes, for the dashboard;

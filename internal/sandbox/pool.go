@@ -79,6 +79,16 @@ func (p *Pool) Provider(task ProxyNetwork) NetworkProvider {
 	return &pooledNetwork{pool: p, task: task}
 }
 
+// DetachedProvider is Provider with the teardown off the caller's path: a
+// TaskNetwork's Teardown returns at once (Run returns as soon as the
+// container is gone) and tears down in the background; after is called
+// once that teardown has finished, the last network log line delivered
+// (once per successful Setup). Close waits for these teardowns.
+func (p *Pool) DetachedProvider(task ProxyNetwork, after func()) NetworkProvider {
+	task.Runner = p.tmpl.Runner
+	return &pooledNetwork{pool: p, task: task, after: after}
+}
+
 // Stats is a snapshot of the pool.
 func (p *Pool) Stats() PoolStats {
 	p.mu.Lock()
@@ -248,8 +258,9 @@ func (p *Pool) take(key spareKey) *spare {
 
 // pooledNetwork is one task's provider on a pool.
 type pooledNetwork struct {
-	pool *Pool
-	task ProxyNetwork
+	pool  *Pool
+	task  ProxyNetwork
+	after func() // DetachedProvider's
 }
 
 func (n *pooledNetwork) Setup(ctx context.Context, name string) (*TaskNetwork, error) {
@@ -290,13 +301,25 @@ func (n *pooledNetwork) Setup(ctx context.Context, name string) (*TaskNetwork, e
 	}
 	p.mu.Unlock()
 	var once sync.Once
+	down := func(ctx context.Context) {
+		if tracked {
+			defer p.wg.Done()
+		}
+		defer p.release()
+		teardown(ctx)
+		if n.after != nil {
+			n.after()
+		}
+	}
 	tn.Teardown = func(ctx context.Context) {
 		once.Do(func() {
-			if tracked {
-				defer p.wg.Done()
+			if n.after == nil {
+				down(ctx)
+				return
 			}
-			defer p.release()
-			teardown(ctx)
+			// The caller's context ends when it returns; the undo
+			// stack bounds the teardown with its own timeout.
+			go down(context.WithoutCancel(ctx))
 		})
 	}
 	return tn, nil

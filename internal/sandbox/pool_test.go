@@ -285,3 +285,45 @@ func fsWalkFiles(root string, found func(string)) error {
 		return nil
 	})
 }
+
+// TestPoolDetachedTeardown: with DetachedProvider, Run returns once the
+// container is gone and the network sandbox is torn down afterwards; after
+// runs once that is done, with the last network log line delivered, and
+// Close waits for it.
+func TestPoolDetachedTeardown(t *testing.T) {
+	ne := newNetEnv(t)
+	pool := newReadyPool(t, *ne.provider, 1)
+	var mu sync.Mutex
+	var lines []string
+	afterCalled := make(chan []string, 1)
+	p := *ne.provider
+	p.NetworkLog = func(l string) { mu.Lock(); lines = append(lines, l); mu.Unlock() }
+	provider := pool.DetachedProvider(p, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		afterCalled <- append([]string(nil), lines...)
+	})
+	res, _, _ := ne.run(t, sandbox.Spec{Network: sandbox.NetworkSandboxed, Provider: provider, Context: "detached",
+		Command: []string{"tkhttp", "https://api.example.test/echo/detached-last"}, Limits: sandbox.Limits{Timeout: 3 * time.Minute}})
+	if res.Outcome != sandbox.OutcomeSuccess {
+		t.Fatalf("outcome %s (%s)", res.Outcome, res.Reason)
+	}
+	select {
+	case <-afterCalled:
+		t.Fatal("Run waited for the teardown")
+	default:
+	}
+	if st := pool.Stats(); st.Claimed != 1 {
+		t.Errorf("stats right after Run %+v; want the sandbox still claimed while it is torn down", st)
+	}
+	var got []string
+	select {
+	case got = <-afterCalled:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("after never called")
+	}
+	if !slices.ContainsFunc(got, func(l string) bool { return strings.Contains(l, "ALLOWED GET https://api.example.test/echo/detached-last") }) {
+		t.Errorf("the last network log line was not delivered before after: %q", got)
+	}
+	waitFor(t, "the claim released", func() bool { return pool.Stats().Claimed == 0 })
+}
