@@ -2,14 +2,17 @@ package gateway_test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"testing/fstest"
 	"time"
+
+	"github.com/airut/airut/internal/sandbox"
+	"github.com/airut/airut/internal/testkit"
 )
 
 // BenchmarkWarmAgentStartVsBare is the measure, paired and
@@ -25,28 +28,7 @@ func BenchmarkWarmAgentStartVsBare(b *testing.B) {
 	h.start(harnessOpts{maxConcurrent: 1})
 	mails := 0
 	gatewayOne := func(i int) time.Duration {
-		subject := fmt.Sprintf("warm bench %d", i)
-		start := time.Now()
-		h.send(outMail{Subject: subject, Body: "@@reply ok"})
-		var conv string
-		pollFast(b, "the task", func() bool {
-			for _, ti := range h.gw.Tasks() {
-				if ti.Subject == subject {
-					conv = ti.Conversation
-					return true
-				}
-			}
-			return false
-		})
-		events := filepath.Join(h.convDir(conv), "events.jsonl")
-		pollFast(b, "the first event", func() bool {
-			st, err := os.Stat(events)
-			return err == nil && st.Size() > 0
-		})
-		d := time.Since(start)
-		mails += 2
-		h.waitMail(mails)
-		return d
+		return messageToAgentStart(b, h, fmt.Sprintf("warm bench %d", i), &mails)
 	}
 	waitWarm := func() {
 		pollFast(b, "a warm spare", func() bool {
@@ -56,7 +38,7 @@ func BenchmarkWarmAgentStartVsBare(b *testing.B) {
 	}
 	waitWarm()
 	gatewayOne(-1) // builds the task image
-	image := taskImage(b, h.engine, h.prefix)
+	image := taskImage(b, h)
 	bareOne := func() time.Duration {
 		cmd := exec.Command(h.engine, "run", "--rm", "-i", "--network", "none", "--pull=never", image,
 			"fakeclaude", "-p", "--output-format", "stream-json", "--verbose")
@@ -103,22 +85,26 @@ func BenchmarkWarmAgentStartVsBare(b *testing.B) {
 	}
 }
 
-// taskImage is the overlay image the gateway built for the harness repo.
-func taskImage(b *testing.B, engine, prefix string) string {
+// taskImage is the overlay image the gateway built for the harness repo:
+// the same cache (prefix and instance) hands out the same tag.
+func taskImage(b *testing.B, h *harness) string {
 	b.Helper()
-	out, err := exec.Command(engine, "images", "--filter", "label=io.airut.image="+prefix,
-		"--format", "{{.Repository}}:{{.Tag}}").Output()
+	rt, err := sandbox.NewRuntime(h.engine, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, ref := range strings.Fields(string(out)) {
-		repo, _, _ := strings.Cut(ref, ":")
-		if !strings.HasSuffix(repo, "-repo") && !strings.HasSuffix(repo, "-proxy") {
-			return ref
-		}
+	cache := sandbox.NewImageCache(rt, h.prefix)
+	cache.Instance = sandbox.InstanceID(h.state)
+	builds := cache.Builds()
+	image, release, err := cache.Ensure(context.Background(), fstest.MapFS{"Dockerfile": {Data: []byte(testkit.DefaultDockerfile(h.base))}})
+	if err != nil {
+		b.Fatal(err)
 	}
-	b.Fatalf("the task image was not found among %q", out)
-	return ""
+	release()
+	if cache.Builds() != builds {
+		b.Logf("the task image was rebuilt for the bare side: %s", image)
+	}
+	return image
 }
 
 // reportPaired reports p50 and p95 of two paired series and the ratios.

@@ -322,7 +322,9 @@ func TestPoolDetachedTeardown(t *testing.T) {
 	case <-time.After(2 * time.Minute):
 		t.Fatal("after never called")
 	}
-	if !slices.ContainsFunc(got, func(l string) bool { return strings.Contains(l, "ALLOWED GET https://api.example.test/echo/detached-last") }) {
+	if !slices.ContainsFunc(got, func(l string) bool {
+		return strings.Contains(l, "ALLOWED GET https://api.example.test/echo/detached-last")
+	}) {
 		t.Errorf("the last network log line was not delivered before after: %q", got)
 	}
 	waitFor(t, "the claim released", func() bool { return pool.Stats().Claimed == 0 })
