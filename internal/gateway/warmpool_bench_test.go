@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -80,6 +81,7 @@ func BenchmarkWarmAgentStartVsBare(b *testing.B) {
 	}
 	b.StopTimer()
 	reportPaired(b, "gateway", gw, bare)
+	logStartPath(b, h.logs.String())
 	if st, _ := h.gw.WarmPool(); st.Cold > 0 {
 		b.Errorf("pool stats %+v: some tasks started cold", st)
 	}
@@ -125,4 +127,38 @@ func reportPaired(b *testing.B, name string, got, bare []time.Duration) {
 	b.ReportMetric(g95/b95, "ratio-p95")
 	b.Logf("%d runs: %s p50 %.0f ms p95 %.0f ms; bare p50 %.0f ms p95 %.0f ms; ratio p50 %.2f p95 %.2f",
 		len(got), name, g50, g95, b50, b95, g50/b50, g95/b95)
+}
+
+// logStartPath logs the median of every phase of the tasks' start paths
+// (the "task start path" lines, warmpool.go): where the milliseconds go.
+func logStartPath(b *testing.B, logs string) {
+	b.Helper()
+	phases := map[string][]time.Duration{}
+	var order []string
+	for _, line := range strings.Split(logs, "\n") {
+		if !strings.Contains(line, `msg="task start path"`) {
+			continue
+		}
+		for _, f := range strings.Fields(line) {
+			k, v, ok := strings.Cut(f, "=")
+			if !ok || !strings.HasSuffix(k, "_ms") {
+				continue
+			}
+			ms, err := strconv.Atoi(v)
+			if err != nil {
+				continue
+			}
+			if _, seen := phases[k]; !seen {
+				order = append(order, k)
+			}
+			phases[k] = append(phases[k], time.Duration(ms)*time.Millisecond)
+		}
+	}
+	var parts []string
+	for _, k := range order {
+		s := slices.Clone(phases[k])
+		slices.Sort(s)
+		parts = append(parts, fmt.Sprintf("%s=%d", k, s[len(s)/2].Milliseconds()))
+	}
+	b.Logf("task start path, median of %d tasks (ms): %s", len(phases["total_ms"]), strings.Join(parts, " "))
 }
