@@ -15,6 +15,9 @@ import (
 func TestWarmPoolServesTasks(t *testing.T) {
 	h := newHarness(t)
 	h.start(harnessOpts{maxConcurrent: 2})
+	// The pool starts once the proxy image is built, which on a loaded
+	// host can take most of waitTimeout by itself.
+	waitFor(t, "the warm pool", func() bool { _, ok := h.gw.WarmPool(); return ok })
 	waitFor(t, "two warm spares", func() bool { st, ok := h.gw.WarmPool(); return ok && st.Ready == 2 })
 
 	h.send(outMail{Subject: "warm task", Body: "@@run tkhttp https://blocked.example.test/warm || true\n@@reply done warm\n"})
