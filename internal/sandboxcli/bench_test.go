@@ -4,7 +4,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -109,17 +108,5 @@ func benchStart(b *testing.B, sandboxYAML string, bareArgs []string) {
 	b.ReportMetric(float64(sum(tBare).Milliseconds())/n, "bare-ms/op")
 	b.ReportMetric(float64(sum(tCLI).Milliseconds())/n, "airut-ms/op")
 	b.ReportMetric(float64(sum(tCLI))/float64(sum(tBare)), "ratio")
-	q := func(ds []time.Duration, p float64) float64 {
-		s := slices.Clone(ds)
-		slices.Sort(s)
-		i := int(p*float64(len(s)) + 0.5)
-		return float64(s[min(max(i-1, 0), len(s)-1)]) / float64(time.Millisecond)
-	}
-	a50, a95, b50, b95 := q(tCLI, 0.5), q(tCLI, 0.95), q(tBare, 0.5), q(tBare, 0.95)
-	b.ReportMetric(a50, "airut-p50-ms")
-	b.ReportMetric(a95, "airut-p95-ms")
-	b.ReportMetric(b50, "bare-p50-ms")
-	b.ReportMetric(b95, "bare-p95-ms")
-	b.ReportMetric(a50/b50, "ratio-p50")
-	b.ReportMetric(a95/b95, "ratio-p95")
+	testkit.ReportPaired(b, "airut", tCLI, tBare)
 }
