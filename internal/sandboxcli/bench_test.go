@@ -1,13 +1,16 @@
 package sandboxcli_test
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
+	"testing/fstest"
 	"time"
 
+	"github.com/airut/airut/internal/sandbox"
+	"github.com/airut/airut/internal/sandboxcli"
 	"github.com/airut/airut/internal/testkit"
 )
 
@@ -59,20 +62,18 @@ func benchStart(b *testing.B, sandboxYAML string, bareArgs []string) {
 		}
 	}
 	cli() // builds the image once
-	out, err := exec.Command(engine, "images", "--filter", "label=io.airut.image=airut-cli", "--format", "{{.Repository}}:{{.Tag}}").Output()
+	// The image the CLI built: the same cache hands out the same tag (a
+	// listing of every image costs more, and fails on a damaged store).
+	rt, err := sandbox.NewRuntime(engine, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
-	image := ""
-	for _, ref := range strings.Fields(string(out)) {
-		if strings.HasPrefix(ref, "localhost/airut-cli:") {
-			image = ref
-			break
-		}
+	image, release, err := sandbox.NewImageCache(rt, sandboxcli.Prefix).Ensure(context.Background(),
+		fstest.MapFS{"Dockerfile": {Data: []byte(files[".airut/container/Dockerfile"])}})
+	if err != nil {
+		b.Fatal(err)
 	}
-	if image == "" {
-		b.Fatal("overlay image not found")
-	}
+	release()
 	bare := func() {
 		args := append(append([]string{"run", "--rm"}, bareArgs...), image, "true")
 		if out, err := exec.Command(engine, args...).CombinedOutput(); err != nil {
