@@ -61,6 +61,9 @@ type Execution struct {
 	// MaxConcurrent is the number of tasks run at once across all repos.
 	// Default 3.
 	MaxConcurrent int `yaml:"max_concurrent"`
+	// WarmSandboxes is how many network sandboxes are kept ready ahead of
+	// need (warm.go). Default: max_concurrent; 0 disables.
+	WarmSandboxes *int `yaml:"warm_sandboxes"`
 	// ShutdownTimeout is how long, in seconds, a graceful shutdown waits for
 	// running tasks before cancelling them. Default 60.
 	ShutdownTimeout int `yaml:"shutdown_timeout"`

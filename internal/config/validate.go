@@ -71,6 +71,7 @@ func (d *validator) validate(c *Config) {
 	d.check(root.Key("config_version"), c.Version < 1, "must be a positive integer")
 	d.check(root.Key("config_version"), c.Version > CurrentVersion, "version %d is newer than this Airut supports (%d)", c.Version, CurrentVersion)
 	d.check(root.Key("execution", "max_concurrent"), c.Execution.MaxConcurrent < 1, "must be at least 1")
+	d.check(root.Key("execution", "warm_sandboxes"), c.Execution.WarmSandboxes != nil && *c.Execution.WarmSandboxes < 0, "must be 0 or more")
 	d.check(root.Key("execution", "shutdown_timeout"), c.Execution.ShutdownTimeout < 1, "must be at least 1 (seconds)")
 	d.check(root.Key("execution", "conversation_max_age_days"), c.Execution.ConversationMaxAgeDays < 1, "must be at least 1")
 	d.check(root.Key("dashboard", "port"), c.Dashboard.Port < 1 || c.Dashboard.Port > 65535, "must be a port number (1-65535)")

@@ -30,8 +30,9 @@ type Images interface {
 }
 
 var (
-	_ Runner = (*sandbox.Runner)(nil)
-	_ Images = (*sandbox.ImageCache)(nil)
+	_ Runner   = (*sandbox.Runner)(nil)
+	_ Images   = (*sandbox.ImageCache)(nil)
+	_ WarmPool = (*sandbox.Pool)(nil)
 )
 
 // Backend is the container runtime as the gateway drives it: the boundary
@@ -44,6 +45,18 @@ type Backend struct {
 	// provider its container is run with. The real one binds p to the
 	// backend's *sandbox.Runner.
 	ProxyNetwork func(p sandbox.ProxyNetwork) sandbox.NetworkProvider
+	// WarmPool, when set, starts a pool of size warm network sandboxes
+	// whose proxies run proxyImage (warmpool.go). nil: every task's network
+	// sandbox starts cold.
+	WarmPool func(proxyImage string, size int) WarmPool
+}
+
+// WarmPool is the pool of ready network sandboxes. *sandbox.Pool is the
+// real one.
+type WarmPool interface {
+	DetachedProvider(task sandbox.ProxyNetwork, after func()) sandbox.NetworkProvider
+	Stats() sandbox.PoolStats
+	Close(ctx context.Context)
 }
 
 // NewBackend is the real backend: cfg's container engine (podman unless
@@ -71,6 +84,9 @@ func NewBackend(cfg *config.Config, prefix, stateDir string, logger *slog.Logger
 		ProxyNetwork: func(p sandbox.ProxyNetwork) sandbox.NetworkProvider {
 			p.Runner = run
 			return &p
+		},
+		WarmPool: func(proxyImage string, size int) WarmPool {
+			return sandbox.NewPool(sandbox.ProxyNetwork{Runner: run, ProxyImage: proxyImage}, size)
 		},
 	}, nil
 }

@@ -37,30 +37,7 @@ func BenchmarkMessageToAgentStart(b *testing.B) {
 	h := newHarness(b)
 	h.start(harnessOpts{maxConcurrent: 1})
 	mails := 0
-	one := func(i int) time.Duration {
-		subject := fmt.Sprintf("bench %d", i)
-		start := time.Now()
-		h.send(outMail{Subject: subject, Body: "@@reply ok"})
-		var conv string
-		pollFast(b, "the task", func() bool {
-			for _, ti := range h.gw.Tasks() {
-				if ti.Subject == subject {
-					conv = ti.Conversation
-					return true
-				}
-			}
-			return false
-		})
-		events := filepath.Join(h.convDir(conv), "events.jsonl")
-		pollFast(b, "the first event", func() bool {
-			st, err := os.Stat(events)
-			return err == nil && st.Size() > 0
-		})
-		d := time.Since(start)
-		mails += 2
-		h.waitMail(mails)
-		return d
-	}
+	one := func(i int) time.Duration { return messageToAgentStart(b, h, fmt.Sprintf("bench %d", i), &mails) }
 	one(-1) // builds the images
 	var total time.Duration
 	b.ResetTimer()
@@ -68,6 +45,34 @@ func BenchmarkMessageToAgentStart(b *testing.B) {
 		total += one(i)
 	}
 	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms/agent-start")
+}
+
+// messageToAgentStart appends one message to the inbox and returns the
+// time until its task's first event; it then waits for the task's
+// acknowledgement and reply (mails counts the mails sent so far).
+func messageToAgentStart(b *testing.B, h *harness, subject string, mails *int) time.Duration {
+	b.Helper()
+	start := time.Now()
+	h.send(outMail{Subject: subject, Body: "@@reply ok"})
+	var conv string
+	pollFast(b, "the task", func() bool {
+		for _, ti := range h.gw.Tasks() {
+			if ti.Subject == subject {
+				conv = ti.Conversation
+				return true
+			}
+		}
+		return false
+	})
+	events := filepath.Join(h.convDir(conv), "events.jsonl")
+	pollFast(b, "the first event", func() bool {
+		st, err := os.Stat(events)
+		return err == nil && st.Size() > 0
+	})
+	d := time.Since(start)
+	*mails += 2
+	h.waitMail(*mails)
+	return d
 }
 
 // BenchmarkBareSandboxStart is the floor for the benchmark above: the same

@@ -30,7 +30,13 @@ type preparedSandbox struct {
 // mirror fetched, the conversation's workspace, .airut/ from the
 // default branch, the image (leased until cleanup), the secrets and the
 // network sandbox. The error is a reply's sentence. cleanup is never nil.
-func (j *job) prepareSandbox(ctx context.Context, dir *conversation.Dir, log *slog.Logger) (preparedSandbox, func(), error) {
+//
+// mark, when not nil, is told as each phase ends (the task's start-path
+// timings).
+func (j *job) prepareSandbox(ctx context.Context, dir *conversation.Dir, log *slog.Logger, mark func(phase string)) (preparedSandbox, func(), error) {
+	if mark == nil {
+		mark = func(string) {}
+	}
 	h, rc := j.h, j.rc
 	var undo []func()
 	cleanup := func() {
@@ -45,9 +51,11 @@ func (j *job) prepareSandbox(ctx context.Context, dir *conversation.Dir, log *sl
 	if err := h.mirror.Ensure(ctx); err != nil {
 		return fail("fetching the repository failed: %v", err)
 	}
+	mark("mirror")
 	if err := ensureWorkspace(ctx, h, dir); err != nil {
 		return fail("cloning the workspace failed: %v", err)
 	}
+	mark("workspace")
 	// .airut/ comes from the mirror's default branch, never the workspace:
 	// the agent changes it only by a merged PR. The branch is pinned to one
 	// commit, so another task's fetch cannot mix two commits' files.
@@ -65,6 +73,7 @@ func (j *job) prepareSandbox(ctx context.Context, dir *conversation.Dir, log *sl
 			return fail("network allowlist: %v", err)
 		}
 	}
+	mark("repo_config")
 	// The image is leased until the task's last container has exited: a
 	// prune meanwhile keeps it.
 	image, releaseImage, err := j.backend.Images.Ensure(ctx, buildCtx)
@@ -72,6 +81,7 @@ func (j *job) prepareSandbox(ctx context.Context, dir *conversation.Dir, log *sl
 		return fail("building the container image failed: %v", err)
 	}
 	undo = append(undo, releaseImage)
+	mark("image")
 
 	masked := map[string]secrets.Masked{}
 	for name, m := range rc.MaskedSecrets {
@@ -211,7 +221,7 @@ func (j *job) runCommand(ctx context.Context, dir *conversation.Dir, c Command, 
 		return CommandResult{}, fmt.Errorf("conversation lock: %w", err)
 	}
 	defer lock.Unlock()
-	sb, cleanup, err := j.prepareSandbox(ctx, dir, log)
+	sb, cleanup, err := j.prepareSandbox(ctx, dir, log, nil)
 	if err != nil {
 		return CommandResult{}, err
 	}

@@ -219,6 +219,7 @@ type Gateway struct {
 	// then cancel the tasks they were waiting for.
 	drainCtx context.Context
 	slotsWG  sync.WaitGroup
+	warm     warmState // the warm network sandboxes (warmpool.go)
 }
 
 // New checks the options and prepares a gateway; nothing starts before Run.
@@ -325,6 +326,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	cfg := g.cfg
 	g.mu.Unlock()
 	g.applyRepos(nil, cfg)
+	g.startWarmPool(workCtx)
 
 	gcDone := make(chan struct{})
 	go func() {
@@ -357,6 +359,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	g.slotsWG.Wait()
+	g.stopWarmPool()
 	<-gcDone
 	g.log.Info("gateway stopped")
 	return nil

@@ -104,6 +104,7 @@ func (j *job) execute(items []*item, log *slog.Logger) (tr taskResult) {
 func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []*item, log *slog.Logger) taskResult {
 	g := j.h.g
 	rc := j.rc
+	path := newStartPath(log)
 	prog := j.startProgress(items, log)
 	defer prog.stop()
 	rec, err := dir.Load()
@@ -119,7 +120,8 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 	if err != nil {
 		return infra("%v", err)
 	}
-	sb, cleanup, err := j.prepareSandbox(ctx, dir, log)
+	path.mark("claude_binary")
+	sb, cleanup, err := j.prepareSandbox(ctx, dir, log, path.mark)
 	if err != nil {
 		return infra("%v", err)
 	}
@@ -127,6 +129,9 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 	image, env, mode, provider := sb.image, agent.Env(), sb.mode, sb.provider
 	for k, v := range sb.env {
 		env[k] = v
+	}
+	if provider != nil {
+		provider = timedProvider{provider, path}
 	}
 
 	var names []string
@@ -277,7 +282,13 @@ func (j *job) proxyNetwork(dir *conversation.Dir, allowData []byte, smap *secret
 		return nil, nil, err
 	}
 	var mu sync.Mutex
-	p := j.backend.ProxyNetwork(sandbox.ProxyNetwork{
+	closeLog := func() {
+		mu.Lock()
+		f.Close()
+		mu.Unlock()
+		releaseImage()
+	}
+	p, cleanup := g.networkProvider(j.backend, closeLog, sandbox.ProxyNetwork{
 		ProxyImage: proxyImage, Allowlist: allowData, Secrets: smap,
 		Resolve: j.cfg.Network.Resolve, UpstreamCA: upstreamCA, UpstreamDNS: dns,
 		NetworkLog: func(line string) {
@@ -288,12 +299,7 @@ func (j *job) proxyNetwork(dir *conversation.Dir, allowData []byte, smap *secret
 			j.publish(EventNetwork, func(e *Event) { e.Line = line })
 		},
 	})
-	return p, func() {
-		mu.Lock()
-		f.Close()
-		mu.Unlock()
-		releaseImage()
-	}, nil
+	return p, cleanup, nil
 }
 
 type agentRun struct {

@@ -47,6 +47,8 @@ type ServeConfig struct {
 	DNSPort          int               // UDP and TCP. Default 53.
 	HTTPPort         int               // Default 80.
 	HTTPSPort        int               // Default 443.
+	WaitConfig       string            // a spare: wait for this claim file, which supplies the other flags (claim.go). Default none.
+	WaitSignal       string            // written once a spare waits for its claim. Default none.
 	Stdout           io.Writer         // the network log. Default os.Stdout.
 	Stderr           io.Writer         // the operational log. Default os.Stderr.
 }
@@ -56,6 +58,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
+	}
+	if cfg.WaitConfig != "" {
+		if cfg, err = awaitClaim(ctx, args, cfg.WaitConfig, cfg.WaitSignal, stderr); err != nil {
+			return err
+		}
 	}
 	cfg.Stdout, cfg.Stderr = stdout, stderr
 	return Serve(ctx, cfg)
@@ -92,12 +99,14 @@ func parseFlags(args []string, stderr io.Writer) (ServeConfig, error) {
 	fs.IntVar(&c.DNSPort, "dns-port", 53, "DNS port (UDP and TCP)")
 	fs.IntVar(&c.HTTPPort, "http-port", 80, "HTTP port")
 	fs.IntVar(&c.HTTPSPort, "https-port", 443, "HTTPS port")
+	fs.StringVar(&c.WaitConfig, "wait-config", "", "start as a spare: bind nothing until this claim file appears, then take the other flags from it")
+	fs.StringVar(&c.WaitSignal, "wait-signal", "", "with --wait-config: write this file once waiting")
 	if err := fs.Parse(args); err != nil {
 		return c, fmt.Errorf("%w: %w", ErrUsage, err)
 	}
 	var missing []string
 	for name, v := range map[string]string{"--listen-ip": c.ListenIP, "--allowlist": c.AllowlistFile, "--ca-cert-out": c.CACertOut} {
-		if v == "" {
+		if v == "" && (c.WaitConfig == "" || name == "--listen-ip") {
 			missing = append(missing, name)
 		}
 	}

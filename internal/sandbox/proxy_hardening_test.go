@@ -120,7 +120,7 @@ func (he *hardeningEnv) run(t *testing.T, sections []section) (map[string]string
 	for _, s := range sections {
 		b.WriteString("echo '=== " + s.name + "'\n" + s.script + " 2>&1\n")
 	}
-	res, out, errOut := he.env.run(t, sandbox.Spec{Network: sandbox.NetworkSandboxed, Provider: he.provider,
+	res, out, errOut := he.env.run(t, sandbox.Spec{Network: sandbox.NetworkSandboxed, Provider: providerFor(t, he.provider),
 		Env: he.smap.Env(), Command: []string{"sh", "-c", b.String()}, Limits: sandbox.Limits{Timeout: 5 * time.Minute}})
 	if res.Outcome != sandbox.OutcomeSuccess && res.Outcome != sandbox.OutcomeError {
 		t.Fatalf("outcome %s (%s): %q %q", res.Outcome, res.Reason, out, errOut)

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -107,95 +108,170 @@ func (p *ProxyNetwork) Setup(ctx context.Context, name string) (*TaskNetwork, er
 }
 
 func (p *ProxyNetwork) setup(ctx context.Context, name string) (*TaskNetwork, error) {
+	// A cold start is a spare claimed before its proxy starts: the claim
+	// file is already there when the proxy looks for it.
+	sp, err := p.newSpare(ctx, name, p)
+	if err != nil {
+		return nil, err
+	}
+	return sp.finish(ctx, p)
+}
+
+// spare is one task's network sandbox before (or while) its task claims
+// it: the private directory, the task network, the proxy on it. A spare
+// is claimed by one task only, and torn down with it.
+type spare struct {
+	name      string
+	key       spareKey
+	confDir   string
+	outDir    string
+	netName   string
+	proxyIP   string
+	proxyName string
+	proc      *proxyProcess
+	undo      undoStack
+	// taken is closed when a task claims the spare (the pool's health
+	// watch stops).
+	taken chan struct{}
+}
+
+// spareKey is what a spare must share with the task that claims it: the
+// proxy container's image and limits.
+type spareKey struct {
+	image, memory, cpus string
+	pids                int
+}
+
+func (p *ProxyNetwork) spareKey() spareKey {
+	memory, cpus, pids := p.Memory, p.CPUs, p.Pids
+	if memory == "" {
+		memory = DefaultProxyMemory
+	}
+	if cpus == "" {
+		cpus = DefaultProxyCPUs
+	}
+	if pids <= 0 {
+		pids = DefaultProxyPids
+	}
+	return spareKey{image: p.ProxyImage, memory: memory, cpus: cpus, pids: pids}
+}
+
+// newSpare creates the private directory and the networks and starts the
+// proxy waiting for its claim. With task set, the claim is written before
+// the proxy starts (a cold start). On failure nothing is left.
+func (p *ProxyNetwork) newSpare(ctx context.Context, name string, task *ProxyNetwork) (_ *spare, err error) {
 	if p.ProxyImage == "" {
 		return nil, errors.New("no proxy image")
 	}
-	var undo undoStack
-	done := false
+	sp := &spare{name: name, key: p.spareKey(), proxyName: name + "-proxy", taken: make(chan struct{})}
 	defer func() {
-		if !done {
-			undo.unwind(ctx)
+		if err != nil {
+			sp.undo.unwind(ctx)
 		}
 	}()
-
 	dir, err := p.Runner.taskDir(name)
 	if err != nil {
 		return nil, err
 	}
-	undo.push(func(context.Context) { os.RemoveAll(dir) })
-	confDir, outDir, proxyArgs, err := p.writeConfig(dir)
-	if err != nil {
-		return nil, err
+	sp.undo.push(func(context.Context) { os.RemoveAll(dir) })
+	sp.confDir, sp.outDir = filepath.Join(dir, "config"), filepath.Join(dir, "out")
+	for _, d := range []string{sp.confDir, sp.outDir} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	if task != nil {
+		if err := task.writeClaim(sp); err != nil {
+			return nil, err
+		}
 	}
 
-	netName, proxyIP, err := p.createNetworks(ctx, name)
+	sp.netName, sp.proxyIP, err = p.createNetworks(ctx, name)
 	if err != nil {
 		return nil, err
 	}
 	netGone := false
-	undo.push(func(ctx context.Context) {
+	sp.undo.push(func(ctx context.Context) {
 		if !netGone {
-			p.Runner.removeNetwork(ctx, netName)
+			p.Runner.removeNetwork(ctx, sp.netName)
 		}
 	})
 
-	proxyName := name + "-proxy"
-	proc, err := p.startProxy(ctx, proxyName, netName, proxyIP, confDir, outDir, proxyArgs)
+	proc, err := p.startProxy(ctx, sp, task)
 	if err != nil {
 		return nil, err
 	}
-	undo.push(func(ctx context.Context) {
+	sp.proc = proc
+	sp.undo.push(func(ctx context.Context) {
 		proc.finishing.Store(true)
 		// Removing the task network stops the proxy on it too (SIGTERM,
 		// then SIGKILL after the grace): one engine call on every task's
 		// teardown, and the proxy flushes its last log lines.
-		netGone = p.Runner.removeNetworkOnce(ctx, netName, proxyStopGrace)
+		netGone = p.Runner.removeNetworkOnce(ctx, sp.netName, proxyStopGrace)
 		if !netGone {
-			p.Runner.remove(ctx, proxyName)
+			p.Runner.remove(ctx, sp.proxyName)
 		}
 		proc.finish(ctx)
 	})
+	return sp, nil
+}
 
-	caPath := filepath.Join(outDir, "ca.pem")
-	if err := p.waitReady(ctx, proc, caPath); err != nil {
+// claim hands a waiting spare its task's configuration. The spare is the
+// task's from here on, whatever happens: on failure it is torn down.
+func (sp *spare) claim(ctx context.Context, task *ProxyNetwork) (*TaskNetwork, error) {
+	if err := task.writeClaim(sp); err != nil {
+		sp.undo.unwind(ctx)
+		return nil, err
+	}
+	if task.NetworkLog != nil {
+		sp.proc.logFn.Store(&task.NetworkLog)
+	}
+	return sp.finish(ctx, task)
+}
+
+// finish waits for the claimed proxy to be ready (it has generated the
+// task's CA and bound its listeners) and returns the task's network.
+func (sp *spare) finish(ctx context.Context, task *ProxyNetwork) (*TaskNetwork, error) {
+	caPath := filepath.Join(sp.outDir, "ca.pem")
+	if err := waitReady(ctx, sp.proc, caPath, 2*time.Millisecond); err != nil {
+		sp.undo.unwind(ctx)
 		return nil, err
 	}
 	// The proxy has read its configuration before it signals readiness:
 	// the real secret values need not stay on disk while the task runs.
-	if err := os.Remove(filepath.Join(confDir, replacementsFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := os.Remove(filepath.Join(sp.confDir, replacementsFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		sp.undo.unwind(ctx)
 		return nil, err
 	}
-	args := []string{"--network", netName, "--dns", proxyIP,
+	args := []string{"--network", sp.netName, "--dns", sp.proxyIP,
 		// No IPv6 at all: link-local addresses on the bridge would be a
 		// path to the host that the proxy never sees.
 		"--sysctl", "net.ipv6.conf.all.disable_ipv6=1",
 		"--mount", "type=bind,source=" + caPath + ",destination=" + CAPath + ",ro"}
-	done = true
-	return &TaskNetwork{Args: args, Lost: proc.lost, Teardown: undo.release()}, nil
+	return &TaskNetwork{Args: args, Lost: sp.proc.lost, Teardown: sp.undo.release()}, nil
 }
 
-// writeConfig writes the proxy's configuration into the task's private
-// directory and returns the proxy's arguments for it.
-func (p *ProxyNetwork) writeConfig(dir string) (confDir, outDir string, args []string, err error) {
-	confDir, outDir = filepath.Join(dir, "config"), filepath.Join(dir, "out")
-	for _, d := range []string{confDir, outDir} {
-		if err := os.Mkdir(d, 0o700); err != nil {
-			return "", "", nil, err
-		}
+// claimFile is the claim's name in the proxy's config directory.
+const claimFile = "claim.json"
+
+// writeClaim writes the task's configuration into the spare's config
+// directory: the files first, then the claim naming them, atomically (the
+// waiting proxy reads the claim as soon as it appears).
+func (p *ProxyNetwork) writeClaim(sp *spare) error {
+	dir := sp.confDir
+	if err := os.WriteFile(filepath.Join(dir, "allowlist.yaml"), p.Allowlist, 0o600); err != nil {
+		return err
 	}
-	if err := os.WriteFile(filepath.Join(confDir, "allowlist.yaml"), p.Allowlist, 0o600); err != nil {
-		return "", "", nil, err
-	}
-	args = []string{"--allowlist", proxyConfigDir + "/allowlist.yaml", "--ca-cert-out", proxyOutDir + "/ca.pem"}
+	args := []string{"--allowlist", proxyConfigDir + "/allowlist.yaml", "--ca-cert-out", proxyOutDir + "/ca.pem"}
 	if p.Secrets != nil {
-		if err := p.Secrets.WriteReplacementFile(filepath.Join(confDir, replacementsFile)); err != nil {
-			return "", "", nil, err
+		if err := p.Secrets.WriteReplacementFile(filepath.Join(dir, replacementsFile)); err != nil {
+			return err
 		}
 		args = append(args, "--replacements", proxyConfigDir+"/"+replacementsFile)
 	}
 	if len(p.UpstreamCA) > 0 {
-		if err := os.WriteFile(filepath.Join(confDir, "upstream-ca.pem"), p.UpstreamCA, 0o600); err != nil {
-			return "", "", nil, err
+		if err := os.WriteFile(filepath.Join(dir, "upstream-ca.pem"), p.UpstreamCA, 0o600); err != nil {
+			return err
 		}
 		args = append(args, "--upstream-ca", proxyConfigDir+"/upstream-ca.pem")
 	}
@@ -210,7 +286,17 @@ func (p *ProxyNetwork) writeConfig(dir string) (confDir, outDir string, args []s
 	for _, h := range hosts {
 		args = append(args, "--resolve", h+"="+p.Resolve[h])
 	}
-	return confDir, outDir, args, nil
+	data, err := json.Marshal(map[string][]string{"args": args})
+	if err != nil {
+		return err
+	}
+	// No fsync: a crash loses the task anyway, and the sweep removes the
+	// directory.
+	tmp := filepath.Join(dir, "."+claimFile+".tmp")
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, claimFile))
 }
 
 // createNetworks creates the task network and, when missing, the shared
@@ -286,22 +372,17 @@ type proxyProcess struct {
 	// the proxy can no longer be watched.
 	lost      chan struct{}
 	finishing atomic.Bool
+	// logFn is the network log's receiver: set when the task claims the
+	// proxy, before its claim is written (a spare logs nothing).
+	logFn atomic.Pointer[func(string)]
 }
 
 // startProxy runs the proxy container with its output attached, so every
 // network log line reaches NetworkLog without polling a file.
-func (p *ProxyNetwork) startProxy(ctx context.Context, proxyName, netName, proxyIP, confDir, outDir string, proxyArgs []string) (*proxyProcess, error) {
+func (p *ProxyNetwork) startProxy(ctx context.Context, sp *spare, task *ProxyNetwork) (*proxyProcess, error) {
 	rt := p.Runner.rt
-	memory, cpus, pids := p.Memory, p.CPUs, p.Pids
-	if memory == "" {
-		memory = DefaultProxyMemory
-	}
-	if cpus == "" {
-		cpus = DefaultProxyCPUs
-	}
-	if pids <= 0 {
-		pids = DefaultProxyPids
-	}
+	proxyName, netName, proxyIP, confDir, outDir := sp.proxyName, sp.netName, sp.proxyIP, sp.confDir, sp.outDir
+	memory, cpus, pids := sp.key.memory, sp.key.cpus, sp.key.pids
 	runArgs := []string{"run", "--rm", "--name", proxyName,
 		"--label", labelKind + "=" + p.Runner.Prefix, "--label", labelOwner + "=" + ownerToken(),
 		"--network", netName + ":ip=" + proxyIP, "--network", p.EgressNetwork(),
@@ -324,18 +405,21 @@ func (p *ProxyNetwork) startProxy(ctx context.Context, proxyName, netName, proxy
 	}
 	runArgs = append(runArgs, pullNever)
 	runArgs = append(runArgs, rt.runtimeArgs()...)
-	runArgs = append(runArgs, "--entrypoint", proxyBinary, p.ProxyImage, "--listen-ip", proxyIP)
-	runArgs = append(runArgs, proxyArgs...)
+	runArgs = append(runArgs, "--entrypoint", proxyBinary, p.ProxyImage, "--listen-ip", proxyIP,
+		"--wait-config", proxyConfigDir+"/"+claimFile, "--wait-signal", proxyOutDir+"/waiting")
 
 	// The client lives as long as the proxy: it is not tied to ctx, and
 	// teardown stops the proxy through the engine.
 	cmd := rt.command(context.WithoutCancel(ctx), runArgs...)
+	pp := &proxyProcess{stderr: newTail(8), lost: make(chan struct{})}
+	if task != nil && task.NetworkLog != nil {
+		pp.logFn.Store(&task.NetworkLog)
+	}
 	logFn := func(line []byte) {
-		if p.NetworkLog != nil {
-			p.NetworkLog(string(line))
+		if fn := pp.logFn.Load(); fn != nil {
+			(*fn)(string(line))
 		}
 	}
-	pp := &proxyProcess{stderr: newTail(8), lost: make(chan struct{})}
 	proc, err := startStreaming(cmd, logFn, nil, pp.stderr, DefaultMaxLine)
 	if err != nil {
 		return nil, fmt.Errorf("start proxy: %w", err)
@@ -377,12 +461,13 @@ func (pp *proxyProcess) finish(ctx context.Context) {
 	pp.drain(ctx, 10*time.Second)
 }
 
-// waitReady waits for the CA certificate, which the proxy writes only after
-// every listener is bound, and fails at once if the proxy exits.
-func (p *ProxyNetwork) waitReady(ctx context.Context, proc *proxyProcess, caPath string) error {
+// waitReady waits for a file the proxy writes (the CA certificate, which
+// it writes only after every listener is bound, or a spare's wait signal),
+// and fails at once if the proxy exits.
+func waitReady(ctx context.Context, proc *proxyProcess, caPath string, poll time.Duration) error {
 	deadline := time.NewTimer(ProxyReadyTimeout)
 	defer deadline.Stop()
-	tick := time.NewTicker(25 * time.Millisecond)
+	tick := time.NewTicker(poll)
 	defer tick.Stop()
 	for {
 		if info, err := os.Stat(caPath); err == nil && info.Size() > 0 {

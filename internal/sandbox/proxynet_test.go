@@ -108,7 +108,7 @@ func (ne *netEnv) script(t *testing.T, sections [][2]string) (map[string]string,
 	for _, s := range sections {
 		b.WriteString("echo '=== " + s[0] + "'\n" + s[1] + " 2>&1\n")
 	}
-	res, out, errOut := ne.run(t, sandbox.Spec{Network: sandbox.NetworkSandboxed, Provider: ne.provider,
+	res, out, errOut := ne.run(t, sandbox.Spec{Network: sandbox.NetworkSandboxed, Provider: providerFor(t, ne.provider),
 		Env: ne.smap.Env(), Command: []string{"sh", "-c", b.String()}, Limits: sandbox.Limits{Timeout: 5 * time.Minute}})
 	got := map[string]string{}
 	cur := ""

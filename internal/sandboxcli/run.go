@@ -217,21 +217,31 @@ func runCommand(ctx context.Context, o *runOpts, command []string, stdin io.Read
 	}
 	defer netCleanup()
 	cache.MaxAge = time.Duration(o.maxImageAge * float64(time.Hour))
-	// The proxy image is checked alongside the task image: each costs an
-	// engine call even when cached.
+	// The proxy image is checked alongside the task image (each costs an
+	// engine call even when cached), and the network sandbox starts as soon
+	// as the proxy image is known, while the task image is still checked or
+	// built (prestart.go).
 	var proxyErr error
 	var images sync.WaitGroup
+	var pre *sandbox.Prestarted
 	if proxy != nil {
 		images.Go(func() {
 			var release func()
 			proxy.ProxyImage, release, proxyErr = cache.EnsureProxy(ctx, proxy.ProxyBinary)
 			release() // airut-sandbox never prunes: the lease need not outlast the look-up
+			if proxyErr == nil {
+				pre = proxy.Prestart(ctx, spec.Context)
+			}
 		})
 	}
 	var release func()
 	spec.Image, release, err = cache.Ensure(ctx, bctx)
 	defer release()
 	images.Wait()
+	if pre != nil {
+		spec.Provider = pre
+		defer pre.Discard(context.WithoutCancel(ctx))
+	}
 	if err == nil {
 		err = proxyErr
 	}

@@ -1,0 +1,333 @@
+package sandbox
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// Pool keeps warm network sandboxes: spares whose task network is created
+// and whose proxy runs, waiting for a task's configuration (proxy.Claim).
+// A task claims one spare, which is its own from then on: the claim writes
+// the task's allowlist, replacement map and upstream settings, the proxy
+// generates the task's CA and binds its listeners, and the spare is torn
+// down with the task, never handed to another. What a task can observe is
+// what a cold start gives it: its own network, its own proxy, its own CA.
+//
+// A spare whose proxy dies is replaced; Close tears every spare down and
+// waits for the teardowns of claimed ones.
+type Pool struct {
+	tmpl   ProxyNetwork
+	size   int
+	logger *slog.Logger
+
+	mu       sync.Mutex
+	ready    []*spare
+	starting int
+	claimed  int
+	replaced int
+	warm     int
+	cold     int
+	closed   bool
+	kick     chan struct{}
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+// PoolStats is the pool's state for the dashboard.
+type PoolStats struct {
+	Size     int `json:"size"`     // spares the pool keeps
+	Ready    int `json:"ready"`    // spares waiting for a task
+	Starting int `json:"starting"` // spares being created
+	Claimed  int `json:"claimed"`  // network sandboxes of running tasks (claimed spares and cold starts), until torn down
+	Replaced int `json:"replaced"` // spares whose proxy died and that were replaced, since start
+	Warm     int `json:"warm"`     // tasks that claimed a spare, since start
+	Cold     int `json:"cold"`     // tasks that found no spare ready and started cold, since start
+}
+
+// spareRetry bounds the back-off after a spare fails to start.
+const (
+	spareRetryFirst = time.Second
+	spareRetryMax   = 30 * time.Second
+)
+
+// NewPool starts a pool of size spares made from tmpl (its Runner,
+// ProxyImage and limits; its task fields are ignored). size 0 keeps no
+// spares: every task starts cold, as without a pool. Spares are created in
+// the background, one at a time.
+func NewPool(tmpl ProxyNetwork, size int) *Pool {
+	tmpl.Allowlist, tmpl.Secrets, tmpl.Resolve, tmpl.UpstreamCA, tmpl.UpstreamDNS, tmpl.NetworkLog = nil, nil, nil, nil, "", nil
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &Pool{tmpl: tmpl, size: max(size, 0), logger: tmpl.Runner.rt.Logger, kick: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
+	p.wg.Add(1)
+	go p.fill()
+	p.refill()
+	return p
+}
+
+// Provider is the NetworkProvider of one task: its Setup claims a ready
+// spare that matches task's proxy image and limits, or starts cold when
+// none is ready. task.Runner is the pool's.
+func (p *Pool) Provider(task ProxyNetwork) NetworkProvider {
+	task.Runner = p.tmpl.Runner
+	return &pooledNetwork{pool: p, task: task}
+}
+
+// DetachedProvider is Provider with the teardown off the caller's path: a
+// TaskNetwork's Teardown returns at once (Run returns as soon as the
+// container is gone) and tears down in the background; after is called
+// once that teardown has finished, the last network log line delivered
+// (once per successful Setup). Close waits for these teardowns.
+func (p *Pool) DetachedProvider(task ProxyNetwork, after func()) NetworkProvider {
+	task.Runner = p.tmpl.Runner
+	return &pooledNetwork{pool: p, task: task, after: after}
+}
+
+// Stats is a snapshot of the pool.
+func (p *Pool) Stats() PoolStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return PoolStats{Size: p.size, Ready: len(p.ready), Starting: p.starting, Claimed: p.claimed, Replaced: p.replaced,
+		Warm: p.warm, Cold: p.cold}
+}
+
+// Close stops refilling, tears down every spare, and waits until the
+// teardowns of claimed sandboxes have finished too (or ctx ends).
+func (p *Pool) Close(ctx context.Context) {
+	p.mu.Lock()
+	p.closed = true
+	spares := p.ready
+	p.ready = nil
+	p.mu.Unlock()
+	p.cancel()
+	var wg sync.WaitGroup
+	for _, sp := range spares {
+		close(sp.taken)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sp.undo.unwind(ctx)
+		}()
+	}
+	wg.Wait()
+	done := make(chan struct{})
+	go func() { p.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+func (p *Pool) refill() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// fill creates spares while fewer than size are ready or starting.
+func (p *Pool) fill() {
+	defer p.wg.Done()
+	failures := 0
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-p.kick:
+		}
+		for {
+			p.mu.Lock()
+			if p.closed || len(p.ready)+p.starting >= p.size {
+				p.mu.Unlock()
+				break
+			}
+			p.starting++
+			p.mu.Unlock()
+			err := p.startSpare()
+			p.mu.Lock()
+			p.starting--
+			p.mu.Unlock()
+			if err == nil {
+				failures = 0
+				continue
+			}
+			if p.ctx.Err() != nil {
+				return
+			}
+			failures++
+			wait := min(spareRetryFirst<<min(failures-1, 5), spareRetryMax)
+			p.logger.Warn("warm network sandbox failed to start; retrying", "err", err, "in", wait)
+			select {
+			case <-p.ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+	}
+}
+
+// startSpare creates one spare and, once its proxy waits for a claim,
+// adds it to the ready list under a watch that replaces it if its proxy
+// dies.
+func (p *Pool) startSpare() error {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	name := p.tmpl.Runner.Prefix + "-spare-" + hex.EncodeToString(b[:])
+	sp, err := p.tmpl.newSpare(p.ctx, name, nil)
+	if err != nil {
+		return err
+	}
+	if err := waitReady(p.ctx, sp.proc, filepath.Join(sp.outDir, "waiting"), 10*time.Millisecond); err != nil {
+		sp.undo.unwind(p.ctx)
+		return fmt.Errorf("spare %s: %w", name, err)
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		sp.undo.unwind(p.ctx)
+		return nil
+	}
+	p.ready = append(p.ready, sp)
+	p.wg.Add(1)
+	p.mu.Unlock()
+	go p.watch(sp)
+	return nil
+}
+
+// watch replaces a ready spare whose proxy exits before it is claimed.
+func (p *Pool) watch(sp *spare) {
+	defer p.wg.Done()
+	select {
+	case <-sp.taken:
+		return
+	case <-sp.proc.exited:
+	}
+	p.mu.Lock()
+	found := false
+	for i, r := range p.ready {
+		if r == sp {
+			p.ready = append(p.ready[:i], p.ready[i+1:]...)
+			found = true
+			break
+		}
+	}
+	if found {
+		p.replaced++
+		close(sp.taken)
+	}
+	p.mu.Unlock()
+	if !found {
+		return // claimed or closed meanwhile: theirs to tear down
+	}
+	p.logger.Warn("a warm network sandbox's proxy died; replacing it", "spare", sp.name,
+		"err", sp.proc.err, "stderr", engineMessage(sp.proc.stderr.lines()))
+	sp.undo.unwind(p.ctx)
+	p.refill()
+}
+
+// take removes a ready spare matching key from the pool; nil when none.
+func (p *Pool) take(key spareKey) *spare {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	for i, sp := range p.ready {
+		if sp.key != key {
+			continue
+		}
+		select {
+		case <-sp.proc.exited:
+			continue // the watch replaces it
+		default:
+		}
+		p.ready = append(p.ready[:i], p.ready[i+1:]...)
+		close(sp.taken)
+		p.claimed++
+		p.warm++
+		return sp
+	}
+	return nil
+}
+
+// pooledNetwork is one task's provider on a pool.
+type pooledNetwork struct {
+	pool  *Pool
+	task  ProxyNetwork
+	after func() // DetachedProvider's
+}
+
+func (n *pooledNetwork) Setup(ctx context.Context, name string) (*TaskNetwork, error) {
+	p, task := n.pool, &n.task
+	sp := p.take(task.spareKey())
+	p.refill()
+	var tn *TaskNetwork
+	var err error
+	if sp != nil {
+		tn, err = sp.claim(ctx, task)
+		if err != nil && ctx.Err() == nil {
+			// The spare is gone with its failure; a cold start gets the
+			// task its own sandbox all the same.
+			p.logger.Warn("claiming a warm network sandbox failed; starting cold", "spare", sp.name, "err", err)
+			p.mu.Lock()
+			p.cold++
+			p.mu.Unlock()
+			tn, err = task.setup(ctx, name)
+		}
+	} else {
+		p.mu.Lock()
+		p.claimed++
+		p.cold++
+		p.mu.Unlock()
+		tn, err = task.setup(ctx, name)
+	}
+	if err != nil {
+		p.release()
+		return nil, fmt.Errorf("network sandbox: %w: %w", err, ErrInfrastructure)
+	}
+	teardown := tn.Teardown
+	p.mu.Lock()
+	// Close waits for the teardowns it knows of; a task set up after it
+	// (none, in the gateway) is torn down by its Run all the same.
+	tracked := !p.closed
+	if tracked {
+		p.wg.Add(1)
+	}
+	p.mu.Unlock()
+	var once sync.Once
+	down := func(ctx context.Context) {
+		if tracked {
+			defer p.wg.Done()
+		}
+		defer p.release()
+		teardown(ctx)
+		if n.after != nil {
+			n.after()
+		}
+	}
+	tn.Teardown = func(ctx context.Context) {
+		once.Do(func() {
+			if n.after == nil {
+				down(ctx)
+				return
+			}
+			// The caller's context ends when it returns; the undo
+			// stack bounds the teardown with its own timeout.
+			go down(context.WithoutCancel(ctx))
+		})
+	}
+	return tn, nil
+}
+
+func (p *Pool) release() {
+	p.mu.Lock()
+	p.claimed--
+	p.mu.Unlock()
+	p.refill()
+}

@@ -1,0 +1,331 @@
+package sandbox_test
+
+import (
+	"context"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/airut/airut/internal/sandbox"
+	"github.com/airut/airut/internal/secrets"
+	"github.com/airut/airut/internal/testkit"
+)
+
+// pooledTests makes providerFor hand out pooled providers: the escape
+// tests run unchanged with a warm spare claimed for every task.
+var pooledTests struct {
+	sync.Mutex
+	on bool
+}
+
+// runPooled runs test with every network sandbox claimed from a pool.
+func runPooled(t *testing.T, test func(*testing.T)) {
+	pooledTests.Lock()
+	pooledTests.on = true
+	pooledTests.Unlock()
+	t.Cleanup(func() {
+		pooledTests.Lock()
+		pooledTests.on = false
+		pooledTests.Unlock()
+	})
+	test(t)
+}
+
+// providerFor is p itself, or under runPooled a provider claiming from a
+// pool of p's spares that has one ready; at the end of the test the pool
+// must have served the task warm, and it is closed.
+func providerFor(t *testing.T, p *sandbox.ProxyNetwork) sandbox.NetworkProvider {
+	t.Helper()
+	pooledTests.Lock()
+	on := pooledTests.on
+	pooledTests.Unlock()
+	if !on {
+		return p
+	}
+	pool := newReadyPool(t, *p, 1)
+	t.Cleanup(func() {
+		if st := pool.Stats(); st.Warm < 1 || st.Cold > 0 {
+			t.Errorf("pool stats %+v: the task did not claim a warm spare", st)
+		}
+	})
+	return pool.Provider(*p)
+}
+
+// newReadyPool starts a pool and waits until size spares are ready; it is
+// closed (drained) at the end of the test, before the leftover check.
+func newReadyPool(t *testing.T, tmpl sandbox.ProxyNetwork, size int) *sandbox.Pool {
+	t.Helper()
+	pool := sandbox.NewPool(tmpl, size)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		pool.Close(ctx)
+	})
+	waitFor(t, "spares ready", func() bool { return pool.Stats().Ready == size })
+	return pool
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestNetworkSandboxPooled(t *testing.T) { runPooled(t, TestNetworkSandbox) }
+
+func TestProxyHardeningPooled(t *testing.T) { runPooled(t, TestProxyHardening) }
+
+// TestPoolTasksIsolated: two tasks run at once on spares of one pool. Each
+// task's proxy enforces its own allowlist and only that, swaps only its own
+// credentials, and has its own CA and network; the other task's proxy is
+// unreachable.
+func TestPoolTasksIsolated(t *testing.T) {
+	ne := newNetEnv(t)
+	pool := newReadyPool(t, *ne.provider, 2)
+
+	type task struct {
+		name, allowed, denied, real string
+		smap                        *secrets.Map
+		out                         map[string]string
+		res                         sandbox.Result
+	}
+	tasks := []*task{
+		{name: "a", allowed: "api.example.test", denied: "other.example.test"},
+		{name: "b", allowed: "other.example.test", denied: "api.example.test"},
+	}
+	for _, tk := range tasks {
+		tk.real = "ghp_" + testkit.RandomHex(18)
+		var err error
+		tk.smap, err = secrets.NewMap(map[string]secrets.Masked{
+			"GH_TOKEN": {Value: tk.real, Scopes: []string{tk.allowed}, Headers: []string{"Authorization"}},
+		}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	ws := t.TempDir()
+	var wg sync.WaitGroup
+	for i, tk := range tasks {
+		other := tasks[1-i]
+		p := *ne.provider
+		p.Allowlist = []byte("domains:\n  - " + tk.allowed + "\n")
+		p.Secrets = tk.smap
+		p.NetworkLog = nil
+		// Both tasks wait for each other before they probe, so the two
+		// sandboxes certainly exist at once.
+		script := `touch /workspace/up-` + tk.name + `; while [ ! -f /workspace/up-` + other.name + ` ]; do sleep 0.05; done
+echo '=== allowed'; tkhttp -H "Authorization: Bearer $GH_TOKEN" https://` + tk.allowed + `/echo/` + tk.name + `
+echo '=== denied'; tkhttp https://` + tk.denied + `/echo/` + tk.name + `
+echo '=== foreign'; tkhttp -H "Authorization: Bearer $OTHER" https://` + tk.allowed + `/echo/foreign
+echo '=== ca'; cat /etc/airut/proxy-ca.pem
+echo '=== dns'; grep nameserver /etc/resolv.conf
+echo '=== done'; touch /workspace/done-` + tk.name + `; while [ ! -f /workspace/done-` + other.name + ` ]; do sleep 0.05; done
+echo '=== other-proxy'; tkhttp tcp "$(cat /workspace/dns-` + other.name + ` 2>/dev/null || echo 10.0.0.9)":443`
+		env := tk.smap.Env()
+		env["OTHER"] = other.smap.Env()["GH_TOKEN"]
+		provider := pool.Provider(p)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mu sync.Mutex
+			cur := ""
+			tk.out = map[string]string{}
+			spec := sandbox.Spec{Image: ne.base, Network: sandbox.NetworkSandboxed, Provider: provider, Context: "iso-" + tk.name,
+				Env: env, Mounts: []sandbox.Mount{{Source: ws, Target: "/workspace"}},
+				Command: []string{"sh", "-c", script}, Limits: sandbox.Limits{Timeout: 3 * time.Minute}}
+			spec.Stdout = func(l []byte) {
+				mu.Lock()
+				defer mu.Unlock()
+				if name, ok := strings.CutPrefix(string(l), "=== "); ok {
+					if cur == "dns" {
+						_ = os.WriteFile(ws+"/dns-"+tk.name, []byte(strings.TrimPrefix(strings.TrimSpace(tk.out["dns"]), "nameserver ")), 0o644)
+					}
+					cur = name
+					return
+				}
+				tk.out[cur] += string(l) + "\n"
+			}
+			tk.res = ne.runner.Run(context.Background(), spec)
+		}()
+	}
+	wg.Wait()
+	if st := pool.Stats(); st.Warm != 2 || st.Cold != 0 {
+		t.Errorf("pool stats %+v; want both tasks on warm spares", st)
+	}
+	a, b := tasks[0], tasks[1]
+	for _, tk := range tasks {
+		if tk.res.Outcome != sandbox.OutcomeSuccess && tk.res.Outcome != sandbox.OutcomeError {
+			t.Fatalf("task %s: %s (%s)", tk.name, tk.res.Outcome, tk.res.Reason)
+		}
+		e := echoOf(t, tk.out["allowed"])
+		if len(e.Authorization) != 1 || e.Authorization[0] != testkit.HashValue("Bearer "+tk.real) {
+			t.Errorf("task %s: upstream saw Authorization %v; want its own real token", tk.name, e.Authorization)
+		}
+		if !strings.HasPrefix(tk.out["denied"], "STATUS 403") {
+			t.Errorf("task %s reached %s, allowed only for the other task: %q", tk.name, tk.denied, tk.out["denied"])
+		}
+		other := b
+		if tk == b {
+			other = a
+		}
+		// The other task's surrogate is a foreign credential here: stripped,
+		// never swapped for the other task's real token.
+		if f := echoOf(t, tk.out["foreign"]); len(f.Authorization) != 0 {
+			swapped := slices.Contains(f.Authorization, testkit.HashValue("Bearer "+other.real))
+			t.Errorf("task %s: the other task's surrogate reached upstream (swapped for its real token: %v): %v", tk.name, swapped, f.Authorization)
+		}
+		if !strings.Contains(tk.out["other-proxy"], "CONNECT FAILED") {
+			t.Errorf("task %s reached the other task's proxy: %q", tk.name, tk.out["other-proxy"])
+		}
+		if !strings.Contains(tk.out["ca"], "BEGIN CERTIFICATE") {
+			t.Errorf("task %s: no CA: %q", tk.name, tk.out["ca"])
+		}
+	}
+	if a.out["ca"] == b.out["ca"] {
+		t.Error("two tasks share one proxy CA")
+	}
+	if a.out["dns"] == b.out["dns"] {
+		t.Errorf("two tasks share one proxy address: %q", a.out["dns"])
+	}
+}
+
+// TestPoolReplacesKilledSpare: a spare whose proxy is killed while it
+// waits is torn down and replaced, and the next task claims the new one.
+func TestPoolReplacesKilledSpare(t *testing.T) {
+	ne := newNetEnv(t)
+	pool := newReadyPool(t, *ne.provider, 1)
+	names := spareProxies(t, ne.env)
+	if len(names) != 1 {
+		t.Fatalf("spare proxies %q; want one", names)
+	}
+	if out, err := exec.Command(ne.engine, "kill", names[0]).CombinedOutput(); err != nil {
+		t.Fatalf("kill %s: %v %s", names[0], err, out)
+	}
+	waitFor(t, "the killed spare replaced", func() bool {
+		st := pool.Stats()
+		return st.Replaced == 1 && st.Ready == 1
+	})
+	if now := spareProxies(t, ne.env); len(now) != 1 || now[0] == names[0] {
+		t.Fatalf("spare proxies after the kill %q (killed %s)", now, names[0])
+	}
+	res, out, _ := ne.run(t, sandbox.Spec{Network: sandbox.NetworkSandboxed, Provider: pool.Provider(*ne.provider),
+		Command: []string{"tkhttp", "https://api.example.test/echo/after-kill"}, Limits: sandbox.Limits{Timeout: 3 * time.Minute}})
+	if res.Outcome != sandbox.OutcomeSuccess || len(out) == 0 || !strings.HasPrefix(out[0], "STATUS 200") {
+		t.Fatalf("task after the replacement: %s (%s) %q", res.Outcome, res.Reason, out)
+	}
+	if st := pool.Stats(); st.Warm != 1 {
+		t.Errorf("pool stats %+v; want the task on the replacement spare", st)
+	}
+}
+
+// TestPoolDrainsOnShutdown: Close tears down every spare and waits for a
+// claimed sandbox's teardown; nothing is left: no container, no network,
+// no private file.
+func TestPoolDrainsOnShutdown(t *testing.T) {
+	ne := newNetEnv(t)
+	pool := sandbox.NewPool(*ne.provider, 2)
+	waitFor(t, "spares ready", func() bool { return pool.Stats().Ready == 2 })
+	tn, err := pool.Provider(*ne.provider).Setup(context.Background(), ne.prefix+"-drain")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the pool refilled", func() bool { st := pool.Stats(); return st.Ready == 2 && st.Claimed == 1 })
+	done := make(chan struct{})
+	go func() {
+		pool.Close(context.Background())
+		close(done)
+	}()
+	select {
+	case <-done:
+		t.Fatal("Close returned before the claimed sandbox was torn down")
+	case <-time.After(200 * time.Millisecond):
+	}
+	tn.Teardown(context.Background())
+	<-done
+	if st := pool.Stats(); st.Ready != 0 || st.Starting != 0 || st.Claimed != 0 {
+		t.Errorf("stats after Close: %+v", st)
+	}
+	ne.assertNoLeftovers(t)
+	err = fsWalkFiles(ne.runner.StateDir, func(path string) { t.Errorf("private file left behind: %s", path) })
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// spareProxies lists the running spare proxies of the test's prefix.
+func spareProxies(t *testing.T, e *env) []string {
+	t.Helper()
+	out, err := exec.Command(e.engine, "ps", "--filter", "name=^"+e.prefix+"-spare-.*-proxy$", "--format", "{{.Names}}").Output()
+	if err != nil {
+		t.Fatalf("ps: %v", err)
+	}
+	return strings.Fields(string(out))
+}
+
+// fsWalkFiles calls found for every regular file under root.
+func fsWalkFiles(root string, found func(string)) error {
+	return filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			found(path)
+		}
+		return nil
+	})
+}
+
+// TestPoolDetachedTeardown: with DetachedProvider, Run returns once the
+// container is gone and the network sandbox is torn down afterwards; after
+// runs once that is done, with the last network log line delivered, and
+// Close waits for it.
+func TestPoolDetachedTeardown(t *testing.T) {
+	ne := newNetEnv(t)
+	pool := newReadyPool(t, *ne.provider, 1)
+	var mu sync.Mutex
+	var lines []string
+	afterCalled := make(chan []string, 1)
+	p := *ne.provider
+	p.NetworkLog = func(l string) { mu.Lock(); lines = append(lines, l); mu.Unlock() }
+	provider := pool.DetachedProvider(p, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		afterCalled <- append([]string(nil), lines...)
+	})
+	res, _, _ := ne.run(t, sandbox.Spec{Network: sandbox.NetworkSandboxed, Provider: provider, Context: "detached",
+		Command: []string{"tkhttp", "https://api.example.test/echo/detached-last"}, Limits: sandbox.Limits{Timeout: 3 * time.Minute}})
+	if res.Outcome != sandbox.OutcomeSuccess {
+		t.Fatalf("outcome %s (%s)", res.Outcome, res.Reason)
+	}
+	select {
+	case <-afterCalled:
+		t.Fatal("Run waited for the teardown")
+	default:
+	}
+	if st := pool.Stats(); st.Claimed != 1 {
+		t.Errorf("stats right after Run %+v; want the sandbox still claimed while it is torn down", st)
+	}
+	var got []string
+	select {
+	case got = <-afterCalled:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("after never called")
+	}
+	if !slices.ContainsFunc(got, func(l string) bool {
+		return strings.Contains(l, "ALLOWED GET https://api.example.test/echo/detached-last")
+	}) {
+		t.Errorf("the last network log line was not delivered before after: %q", got)
+	}
+	waitFor(t, "the claim released", func() bool { return pool.Stats().Claimed == 0 })
+}

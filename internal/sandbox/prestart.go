@@ -1,0 +1,82 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"sync"
+)
+
+// Prestarted is a network sandbox started ahead of its Run, for a caller
+// that knows the task's configuration before its image is ready (the
+// airut-sandbox CLI): the network is created and the proxy started with
+// its claim while the caller checks or builds images, and Run's Setup only
+// waits for what is left.
+type Prestarted struct {
+	p       *ProxyNetwork
+	done    chan struct{}
+	sp      *spare
+	err     error
+	setupMu sync.Mutex
+	used    bool
+}
+
+var _ NetworkProvider = (*Prestarted)(nil)
+
+// Prestart starts the task's network sandbox in the background. The
+// result's Setup (called by Run) finishes it; a caller that never runs it
+// must call Discard. p.ProxyImage must be set. contextID names the proxy
+// container like a Run's.
+func (p *ProxyNetwork) Prestart(ctx context.Context, contextID string) *Prestarted {
+	s := &Prestarted{p: p, done: make(chan struct{})}
+	name := p.Runner.ContainerName(contextID)
+	go func() {
+		defer close(s.done)
+		s.sp, s.err = p.newSpare(ctx, name, p)
+	}()
+	return s
+}
+
+// Setup waits for the background start and then for the proxy's
+// readiness. It can be called once; the name Run gives is not used (the
+// proxy was named at Prestart).
+func (s *Prestarted) Setup(ctx context.Context, _ string) (*TaskNetwork, error) {
+	s.setupMu.Lock()
+	defer s.setupMu.Unlock()
+	if s.used {
+		return nil, fmt.Errorf("network sandbox: prestarted sandbox set up twice: %w", ErrInfrastructure)
+	}
+	s.used = true
+	select {
+	case <-s.done:
+	case <-ctx.Done():
+		go s.discard(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("network sandbox: %w: %w", ctx.Err(), ErrInfrastructure)
+	}
+	if s.err != nil {
+		return nil, fmt.Errorf("network sandbox: %w: %w", s.err, ErrInfrastructure)
+	}
+	tn, err := s.sp.finish(ctx, s.p)
+	if err != nil {
+		return nil, fmt.Errorf("network sandbox: %w: %w", err, ErrInfrastructure)
+	}
+	return tn, nil
+}
+
+// Discard tears the sandbox down if Setup was never called; after Setup it
+// does nothing (the TaskNetwork's teardown is Run's).
+func (s *Prestarted) Discard(ctx context.Context) {
+	s.setupMu.Lock()
+	used := s.used
+	s.used = true
+	s.setupMu.Unlock()
+	if !used {
+		s.discard(ctx)
+	}
+}
+
+func (s *Prestarted) discard(ctx context.Context) {
+	<-s.done
+	if s.err == nil {
+		s.sp.undo.unwind(ctx)
+	}
+}
