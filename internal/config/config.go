@@ -62,7 +62,7 @@ type Execution struct {
 	// Default 3.
 	MaxConcurrent int `yaml:"max_concurrent"`
 	// WarmSandboxes is how many network sandboxes are kept ready ahead of
-	// need (warm.go). Default: max_concurrent; 0 disables.
+	// need, so a task starts without waiting for its proxy. Default: max_concurrent; 0 disables.
 	WarmSandboxes *int `yaml:"warm_sandboxes"`
 	// ShutdownTimeout is how long, in seconds, a graceful shutdown waits for
 	// running tasks before cancelling them. Default 60.
