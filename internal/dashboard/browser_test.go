@@ -210,7 +210,7 @@ func TestBrowser(t *testing.T) {
 		_, task := e.startTask("@@sleep 2\n@@todo [>] wait for the stop\n@@sleep 120\n@@reply never")
 		e.waitFor("its container", func() bool {
 			ti, _ := e.gw.Task(task)
-			return ti.State == gateway.StateRunning && len(testkit.Leftovers(e.engine, e.prefix)) > 0
+			return ti.State == gateway.StateRunning && len(e.taskLeftovers()) > 0
 		})
 		ctx := b.tab(t)
 		// Stop is clicked in the head as re-rendered live (the todo list
@@ -223,7 +223,7 @@ func TestBrowser(t *testing.T) {
 		if ti.Outcome != "cancelled" {
 			t.Errorf("outcome %s, want cancelled", ti.Outcome)
 		}
-		e.waitFor("the containers to go", func() bool { return len(testkit.Leftovers(e.engine, e.prefix)) == 0 })
+		e.waitFor("the containers to go", func() bool { return len(e.taskLeftovers()) == 0 })
 		run(t, ctx, "the page says cancelled", waitJS(`document.querySelector('#task-head').textContent.includes('cancelled')`))
 		if eval[int](t, ctx, `document.querySelectorAll('#stop').length`) != 0 {
 			t.Errorf("a stopped task still shows Stop")

@@ -289,4 +289,20 @@ func readSSE(r io.Reader, stop func(sseEvent) bool) []sseEvent {
 	return out
 }
 
+// taskLeftovers are the containers and networks of tasks. The warm pool's
+// ready spares are not a task's; a claimed spare keeps its spare name, so
+// it is counted by the pool's Claimed until it is torn down.
+func (e *env) taskLeftovers() []string {
+	var left []string
+	for _, l := range testkit.Leftovers(e.engine, e.prefix) {
+		if !strings.Contains(l, "-spare-") {
+			left = append(left, l)
+		}
+	}
+	if st, ok := e.gw.WarmPool(); ok && st.Claimed > 0 {
+		left = append(left, fmt.Sprintf("%d claimed network sandbox(es)", st.Claimed))
+	}
+	return left
+}
+
 func (e *env) dump() string { return fmt.Sprintf("log:\n%s", e.logs.String()) }

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/airut/airut/internal/gateway"
-	"github.com/airut/airut/internal/testkit"
 )
 
 // TestHTTP drives every API endpoint, page and stream of S9 against one
@@ -358,7 +357,7 @@ func TestHTTP(t *testing.T) {
 		_, task := e.startTask("@@run echo started\n@@sleep 120\n@@reply never")
 		e.waitFor("the task to run", func() bool {
 			ti, _ := e.gw.Task(task)
-			return ti.State == gateway.StateRunning && len(testkit.Leftovers(e.engine, e.prefix)) > 0
+			return ti.State == gateway.StateRunning && len(e.taskLeftovers()) > 0
 		})
 		resp := e.request("POST", "/api/tasks/"+task+"/stop", nil)
 		readAll(t, resp)
@@ -369,7 +368,7 @@ func TestHTTP(t *testing.T) {
 		if ti.Outcome != "cancelled" {
 			t.Errorf("outcome %s", ti.Outcome)
 		}
-		e.waitFor("the containers to go", func() bool { return len(testkit.Leftovers(e.engine, e.prefix)) == 0 })
+		e.waitFor("the containers to go", func() bool { return len(e.taskLeftovers()) == 0 })
 		if resp := e.request("POST", "/api/tasks/"+task+"/stop", nil); resp.StatusCode != 404 {
 			t.Errorf("stopping a finished task: %d, want 404", resp.StatusCode)
 		}

@@ -150,7 +150,12 @@ echo "=== chunked"; tkaws put-chunked ` + bucket + `.s3.us-east-1.amazonaws.com 
 
 	data, _ := os.ReadFile(logFile)
 	signed, notSigned := 0, 0
-	for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	// The run's header (which rules the proxy enforced), then the records.
+	if !strings.HasPrefix(lines[0], "# airut-sandbox run ") {
+		t.Errorf("network log starts %q; want the run's header", lines[0])
+	}
+	for _, l := range lines[1:] {
 		r, err := proxy.ParseRecord(l)
 		if err != nil {
 			t.Errorf("network log line %q: %v", l, err)
