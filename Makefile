@@ -8,7 +8,7 @@ export CGO_ENABLED ?= 0
 export CONTAINERS_CONF ?= $(CURDIR)/contrib/containers.conf
 BIN := bin
 TEST_USER ?= airut-test
-PKGS_RACE := ./internal/sandbox/... ./internal/secrets/... ./internal/claudecli/... ./internal/redact/... ./internal/conversation/... ./internal/channel/... ./internal/agent/... ./internal/proxy/... ./internal/gateway/...
+PKGS_RACE := ./internal/sandbox/... ./internal/secrets/... ./internal/claudecli/... ./internal/redact/... ./internal/conversation/... ./internal/channel/... ./internal/agent/... ./internal/proxy/... ./internal/gateway/... ./internal/scheduler/... ./internal/config/... ./internal/dashboard/...
 
 .PHONY: all build test test-deps test-claude test-mail-deps test-actionlint test-unit vendor-check test-rootless bench lint run clean
 AIRUT_CONFIG ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/airut/airut.yaml
