@@ -211,7 +211,12 @@ func (p *ProxyNetwork) newSpare(ctx context.Context, name string, task *ProxyNet
 		if !netGone {
 			p.Runner.remove(ctx, sp.proxyName)
 		}
-		proc.finish(ctx)
+		if proc.finish(ctx) {
+			// The client had to be killed: the engine may still hold a
+			// container it created late (a spare torn down while it was
+			// starting), which no network removal reached.
+			p.Runner.remove(ctx, sp.proxyName)
+		}
 	})
 	return sp, nil
 }
@@ -447,18 +452,21 @@ func clientFailed(err error) bool {
 
 // finish waits for the client to return once the proxy is stopped, and
 // for the last network log lines; a client that hangs is killed.
-func (pp *proxyProcess) finish(ctx context.Context) {
+func (pp *proxyProcess) finish(ctx context.Context) (killed bool) {
 	pp.finishing.Store(true)
 	select {
 	case <-pp.exited:
 	case <-time.After(proxyStopGrace*time.Second + 10*time.Second):
 		_ = pp.cmd.Process.Kill()
 		<-pp.exited
+		killed = true
 	case <-ctx.Done():
 		_ = pp.cmd.Process.Kill()
 		<-pp.exited
+		killed = true
 	}
 	pp.drain(ctx, 10*time.Second)
+	return killed
 }
 
 // waitReady waits for a file the proxy writes (the CA certificate, which

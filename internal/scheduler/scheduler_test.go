@@ -260,6 +260,8 @@ func TestOverlapSkipped(t *testing.T) {
 		return in.Last != nil && in.Last.Started.Equal(late)
 	})
 	h.waitNext("slow", late.Add(time.Minute))
+	// The run is recorded as started before its task is queued.
+	waitFor(t, "the late run's task", func() bool { return len(h.gw.Tasks()) >= 2 })
 	if n := len(h.gw.Tasks()); n != 2 {
 		t.Errorf("tasks after a 5-hour gap: %d; want 2 (no catch-up)", n)
 	}
