@@ -49,6 +49,9 @@ type env struct {
 var configTemplate = template.Must(template.New("airut.yaml").Parse(`config_version: 5
 execution:
   max_concurrent: 3
+  # The dashboard's tests count a task's containers; the warm pool has its
+  # own suites (sandbox, gateway).
+  warm_sandboxes: 0
   shutdown_timeout: 10
   claude_binary: {{.Claude}}
 repos:
@@ -130,11 +133,11 @@ func newEnv(t testing.TB, o envOpts) *env {
 		case <-time.After(waitTimeout):
 			t.Errorf("gateway did not stop")
 		}
-		if t.Failed() {
-			t.Logf("gateway log:\n%s", e.logs.String())
-		}
 		if left := testkit.Leftovers(engine, e.prefix); len(left) > 0 {
 			t.Errorf("left behind: %s", strings.Join(left, ", "))
+		}
+		if t.Failed() {
+			t.Logf("gateway log:\n%s", e.logs.String())
 		}
 		_ = exec.Command(engine, "network", "rm", "-f", e.prefix+"-egress").Run()
 	})
