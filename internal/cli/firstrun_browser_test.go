@@ -351,6 +351,11 @@ func TestFirstRunInBrowser(t *testing.T) {
 			t.Errorf("the review lacks %q:\n%s", want, diff)
 		}
 	}
+	// The file's first line is untouched: the review must not show it
+	// as removed (a browser posts form values with CRLF line breaks).
+	if strings.Contains(diff, "-1: dashboard") {
+		t.Errorf("the review shows the untouched first line as replaced:\n%s", diff)
+	}
 	if strings.Contains(diff, password) {
 		t.Fatalf("the review shows the password:\n%s", diff)
 	}
@@ -408,6 +413,9 @@ func TestFirstRunInBrowser(t *testing.T) {
 	yamlText, _ := os.ReadFile(path)
 	if strings.Contains(string(yamlText), password) {
 		t.Errorf("airut.yaml holds the password:\n%s", yamlText)
+	}
+	if strings.Contains(string(yamlText), "\r") {
+		t.Errorf("airut.yaml was saved with CR line breaks: %q", yamlText)
 	}
 	if !strings.Contains(string(yamlText), "!env AIRUT_APP_EMAIL_PASSWORD") {
 		t.Errorf("airut.yaml does not refer to the password:\n%s", yamlText)
