@@ -290,6 +290,11 @@ func TestFirstRunInBrowser(t *testing.T) {
 	}
 	deadline := time.Now().Add(firstRunWait)
 	for health().Status == "" {
+		// The port was free a moment ago; if another process took it
+		// since, say so at once.
+		if strings.Contains(stderr.String(), `msg="dashboard stopped"`) {
+			t.Fatalf("the dashboard could not start on %s:\n%s", dash, stderr.String())
+		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the dashboard never answered on %s\n%s", dash, stderr.String())
 		}
