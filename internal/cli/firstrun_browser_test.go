@@ -273,6 +273,14 @@ func TestFirstRunInBrowser(t *testing.T) {
 			t.Errorf("left behind: %s", strings.Join(left, ", "))
 		}
 		_ = exec.Command(engine, "network", "rm", "-f", prefix+"-egress").Run()
+		// The repo and proxy images of this gateway are its own (named
+		// after the prefix); the shared base image stays.
+		out, _ := exec.Command(engine, "images", "--format", "{{.Repository}}:{{.Tag}}").Output()
+		for _, img := range strings.Fields(string(out)) {
+			if strings.HasPrefix(img, "localhost/"+prefix+"-") {
+				_ = exec.Command(engine, "rmi", "-f", img).Run()
+			}
+		}
 	})
 
 	dash, _ := url.Parse("http://127.0.0.1:" + strconv.Itoa(port))
