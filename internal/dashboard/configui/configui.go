@@ -321,7 +321,10 @@ func (u *UI) form(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "forbidden: missing or wrong CSRF token", http.StatusForbidden)
 		return
 	}
-	st := pageState{YAML: r.PostFormValue("yaml"), Hash: r.PostFormValue("hash")}
+	// Browsers post form values with CRLF line breaks (the HTML form
+	// encoding rules): taken as is, a save would rewrite every line of
+	// airut.yaml, and Review would show the whole file replaced.
+	st := pageState{YAML: strings.ReplaceAll(r.PostFormValue("yaml"), "\r\n", "\n"), Hash: r.PostFormValue("hash")}
 	code := http.StatusOK
 	switch r.PostFormValue("action") {
 	case "review":
