@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -120,15 +121,51 @@ func cachedChecks(configPath string, cfg func() *config.Config) func(context.Con
 			}
 			at = time.Now()
 		}
-		out := append([]dashboard.Finding(nil), last...)
-		if len(cfg().Repos) == 0 {
-			out = append(out, dashboard.Finding{Title: "First repository", Detail: "no repository is configured yet",
-				Fix: "add one in the config editor (Config, above), or under repos: in airut.yaml"})
-		} else {
-			out = append(out, dashboard.Finding{Title: "First repository", OK: true, Detail: "configured"})
-		}
-		return out
+		return append(append([]dashboard.Finding(nil), last...), setupFindings(cfg(), exec.LookPath)...)
 	}
+}
+
+// claudeCredentials are the names Claude Code reads its credential from.
+var claudeCredentials = []string{"ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN"}
+
+// setupFindings are the first-run items that `airut check` has no repo to
+// report on yet: a Claude Code binary, a Claude credential, a repository.
+func setupFindings(cfg *config.Config, lookPath func(string) (string, error)) []dashboard.Finding {
+	var out []dashboard.Finding
+	if len(cfg.Repos) == 0 {
+		claude := dashboard.Finding{Title: "Claude Code", OK: true}
+		switch {
+		case cfg.Execution.ClaudeBinary != "":
+			claude.Detail = "execution.claude_binary: " + cfg.Execution.ClaudeBinary
+		default:
+			if p, err := lookPath("claude"); err == nil {
+				claude.Detail = "found on PATH: " + p
+			} else {
+				claude.OK, claude.Detail = false, "no claude executable on PATH"
+				claude.Fix = "set claude_version in the repository (installed from the npm registry and verified), or claude_binary to an executable"
+			}
+		}
+		out = append(out, claude)
+	}
+	cred := dashboard.Finding{Title: "Claude credential", Detail: "no repository has ANTHROPIC_API_KEY or CLAUDE_CODE_OAUTH_TOKEN",
+		Fix: "add ANTHROPIC_API_KEY as a masked secret scoped to api.anthropic.com (header x-api-key) in the repository's credentials"}
+	for _, r := range cfg.Repos {
+		for _, name := range claudeCredentials {
+			_, masked := r.MaskedSecrets[name]
+			_, plain := r.Secrets[name]
+			if masked || plain {
+				cred = dashboard.Finding{Title: "Claude credential", OK: true, Detail: name + " configured"}
+			}
+		}
+	}
+	out = append(out, cred)
+	if len(cfg.Repos) == 0 {
+		out = append(out, dashboard.Finding{Title: "First repository", Detail: "no repository is configured yet",
+			Fix: "add one in the config editor (Config, above), or under repos: in airut.yaml"})
+	} else {
+		out = append(out, dashboard.Finding{Title: "First repository", OK: true, Detail: "configured"})
+	}
+	return out
 }
 
 func firstLine(s string) string {
