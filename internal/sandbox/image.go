@@ -458,7 +458,19 @@ func (c *ImageCache) Prune(ctx context.Context, keep ...string) (removed []strin
 	if c.Instance != "" {
 		args = append(args, "--filter", "label="+labelInstance+"="+c.Instance)
 	}
-	out, err := c.rt.output(ctx, append(args, "--format", "{{.Repository}}:{{.Tag}}")...)
+	args = append(args, "--format", "{{.Repository}}:{{.Tag}}")
+	out, err := c.rt.output(ctx, args...)
+	// Podman fails the whole listing when another process (a second
+	// gateway, airut-sandbox) removes an image while it is being read: a
+	// moment later the listing is whole again.
+	for try := 0; err != nil && isNoSuchImage(err) && try < 3; try++ {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("list images: %w", ctx.Err())
+		case <-time.After(time.Duration(try+1) * 200 * time.Millisecond):
+		}
+		out, err = c.rt.output(ctx, args...)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("list images: %w", err)
 	}
