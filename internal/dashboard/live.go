@@ -221,6 +221,8 @@ func (s *Server) eventStream(w http.ResponseWriter, r *http.Request, v taskView,
 			return !final(e.Info.State)
 		})
 	}()
+	// The watch writes on w: it must be done before the handler returns.
+	defer func() { cancel(); <-finished }()
 	done := func() bool {
 		select {
 		case <-finished:
@@ -356,7 +358,14 @@ func (s *Server) networkStream(w http.ResponseWriter, r *http.Request, v gateway
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	wake := make(chan struct{}, 1)
-	go s.watch(ctx, cancel, sw, sub, wake, func(*gateway.Event) bool { return true })
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		s.watch(ctx, cancel, sw, sub, wake, func(*gateway.Event) bool { return true })
+	}()
+	// The watch writes heartbeats on w: it must be done before the handler
+	// returns and the server finishes the response.
+	defer func() { cancel(); <-watched }()
 	red := s.opts.Registry.Redact
 	_ = tail(ctx, v.NetworkLogPath(), from, -1, true, wake, func() bool { return false }, func(line []byte, end int64) error {
 		l := red(string(line))
