@@ -5,9 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
-	"mime"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,8 +14,6 @@ import (
 	"testing"
 	"text/template"
 	"time"
-
-	"github.com/emersion/go-message/mail"
 
 	"github.com/airut/airut/internal/cli"
 	"github.com/airut/airut/internal/config"
@@ -322,48 +318,12 @@ func (h *harness) send(m outMail) {
 }
 
 // sentMail is a message the gateway sent, parsed.
-type sentMail struct {
-	To, Subject, MessageID, InReplyTo, References string
-	Text, HTML                                    string
-	Attachments                                   map[string]string
-}
+// sentMail is a message the SMTP server received, parsed.
+type sentMail = mailtest.Sent
 
 func parseMail(t testing.TB, data []byte) sentMail {
 	t.Helper()
-	r, err := mail.CreateReader(bytes.NewReader(data))
-	if err != nil {
-		t.Fatalf("parse sent mail: %v\n%s", err, data)
-	}
-	var s sentMail
-	s.Subject, _ = r.Header.Subject()
-	s.To = r.Header.Get("To")
-	s.MessageID = r.Header.Get("Message-Id")
-	s.InReplyTo = r.Header.Get("In-Reply-To")
-	s.References = r.Header.Get("References")
-	s.Attachments = map[string]string{}
-	for {
-		p, err := r.NextPart()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatalf("parse sent mail part: %v", err)
-		}
-		body, _ := io.ReadAll(p.Body)
-		switch ph := p.Header.(type) {
-		case *mail.InlineHeader:
-			ct, _, _ := mime.ParseMediaType(ph.Get("Content-Type"))
-			if ct == "text/html" {
-				s.HTML += string(body)
-			} else {
-				s.Text += string(body)
-			}
-		case *mail.AttachmentHeader:
-			name, _ := ph.Filename()
-			s.Attachments[name] = string(body)
-		}
-	}
-	return s
+	return mailtest.ParseSent(t, data)
 }
 
 // fakeSession is fakeclaude's session file.
