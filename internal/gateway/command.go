@@ -31,11 +31,11 @@ type preparedSandbox struct {
 // default branch, the image (leased until cleanup), the secrets and the
 // network sandbox. The error is a reply's sentence. cleanup is never nil.
 //
-// mark, when not nil, is told as each phase ends (the task's start-path
+// path, when not nil, is told as each phase ends (the task's start-path
 // timings).
-func (j *job) prepareSandbox(ctx context.Context, dir *conversation.Dir, log *slog.Logger, mark func(phase string)) (preparedSandbox, func(), error) {
-	if mark == nil {
-		mark = func(string) {}
+func (j *job) prepareSandbox(ctx context.Context, dir *conversation.Dir, log *slog.Logger, path *startPath) (preparedSandbox, func(), error) {
+	if path == nil {
+		path = newStartPath(log)
 	}
 	h, rc := j.h, j.rc
 	var undo []func()
@@ -51,11 +51,28 @@ func (j *job) prepareSandbox(ctx context.Context, dir *conversation.Dir, log *sl
 	if err := h.mirror.Ensure(ctx); err != nil {
 		return fail("fetching the repository failed: %v", err)
 	}
-	mark("mirror")
-	if err := ensureWorkspace(ctx, h, dir); err != nil {
-		return fail("cloning the workspace failed: %v", err)
+	path.mark("mirror")
+	// The workspace is cloned from the mirror while .airut/ is read and
+	// the image checked: neither needs the other. Every return below
+	// waits for the clone (the conversation's lock covers it).
+	wsCtx, cancelWS := context.WithCancel(ctx)
+	wsDone := make(chan error, 1)
+	go func() {
+		start := time.Now()
+		err := ensureWorkspace(wsCtx, h, dir)
+		path.span("workspace", time.Since(start))
+		wsDone <- err
+	}()
+	wsWaited := false
+	waitWorkspace := func() error {
+		if wsWaited {
+			return nil
+		}
+		wsWaited = true
+		defer cancelWS()
+		return <-wsDone
 	}
-	mark("workspace")
+	undo = append(undo, func() { cancelWS(); _ = waitWorkspace() })
 	// .airut/ comes from the mirror's default branch, never the workspace:
 	// the agent changes it only by a merged PR. The branch is pinned to one
 	// commit, so another task's fetch cannot mix two commits' files.
@@ -73,7 +90,7 @@ func (j *job) prepareSandbox(ctx context.Context, dir *conversation.Dir, log *sl
 			return fail("network allowlist: %v", err)
 		}
 	}
-	mark("repo_config")
+	path.mark("repo_config")
 	// The image is leased until the task's last container has exited: a
 	// prune meanwhile keeps it.
 	image, releaseImage, err := j.backend.Images.Ensure(ctx, buildCtx)
@@ -81,7 +98,11 @@ func (j *job) prepareSandbox(ctx context.Context, dir *conversation.Dir, log *sl
 		return fail("building the container image failed: %v", err)
 	}
 	undo = append(undo, releaseImage)
-	mark("image")
+	path.mark("image")
+	if err := waitWorkspace(); err != nil {
+		return fail("cloning the workspace failed: %v", err)
+	}
+	path.mark("workspace_wait")
 
 	masked := map[string]secrets.Masked{}
 	for name, m := range rc.MaskedSecrets {

@@ -121,7 +121,7 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 		return infra("%v", err)
 	}
 	path.mark("claude_binary")
-	sb, cleanup, err := j.prepareSandbox(ctx, dir, log, path.mark)
+	sb, cleanup, err := j.prepareSandbox(ctx, dir, log, path)
 	if err != nil {
 		return infra("%v", err)
 	}

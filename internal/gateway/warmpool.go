@@ -155,8 +155,9 @@ func (g *Gateway) WarmPool() (stats sandbox.PoolStats, ok bool) {
 type startPath struct {
 	log         *slog.Logger
 	start, last time.Time
-	attrs       []any
 	once        sync.Once
+	mu          sync.Mutex
+	attrs       []any
 }
 
 func newStartPath(log *slog.Logger) *startPath {
@@ -167,8 +168,18 @@ func newStartPath(log *slog.Logger) *startPath {
 // mark ends the phase called name.
 func (s *startPath) mark(name string) {
 	now := time.Now()
+	s.mu.Lock()
 	s.attrs = append(s.attrs, name+"_ms", now.Sub(s.last).Milliseconds())
 	s.last = now
+	s.mu.Unlock()
+}
+
+// span records a phase that ran beside the others, off the sequence
+// mark measures.
+func (s *startPath) span(name string, d time.Duration) {
+	s.mu.Lock()
+	s.attrs = append(s.attrs, name+"_ms", d.Milliseconds())
+	s.mu.Unlock()
 }
 
 // timedProvider records the network sandbox's Setup as the last phase
@@ -183,7 +194,10 @@ func (t timedProvider) Setup(ctx context.Context, name string) (*sandbox.TaskNet
 	tn, err := t.NetworkProvider.Setup(ctx, name)
 	t.path.once.Do(func() {
 		t.path.mark("network")
-		t.path.log.Info("task start path", append(t.path.attrs, "total_ms", time.Since(t.path.start).Milliseconds())...)
+		t.path.mu.Lock()
+		attrs := append(t.path.attrs, "total_ms", time.Since(t.path.start).Milliseconds())
+		t.path.mu.Unlock()
+		t.path.log.Info("task start path", attrs...)
 	})
 	return tn, err
 }

@@ -31,10 +31,12 @@ func BenchmarkWarmAgentStartVsBare(b *testing.B) {
 	gatewayOne := func(i int) time.Duration {
 		return messageToAgentStart(b, h, fmt.Sprintf("warm bench %d", i), &mails)
 	}
+	// Both sides start on a quiet engine: the pool full, no spare being
+	// made, the previous task's sandbox torn down.
 	waitWarm := func() {
-		pollFast(b, "a warm spare", func() bool {
+		pollFast(b, "a full, quiet pool", func() bool {
 			st, ok := h.gw.WarmPool()
-			return ok && st.Ready >= 1 && st.Claimed == 0
+			return ok && st.Ready == st.Size && st.Starting == 0 && st.Claimed == 0
 		})
 	}
 	waitWarm()
@@ -71,11 +73,13 @@ func BenchmarkWarmAgentStartVsBare(b *testing.B) {
 		// Alternate the order so neither side always runs right after
 		// the other's teardown.
 		if i%2 == 0 {
+			waitWarm()
 			bare = append(bare, bareOne())
 		}
 		waitWarm()
 		gw = append(gw, gatewayOne(i))
 		if i%2 == 1 {
+			waitWarm()
 			bare = append(bare, bareOne())
 		}
 	}

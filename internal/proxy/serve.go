@@ -54,7 +54,17 @@ type ServeConfig struct {
 }
 
 // Main is airut-proxy's command line: flags into a ServeConfig, then Serve.
+//
+// "airut-proxy hold" is the other process of the network sandbox: run in
+// its own container on the task network, it does nothing until it is
+// stopped, so the task network's namespace (its address, resolver and
+// sysctls) exists before the agent's container joins it
+// (--network container:…) and the agent's start pays no network set-up.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 1 && args[0] == "hold" {
+		<-ctx.Done()
+		return nil
+	}
 	cfg, err := parseFlags(args, stderr)
 	if err != nil {
 		return err

@@ -64,7 +64,7 @@ func TestSetupFailuresLeaveNothing(t *testing.T) {
 		reason  string
 	}{
 		{name: "proxy exits at once", image: brokenProxy, want: sandbox.OutcomeInfrastructure, reason: "proxy refuses to start"},
-		{name: "proxy image missing", image: "localhost/airut-test-no-such-proxy:x", want: sandbox.OutcomeInfrastructure, reason: "proxy exited before it was ready"},
+		{name: "proxy image missing", image: "localhost/airut-test-no-such-proxy:x", want: sandbox.OutcomeInfrastructure, reason: "image not known"},
 		{name: "task network create fails", faults: []testkit.Fault{{Match: "network create --internal", Times: -1}},
 			want: sandbox.OutcomeInfrastructure, reason: "injected failure"},
 		{name: "egress network create fails", faults: []testkit.Fault{{Match: "network exists", Times: -1}, {Match: "network create --label io.airut.egress", Times: -1}},
@@ -102,6 +102,34 @@ func TestSetupFailuresLeaveNothing(t *testing.T) {
 				t.Errorf("private files left: %q", left)
 			}
 		})
+	}
+}
+
+// TestPoolSpareFailsHalfWay: a spare whose network holder fails to start
+// (the proxy already runs) is undone whole and retried; the pool then
+// serves from a spare that started, and nothing of the failed ones stays.
+func TestPoolSpareFailsHalfWay(t *testing.T) {
+	ne := newNetEnv(t)
+	runner := sandbox.NewRunner(shimRuntime(t, ne.env, testkit.Fault{Match: "run -d --rm --name", Times: 2}), ne.prefix)
+	runner.StateDir = t.TempDir()
+	p := *ne.provider
+	p.Runner = runner
+	pool := sandbox.NewPool(p, 1)
+	waitFor(t, "a spare ready after two failures", func() bool { return pool.Stats().Ready == 1 })
+	res := runner.Run(context.Background(), sandbox.Spec{Image: ne.base, Network: sandbox.NetworkSandboxed,
+		Provider: pool.Provider(p), Context: "halfway", Command: []string{"true"}})
+	if res.Outcome != sandbox.OutcomeSuccess {
+		t.Fatalf("task on the spare: %s (%s)", res.Outcome, res.Reason)
+	}
+	if st := pool.Stats(); st.Warm != 1 {
+		t.Errorf("pool stats %+v; want the task on the spare", st)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pool.Close(ctx)
+	ne.assertNoLeftovers(t)
+	if left := privateFiles(t, runner.StateDir); len(left) > 0 {
+		t.Errorf("private files left: %q", left)
 	}
 }
 

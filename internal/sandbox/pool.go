@@ -200,13 +200,15 @@ func (p *Pool) startSpare() error {
 	return nil
 }
 
-// watch replaces a ready spare whose proxy exits before it is claimed.
+// watch replaces a ready spare whose proxy or network holder exits before
+// it is claimed.
 func (p *Pool) watch(sp *spare) {
 	defer p.wg.Done()
 	select {
 	case <-sp.taken:
 		return
 	case <-sp.proc.exited:
+	case <-sp.holderGone:
 	}
 	p.mu.Lock()
 	found := false
@@ -225,7 +227,7 @@ func (p *Pool) watch(sp *spare) {
 	if !found {
 		return // claimed or closed meanwhile: theirs to tear down
 	}
-	p.logger.Warn("a warm network sandbox's proxy died; replacing it", "spare", sp.name,
+	p.logger.Warn("a warm network sandbox's proxy or network holder died; replacing it", "spare", sp.name,
 		"err", sp.proc.err, "stderr", engineMessage(sp.proc.stderr.lines()))
 	sp.undo.unwind(p.ctx)
 	p.refill()
@@ -247,6 +249,9 @@ func (p *Pool) take(key spareKey) *spare {
 			continue // the watch replaces it
 		default:
 		}
+		if sp.gone() {
+			continue
+		}
 		p.ready = append(p.ready[:i], p.ready[i+1:]...)
 		close(sp.taken)
 		p.claimed++
@@ -266,7 +271,6 @@ type pooledNetwork struct {
 func (n *pooledNetwork) Setup(ctx context.Context, name string) (*TaskNetwork, error) {
 	p, task := n.pool, &n.task
 	sp := p.take(task.spareKey())
-	p.refill()
 	var tn *TaskNetwork
 	var err error
 	if sp != nil {
@@ -291,6 +295,10 @@ func (n *pooledNetwork) Setup(ctx context.Context, name string) (*TaskNetwork, e
 		p.release()
 		return nil, fmt.Errorf("network sandbox: %w: %w", err, ErrInfrastructure)
 	}
+	// The spare that replaces this one is made once the task's container
+	// runs (or at teardown): made now, its three engine calls would slow
+	// the container's start, the path the pool is for.
+	tn.Started = p.refill
 	teardown := tn.Teardown
 	p.mu.Lock()
 	// Close waits for the teardowns it knows of; a task set up after it

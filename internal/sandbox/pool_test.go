@@ -203,29 +203,35 @@ echo '=== other-proxy'; tkhttp tcp "$(cat /workspace/dns-` + other.name + ` 2>/d
 // TestPoolReplacesKilledSpare: a spare whose proxy is killed while it
 // waits is torn down and replaced, and the next task claims the new one.
 func TestPoolReplacesKilledSpare(t *testing.T) {
-	ne := newNetEnv(t)
-	pool := newReadyPool(t, *ne.provider, 1)
-	names := spareProxies(t, ne.env)
-	if len(names) != 1 {
-		t.Fatalf("spare proxies %q; want one", names)
-	}
-	if out, err := exec.Command(ne.engine, "kill", names[0]).CombinedOutput(); err != nil {
-		t.Fatalf("kill %s: %v %s", names[0], err, out)
-	}
-	waitFor(t, "the killed spare replaced", func() bool {
-		st := pool.Stats()
-		return st.Replaced == 1 && st.Ready == 1
-	})
-	if now := spareProxies(t, ne.env); len(now) != 1 || now[0] == names[0] {
-		t.Fatalf("spare proxies after the kill %q (killed %s)", now, names[0])
-	}
-	res, out, _ := ne.run(t, sandbox.Spec{Network: sandbox.NetworkSandboxed, Provider: pool.Provider(*ne.provider),
-		Command: []string{"tkhttp", "https://api.example.test/echo/after-kill"}, Limits: sandbox.Limits{Timeout: 3 * time.Minute}})
-	if res.Outcome != sandbox.OutcomeSuccess || len(out) == 0 || !strings.HasPrefix(out[0], "STATUS 200") {
-		t.Fatalf("task after the replacement: %s (%s) %q", res.Outcome, res.Reason, out)
-	}
-	if st := pool.Stats(); st.Warm != 1 {
-		t.Errorf("pool stats %+v; want the task on the replacement spare", st)
+	// The proxy's death is seen through its attached engine client, the
+	// network holder's through a pidfd: either makes the spare useless.
+	for _, part := range []string{"proxy", "net"} {
+		t.Run(part, func(t *testing.T) {
+			ne := newNetEnv(t)
+			pool := newReadyPool(t, *ne.provider, 1)
+			names := spareContainers(t, ne.env, part)
+			if len(names) != 1 {
+				t.Fatalf("spare %s containers %q; want one", part, names)
+			}
+			if out, err := exec.Command(ne.engine, "kill", names[0]).CombinedOutput(); err != nil {
+				t.Fatalf("kill %s: %v %s", names[0], err, out)
+			}
+			waitFor(t, "the killed spare replaced", func() bool {
+				st := pool.Stats()
+				return st.Replaced == 1 && st.Ready == 1
+			})
+			if now := spareContainers(t, ne.env, part); len(now) != 1 || now[0] == names[0] {
+				t.Fatalf("spare %s containers after the kill %q (killed %s)", part, now, names[0])
+			}
+			res, out, _ := ne.run(t, sandbox.Spec{Network: sandbox.NetworkSandboxed, Provider: pool.Provider(*ne.provider),
+				Command: []string{"tkhttp", "https://api.example.test/echo/after-kill"}, Limits: sandbox.Limits{Timeout: 3 * time.Minute}})
+			if res.Outcome != sandbox.OutcomeSuccess || len(out) == 0 || !strings.HasPrefix(out[0], "STATUS 200") {
+				t.Fatalf("task after the replacement: %s (%s) %q", res.Outcome, res.Reason, out)
+			}
+			if st := pool.Stats(); st.Warm != 1 {
+				t.Errorf("pool stats %+v; want the task on the replacement spare", st)
+			}
+		})
 	}
 }
 
@@ -263,10 +269,11 @@ func TestPoolDrainsOnShutdown(t *testing.T) {
 	}
 }
 
-// spareProxies lists the running spare proxies of the test's prefix.
-func spareProxies(t *testing.T, e *env) []string {
+// spareContainers lists the running containers of spares whose name ends
+// in -part ("proxy", "net").
+func spareContainers(t *testing.T, e *env, part string) []string {
 	t.Helper()
-	out, err := exec.Command(e.engine, "ps", "--filter", "name=^"+e.prefix+"-spare-.*-proxy$", "--format", "{{.Names}}").Output()
+	out, err := exec.Command(e.engine, "ps", "--filter", "name=^"+e.prefix+"-spare-.*-"+part+"$", "--format", "{{.Names}}").Output()
 	if err != nil {
 		t.Fatalf("ps: %v", err)
 	}

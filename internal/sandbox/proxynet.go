@@ -129,7 +129,12 @@ type spare struct {
 	proxyIP   string
 	proxyName string
 	proc      *proxyProcess
-	undo      undoStack
+	// holderName is the container holding the task network's namespace,
+	// which the agent's container joins; holderGone is closed when it
+	// has exited (nil when that cannot be watched).
+	holderName string
+	holderGone <-chan struct{}
+	undo       undoStack
 	// taken is closed when a task claims the spare (the pool's health
 	// watch stops).
 	taken chan struct{}
@@ -164,6 +169,12 @@ func (p *ProxyNetwork) newSpare(ctx context.Context, name string, task *ProxyNet
 		return nil, errors.New("no proxy image")
 	}
 	sp := &spare{name: name, key: p.spareKey(), proxyName: name + "-proxy", taken: make(chan struct{})}
+	if task == nil {
+		// Made ahead of need, a spare also holds its network's namespace
+		// for the agent (startHolder); on a cold start the holder would
+		// cost more than it saves.
+		sp.holderName = name + "-net"
+	}
 	defer func() {
 		if err != nil {
 			sp.undo.unwind(ctx)
@@ -197,16 +208,33 @@ func (p *ProxyNetwork) newSpare(ctx context.Context, name string, task *ProxyNet
 		}
 	})
 
+	// The proxy and the network's holder are independent: they start at
+	// once.
+	holderErr := make(chan error, 1)
+	if sp.holderName != "" {
+		go func() { holderErr <- p.startHolder(ctx, sp) }()
+	} else {
+		holderErr <- nil
+	}
 	proc, err := p.startProxy(ctx, sp, task)
+	herr := <-holderErr
+	if sp.holderName != "" {
+		// A failed run may still have created the container.
+		sp.undo.push(func(ctx context.Context) {
+			if !netGone {
+				p.Runner.remove(ctx, sp.holderName)
+			}
+		})
+	}
 	if err != nil {
 		return nil, err
 	}
 	sp.proc = proc
 	sp.undo.push(func(ctx context.Context) {
 		proc.finishing.Store(true)
-		// Removing the task network stops the proxy on it too (SIGTERM,
-		// then SIGKILL after the grace): one engine call on every task's
-		// teardown, and the proxy flushes its last log lines.
+		// Removing the task network stops the proxy and the holder on it
+		// too (SIGTERM, then SIGKILL after the grace): one engine call on
+		// every task's teardown, and the proxy flushes its last log lines.
 		netGone = p.Runner.removeNetworkOnce(ctx, sp.netName, proxyStopGrace)
 		if !netGone {
 			p.Runner.remove(ctx, sp.proxyName)
@@ -218,7 +246,48 @@ func (p *ProxyNetwork) newSpare(ctx context.Context, name string, task *ProxyNet
 			p.Runner.remove(ctx, sp.proxyName)
 		}
 	})
+	if herr != nil {
+		return nil, herr
+	}
 	return sp, nil
+}
+
+// Limits of the holder container: it runs one idle process.
+const (
+	holderMemory = "32m"
+	holderPids   = 8
+)
+
+// startHolder starts the container that holds the task network's
+// namespace: attached to the task network, with the proxy as its
+// resolver and IPv6 off. The agent's container joins that namespace
+// instead of being attached itself, so the network's set-up (the
+// engine's veth, address and firewall work, a quarter of a bare start)
+// is off the agent's path. The holder runs airut-proxy's "hold" from the
+// proxy image: nothing listens in it and it has no capability.
+func (p *ProxyNetwork) startHolder(ctx context.Context, sp *spare) error {
+	rt := p.Runner.rt
+	args := []string{"run", "-d", "--rm", "--name", sp.holderName,
+		"--label", labelKind + "=" + p.Runner.Prefix, "--label", labelOwner + "=" + ownerToken(),
+		"--network", sp.netName, "--dns", sp.proxyIP,
+		// No IPv6 at all: link-local addresses on the bridge would be a
+		// path to the host that the proxy never sees.
+		"--sysctl", "net.ipv6.conf.all.disable_ipv6=1",
+		"--cap-drop=ALL", "--security-opt", "no-new-privileges", "--read-only",
+		"--memory", holderMemory, "--pids-limit", strconv.Itoa(holderPids),
+	}
+	if rt.IsPodman() {
+		args = append(args, "--log-driver", "none")
+	}
+	args = append(args, pullNever)
+	args = append(args, rt.runtimeArgs()...)
+	args = append(args, "--entrypoint", proxyBinary, p.ProxyImage, "hold")
+	out, err := rt.output(ctx, args...)
+	if err != nil {
+		return fmt.Errorf("start network holder: %w", err)
+	}
+	sp.holderGone = watchContainerExit(ctx, rt, strings.TrimSpace(string(out)))
+	return nil
 }
 
 // claim hands a waiting spare its task's configuration. The spare is the
@@ -248,11 +317,21 @@ func (sp *spare) finish(ctx context.Context, task *ProxyNetwork) (*TaskNetwork, 
 		sp.undo.unwind(ctx)
 		return nil, err
 	}
-	args := []string{"--network", sp.netName, "--dns", sp.proxyIP,
-		// No IPv6 at all: link-local addresses on the bridge would be a
-		// path to the host that the proxy never sees.
-		"--sysctl", "net.ipv6.conf.all.disable_ipv6=1",
-		"--mount", "type=bind,source=" + caPath + ",destination=" + CAPath + ",ro"}
+	if sp.gone() {
+		sp.undo.unwind(ctx)
+		return nil, errors.New("the task network's holder container exited")
+	}
+	// The agent joins the holder's namespace when there is one: the task
+	// network, the proxy as resolver, IPv6 off, all set when the holder
+	// started.
+	args := []string{"--network", "container:" + sp.holderName}
+	if sp.holderName == "" {
+		args = []string{"--network", sp.netName, "--dns", sp.proxyIP,
+			// No IPv6 at all: link-local addresses on the bridge would be
+			// a path to the host that the proxy never sees.
+			"--sysctl", "net.ipv6.conf.all.disable_ipv6=1"}
+	}
+	args = append(args, "--mount", "type=bind,source="+caPath+",destination="+CAPath+",ro")
 	return &TaskNetwork{Args: args, Lost: sp.proc.lost, Teardown: sp.undo.release()}, nil
 }
 

@@ -82,6 +82,10 @@ type TaskNetwork struct {
 	// Teardown removes everything Setup created. Run calls it once, on
 	// every path, after the container is gone.
 	Teardown func(context.Context)
+	// Started, when not nil, is called once the container runs (its first
+	// output line) or has ended: the warm pool makes the next spare then,
+	// not while the engine is busy starting this one.
+	Started func()
 }
 
 // Spec is one command to run in a fresh container.
@@ -311,6 +315,12 @@ func (r *Runner) run(ctx context.Context, spec *Spec) Result {
 			tn.Teardown(c)
 		}()
 		netArgs, lost = tn.Args, tn.Lost
+		if tn.Started != nil {
+			var once sync.Once
+			started := func() { once.Do(tn.Started) }
+			defer started()
+			spec.Stdout, spec.Stderr = firstLine(spec.Stdout, started), firstLine(spec.Stderr, started)
+		}
 	}
 
 	args, err := r.Args(spec, name, netArgs)
@@ -574,4 +584,14 @@ func ownerAlive(token string) bool {
 		return false
 	}
 	return processStart(pid) == start && start != "0"
+}
+
+// firstLine wraps a line callback to call started before the first line.
+func firstLine(fn func([]byte), started func()) func([]byte) {
+	return func(line []byte) {
+		started()
+		if fn != nil {
+			fn(line)
+		}
+	}
 }
