@@ -27,6 +27,9 @@ type Images interface {
 	Ensure(ctx context.Context, buildCtx fs.FS) (tag string, release func(), err error)
 	EnsureProxy(ctx context.Context, binary string) (tag string, release func(), err error)
 	Prune(ctx context.Context, keep ...string) ([]string, error)
+	// Forget drops what the cache knows of tag: its container failed to
+	// start with sandbox.ErrImageMissing.
+	Forget(tag string)
 }
 
 var (

@@ -24,6 +24,9 @@ type preparedSandbox struct {
 	env      map[string]string
 	mode     sandbox.NetworkMode
 	provider sandbox.NetworkProvider
+	// reimage ensures the image again after its container found it
+	// missing (removed outside Airut); the new lease ends with cleanup.
+	reimage func(ctx context.Context) (string, error)
 }
 
 // prepareSandbox readies what any container of the task needs: the
@@ -80,15 +83,24 @@ func (j *job) prepareSandbox(ctx context.Context, dir *conversation.Dir, log *sl
 	if err != nil {
 		return fail("repository default branch: %v", err)
 	}
+	// The allowlist and the container context are read at once (each is
+	// a few git reads).
+	var allowData []byte
+	allowErr := make(chan error, 1)
+	go func() {
+		var err error
+		if rc.Network.SandboxEnabled {
+			allowData, _, err = repoconfig.LoadAllowlist(ctx, src)
+		}
+		allowErr <- err
+	}()
 	buildCtx, err := repoconfig.ContainerContext(ctx, src, rc.ContainerPath)
+	aerr := <-allowErr
 	if err != nil {
 		return fail("repository container config: %v", err)
 	}
-	var allowData []byte
-	if rc.Network.SandboxEnabled {
-		if allowData, _, err = repoconfig.LoadAllowlist(ctx, src); err != nil {
-			return fail("network allowlist: %v", err)
-		}
+	if aerr != nil {
+		return fail("network allowlist: %v", aerr)
 	}
 	path.mark("repo_config")
 	// The image is leased until the task's last container has exited: a
@@ -136,6 +148,15 @@ func (j *job) prepareSandbox(ctx context.Context, dir *conversation.Dir, log *sl
 		return fail("secrets: %v", err)
 	}
 	sb := preparedSandbox{image: image, env: smap.Env(), mode: sandbox.NetworkSandboxed}
+	sb.reimage = func(ctx context.Context) (string, error) {
+		j.backend.Images.Forget(image)
+		tag, release, err := j.backend.Images.Ensure(ctx, buildCtx)
+		if err != nil {
+			return "", err
+		}
+		undo = append(undo, release)
+		return tag, nil
+	}
 	if rc.Network.SandboxEnabled {
 		p, closeNet, err := j.proxyNetwork(dir, allowData, smap)
 		if err != nil {

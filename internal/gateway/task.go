@@ -45,6 +45,9 @@ type taskResult struct {
 	// unavailable: the run failed on the model service (429, 5xx) after
 	// the CLI's own retries.
 	unavailable bool
+	// imageMissing: the container could not start because its image was
+	// removed outside Airut (nothing ran).
+	imageMissing bool
 	// credential names the Claude credential the repo configures, for an
 	// auth_failed reply ("" when it has none).
 	credential string
@@ -175,6 +178,15 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 		}, prog, log)
 	}
 	tr := run(rec.SessionID, agent.Prompt(in))
+	if tr.imageMissing {
+		// Nothing ran: the image is ensured again (rebuilt) and the task
+		// started once more.
+		log.Warn("the task image was removed outside Airut; ensuring it again", "image", image)
+		if image, err = sb.reimage(ctx); err != nil {
+			return infra("building the container image failed: %v", err)
+		}
+		tr = run(rec.SessionID, agent.Prompt(in))
+	}
 	if rec.SessionID != "" && tr.outcome.Retryable() {
 		log.Warn("session could not be resumed; retrying once with a fresh session", logOutcome, string(tr.outcome))
 		tr = run("", agent.RecoveryPrompt(in, rec.LastReply()))
@@ -400,7 +412,8 @@ func (j *job) runAgent(ctx context.Context, a agentRun, prog *progress, log *slo
 		log.Debug("agent stderr", "exit_code", sres.ExitCode, "lines", strings.Join(tail, "\n"))
 	}
 	tr := taskResult{res: res, exitCode: sres.ExitCode, stderr: tail, reason: sres.Reason, timeout: limits.Timeout,
-		subscription: login.subscription(), unavailable: agent.Unavailable(reader, tail)}
+		subscription: login.subscription(), unavailable: agent.Unavailable(reader, tail),
+		imageMissing: errors.Is(sres.Err, sandbox.ErrImageMissing)}
 	switch sres.Outcome {
 	case sandbox.OutcomeInfrastructure:
 		tr.outcome = agent.OutcomeInfrastructure

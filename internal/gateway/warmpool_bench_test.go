@@ -93,7 +93,7 @@ func BenchmarkWarmAgentStartVsBare(b *testing.B) {
 
 // taskImage is the overlay image the gateway built for the harness repo:
 // the same cache (prefix and instance) hands out the same tag.
-func taskImage(b *testing.B, h *harness) string {
+func taskImage(b testing.TB, h *harness) string {
 	b.Helper()
 	rt, err := sandbox.NewRuntime(h.engine, nil)
 	if err != nil {

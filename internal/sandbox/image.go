@@ -80,12 +80,19 @@ type ImageCache struct {
 	// used records when this process last handed out or released each
 	// tag, so Prune also keeps images tasks used within MaxAge.
 	used map[string]time.Time
+	// created holds the creation time of every task image this process
+	// has built or inspected: within MaxAge of it, Ensure hands the image
+	// out without asking the engine (an inspect is a podman process,
+	// 50 ms on the task's path). Prune and Forget drop entries; an image
+	// removed behind the cache's back fails its task's start with
+	// ErrImageMissing, and the gateway forgets it and ensures it again.
+	created map[string]time.Time
 }
 
 // NewImageCache returns a cache whose images are named after prefix.
 func NewImageCache(rt *Runtime, prefix string) *ImageCache {
 	return &ImageCache{rt: rt, Prefix: prefix, Now: time.Now,
-		leases: map[string]int{}, proxyTags: map[string]string{}, used: map[string]time.Time{}}
+		leases: map[string]int{}, proxyTags: map[string]string{}, used: map[string]time.Time{}, created: map[string]time.Time{}}
 }
 
 // InstanceID names one gateway by its state directory, for
@@ -258,6 +265,13 @@ func (c *ImageCache) share(ctx context.Context, key string, build func(context.C
 }
 
 func (c *ImageCache) ensure(ctx context.Context, repoTag, overlayTag string, buildCtx fs.FS) (string, error) {
+	c.mu.Lock()
+	at, known := c.created[overlayTag]
+	c.mu.Unlock()
+	if known && c.Now().Sub(at) < c.maxAge() {
+		c.markUsed(overlayTag, repoTag)
+		return overlayTag, nil
+	}
 	fresh, err := c.fresh(ctx, overlayTag)
 	if err != nil {
 		return "", err
@@ -278,8 +292,32 @@ func (c *ImageCache) ensure(ctx context.Context, repoTag, overlayTag string, bui
 	if err := c.buildOverlay(ctx, overlayTag, repoTag); err != nil {
 		return "", err
 	}
+	c.mu.Lock()
+	c.created[overlayTag] = c.Now()
+	c.mu.Unlock()
 	c.markUsed(overlayTag, repoTag)
 	return overlayTag, nil
+}
+
+// Forget drops what the cache knows of tag, so the next Ensure asks the
+// engine again: the tag's container failed to start for want of the
+// image (ErrImageMissing), removed by something other than this cache.
+func (c *ImageCache) Forget(tag string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.created, tag)
+	for k, t := range c.proxyTags {
+		if t == tag {
+			delete(c.proxyTags, k)
+		}
+	}
+}
+
+func (c *ImageCache) maxAge() time.Duration {
+	if c.MaxAge <= 0 {
+		return DefaultMaxImageAge
+	}
+	return c.MaxAge
 }
 
 // EnsureProxy builds (once per binary content) the FROM scratch image that
@@ -343,11 +381,13 @@ func (c *ImageCache) fresh(ctx context.Context, tag string) (bool, error) {
 		// An unreadable date is treated as stale: rebuilding is safe.
 		return false, nil
 	}
-	maxAge := c.MaxAge
-	if maxAge <= 0 {
-		maxAge = DefaultMaxImageAge
+	fresh := c.Now().Sub(created) < c.maxAge()
+	if fresh {
+		c.mu.Lock()
+		c.created[tag] = created
+		c.mu.Unlock()
 	}
-	return c.Now().Sub(created) < maxAge, nil
+	return fresh, nil
 }
 
 func isNoSuchImage(err error) bool {
@@ -506,6 +546,9 @@ func (c *ImageCache) Prune(ctx context.Context, keep ...string) (removed []strin
 		}
 		if _, err := c.rt.output(ctx, "rmi", ref); err == nil {
 			removed = append(removed, ref)
+			c.mu.Lock()
+			delete(c.created, ref)
+			c.mu.Unlock()
 		}
 	}
 	return removed, nil

@@ -426,11 +426,15 @@ func (r *Runner) run(ctx context.Context, spec *Spec) Result {
 		res.Reason = "container engine: " + werr.Error()
 	case res.ExitCode >= 125 && res.ExitCode <= 127 && engineFailed(errTail.lines()):
 		res.Outcome = OutcomeInfrastructure
-		res.Reason = "container failed to start: " + strings.TrimPrefix(lastEngineError(errTail.lines()), "Error: ")
+		engineErr := strings.TrimPrefix(lastEngineError(errTail.lines()), "Error: ")
+		res.Reason = "container failed to start: " + engineErr
 		if hint := StartHint(res.Reason); hint != "" {
 			res.Reason += " (" + hint + ")"
 		}
 		res.Err = fmt.Errorf("%s: %w", res.Reason, ErrInfrastructure)
+		if isNoSuchImage(errors.New(engineErr)) && strings.Contains(engineErr, spec.Image) {
+			res.Err = fmt.Errorf("%s: %w: %w", res.Reason, ErrImageMissing, ErrInfrastructure)
+		}
 	default:
 		res.Outcome = OutcomeError
 		res.Reason = fmt.Sprintf("exited with status %d", res.ExitCode)

@@ -27,6 +27,12 @@ import (
 // the command run inside it.
 var ErrInfrastructure = errors.New("sandbox infrastructure failure")
 
+// ErrImageMissing marks a container that could not start because its
+// image is gone (removed outside the ImageCache that handed it out); the
+// caller can Forget the tag, ensure the image again and retry, since
+// nothing ran.
+var ErrImageMissing = errors.New("the container's image is missing")
+
 // Runtime drives a container engine through its CLI.
 type Runtime struct {
 	// Command is the engine binary: "podman" (default) or "docker".

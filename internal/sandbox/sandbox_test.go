@@ -2,6 +2,7 @@ package sandbox_test
 
 import (
 	"context"
+	"errors"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -234,6 +235,46 @@ func TestMissingImageIsInfrastructure(t *testing.T) {
 	}
 	if !strings.Contains(res.Reason, "container failed to start") {
 		t.Errorf("reason %q does not explain", res.Reason)
+	}
+	if !errors.Is(res.Err, sandbox.ErrImageMissing) {
+		t.Errorf("error %v is not ErrImageMissing", res.Err)
+	}
+}
+
+// TestImageCacheForgets: a task image the cache knows is handed out
+// without asking the engine; once removed behind its back, the start
+// fails with ErrImageMissing, and after Forget the next Ensure rebuilds.
+func TestImageCacheForgets(t *testing.T) {
+	e := newEnv(t)
+	bctx := fstest.MapFS{"Dockerfile": {Data: []byte("FROM " + e.base + "\nRUN echo forget > /forget\n")}}
+	tag, release, err := e.cache.Ensure(context.Background(), bctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	builds := e.cache.Builds()
+	if out, err := exec.Command(e.engine, "rmi", "-f", tag).CombinedOutput(); err != nil {
+		t.Fatalf("rmi: %v %s", err, out)
+	}
+	again, release, err := e.cache.Ensure(context.Background(), bctx)
+	if err != nil || again != tag {
+		t.Fatalf("Ensure after the removal: %q %v", again, err)
+	}
+	release()
+	res, _, _ := e.run(t, sandbox.Spec{Image: tag, Command: []string{"true"}})
+	if !errors.Is(res.Err, sandbox.ErrImageMissing) {
+		t.Fatalf("start of a removed image: %s (%s) %v; want ErrImageMissing", res.Outcome, res.Reason, res.Err)
+	}
+	e.cache.Forget(tag)
+	if _, release, err = e.cache.Ensure(context.Background(), bctx); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	if e.cache.Builds() == builds {
+		t.Fatal("Ensure after Forget did not rebuild the removed image")
+	}
+	if res, _, _ := e.run(t, sandbox.Spec{Image: tag, Command: []string{"cat", "/forget"}}); res.Outcome != sandbox.OutcomeSuccess {
+		t.Fatalf("start after the rebuild: %s (%s)", res.Outcome, res.Reason)
 	}
 }
 

@@ -117,6 +117,10 @@ func (s *Sandbox) Prune(_ context.Context, keep ...string) ([]string, error) {
 	return removed, nil
 }
 
+// Forget does nothing: the host sandbox's images live in its own map,
+// which nothing else can change behind its back.
+func (s *Sandbox) Forget(string) {}
+
 // Pruned lists every image Prune removed so far.
 func (s *Sandbox) Pruned() []string {
 	s.mu.Lock()
