@@ -24,14 +24,16 @@ var _ NetworkProvider = (*Prestarted)(nil)
 
 // Prestart starts the task's network sandbox in the background. The
 // result's Setup (called by Run) finishes it; a caller that never runs it
-// must call Discard. p.ProxyImage must be set. contextID names the proxy
-// container like a Run's.
-func (p *ProxyNetwork) Prestart(ctx context.Context, contextID string) *Prestarted {
+// must call Discard. contextID names the proxy container like a Run's.
+// image, when not nil, looks the proxy image up (ImageCache.EnsureProxy)
+// while the networks are created, and sets p.ProxyImage; otherwise
+// p.ProxyImage must be set.
+func (p *ProxyNetwork) Prestart(ctx context.Context, contextID string, image func(context.Context) (string, error)) *Prestarted {
 	s := &Prestarted{p: p, done: make(chan struct{})}
 	name := p.Runner.ContainerName(contextID)
 	go func() {
 		defer close(s.done)
-		s.sp, s.err = p.newSpare(ctx, name, p)
+		s.sp, s.err = p.newSpareImage(ctx, name, p, image)
 	}()
 	return s
 }

@@ -165,10 +165,33 @@ func (p *ProxyNetwork) spareKey() spareKey {
 // proxy waiting for its claim. With task set, the claim is written before
 // the proxy starts (a cold start). On failure nothing is left.
 func (p *ProxyNetwork) newSpare(ctx context.Context, name string, task *ProxyNetwork) (_ *spare, err error) {
-	if p.ProxyImage == "" {
+	return p.newSpareImage(ctx, name, task, nil)
+}
+
+// newSpareImage is newSpare with the proxy image, when image is not nil,
+// looked up while the private directory and the networks are made (which
+// do not need it); it sets p.ProxyImage.
+func (p *ProxyNetwork) newSpareImage(ctx context.Context, name string, task *ProxyNetwork, image func(context.Context) (string, error)) (_ *spare, err error) {
+	if image == nil && p.ProxyImage == "" {
 		return nil, errors.New("no proxy image")
 	}
-	sp := &spare{name: name, key: p.spareKey(), proxyName: name + "-proxy", taken: make(chan struct{})}
+	imageDone := make(chan struct{})
+	var imageErr error
+	if image != nil {
+		go func() {
+			defer close(imageDone)
+			p.ProxyImage, imageErr = image(ctx)
+		}()
+	} else {
+		close(imageDone)
+	}
+	waitImage := func() error {
+		<-imageDone
+		return imageErr
+	}
+	// No return leaves the look-up running.
+	defer func() { _ = waitImage() }()
+	sp := &spare{name: name, proxyName: name + "-proxy", taken: make(chan struct{})}
 	if task == nil {
 		// Made ahead of need, a spare also holds its network's namespace
 		// for the agent (startHolder); on a cold start the holder would
@@ -201,6 +224,13 @@ func (p *ProxyNetwork) newSpare(ctx context.Context, name string, task *ProxyNet
 	if err != nil {
 		return nil, err
 	}
+	if err := waitImage(); err != nil {
+		return nil, err
+	}
+	if p.ProxyImage == "" {
+		return nil, errors.New("no proxy image")
+	}
+	sp.key = p.spareKey()
 	netGone := false
 	sp.undo.push(func(ctx context.Context) {
 		if !netGone {

@@ -217,34 +217,23 @@ func runCommand(ctx context.Context, o *runOpts, command []string, stdin io.Read
 	}
 	defer netCleanup()
 	cache.MaxAge = time.Duration(o.maxImageAge * float64(time.Hour))
-	// The proxy image is checked alongside the task image (each costs an
-	// engine call even when cached), and the network sandbox starts as soon
-	// as the proxy image is known, while the task image is still checked or
-	// built (prestart.go).
-	var proxyErr error
-	var images sync.WaitGroup
-	var pre *sandbox.Prestarted
+	// The network sandbox starts at once, beside the task image's check
+	// or build: its networks are created while the proxy image is looked
+	// up (each costs an engine call even when cached), and its proxy
+	// starts as soon as that image is known (prestart.go). A failure there
+	// is Run's, as an infrastructure failure of the network sandbox.
 	if proxy != nil {
-		images.Go(func() {
-			var release func()
-			proxy.ProxyImage, release, proxyErr = cache.EnsureProxy(ctx, proxy.ProxyBinary)
+		pre := proxy.Prestart(ctx, spec.Context, func(ctx context.Context) (string, error) {
+			tag, release, err := cache.EnsureProxy(ctx, proxy.ProxyBinary)
 			release() // airut-sandbox never prunes: the lease need not outlast the look-up
-			if proxyErr == nil {
-				pre = proxy.Prestart(ctx, spec.Context)
-			}
+			return tag, err
 		})
+		spec.Provider = pre
+		defer pre.Discard(context.WithoutCancel(ctx))
 	}
 	var release func()
 	spec.Image, release, err = cache.Ensure(ctx, bctx)
 	defer release()
-	images.Wait()
-	if pre != nil {
-		spec.Provider = pre
-		defer pre.Discard(context.WithoutCancel(ctx))
-	}
-	if err == nil {
-		err = proxyErr
-	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return cancelled(ctx)
