@@ -59,16 +59,7 @@ func TestRenderEvent(t *testing.T) {
 			var b strings.Builder
 			renderEvent(&b, []byte(tc.line))
 			got := b.String()
-			for _, w := range tc.want {
-				if !strings.Contains(got, w) {
-					t.Errorf("missing %q in\n%s", w, got)
-				}
-			}
-			for _, w := range tc.notWant {
-				if strings.Contains(got, w) {
-					t.Errorf("unexpected %q in\n%s", w, got)
-				}
-			}
+			checkContains(t, got, tc.want, tc.notWant)
 		})
 	}
 }
@@ -230,16 +221,23 @@ func TestRenderWarmPool(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := b.String()
-			for _, w := range tc.want {
-				if !strings.Contains(got, w) {
-					t.Errorf("missing %q in\n%s", w, got)
-				}
-			}
-			for _, w := range tc.notWant {
-				if strings.Contains(got, w) {
-					t.Errorf("unexpected %q in\n%s", w, got)
-				}
-			}
+			checkContains(t, got, tc.want, tc.notWant)
 		})
+	}
+}
+
+// checkContains fails t for each of want missing from got and each of
+// notWant in it.
+func checkContains(t *testing.T, got string, want, notWant []string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(got, w) {
+			t.Errorf("missing %q in\n%s", w, got)
+		}
+	}
+	for _, w := range notWant {
+		if strings.Contains(got, w) {
+			t.Errorf("unexpected %q in\n%s", w, got)
+		}
 	}
 }

@@ -9,10 +9,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/airut/airut/internal/config"
 	"github.com/airut/airut/internal/dashboard"
-	"github.com/airut/airut/internal/gateway"
-	"github.com/airut/airut/internal/redact"
 	"github.com/airut/airut/internal/testkit"
 )
 
@@ -99,7 +96,6 @@ func TestWarmPool(t *testing.T) {
 // execution.warm_sandboxes: 0, or configured but not running (this
 // gateway is never started).
 func TestHealthWithoutPool(t *testing.T) {
-	testkit.RequireEngine(t)
 	tests := []struct {
 		name, yaml, want string
 	}{
@@ -108,20 +104,7 @@ func TestHealthWithoutPool(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			reg := redact.NewRegistry()
-			cfg, err := config.Parse("airut.yaml", []byte(tc.yaml), config.MapEnv(nil), reg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			state := t.TempDir()
-			gw, err := gateway.New(cfg, gateway.Options{StateDir: state, Registry: reg, Prefix: "airut-dbw"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			srv, err := dashboard.New(dashboard.Options{Gateway: gw, Config: func() *config.Config { return cfg }, StateDir: state, Registry: reg})
-			if err != nil {
-				t.Fatal(err)
-			}
+			srv := newIdleServerWith(t, t.TempDir(), tc.yaml)
 			hs := httptest.NewServer(srv)
 			defer hs.Close()
 			e := &env{t: t, base: hs.URL}
