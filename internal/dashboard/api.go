@@ -75,6 +75,35 @@ type Health struct {
 	Tasks            map[string]int `json:"tasks"`
 	ConfigGeneration uint64         `json:"config_generation"`
 	LastReloadError  string         `json:"last_reload_error"`
+	// WarmSandboxes is the warm pool's state; null while there is no
+	// pool (execution.warm_sandboxes: 0, not started yet, failed to
+	// start, or drained at shutdown): every task then starts its network
+	// sandbox cold.
+	WarmSandboxes *WarmSandboxes `json:"warm_sandboxes"`
+}
+
+// WarmSandboxes is the gateway's pool of warm network sandboxes, as
+// sandbox.PoolStats reports it. The fields mirror PoolStats one for one:
+// warmSandboxes converts between the two, so a field added there fails to
+// compile here instead of going missing from the API.
+type WarmSandboxes struct {
+	Size     int `json:"size"`     // spares the pool keeps
+	Ready    int `json:"ready"`    // spares waiting for a task
+	Starting int `json:"starting"` // spares being created
+	Claimed  int `json:"claimed"`  // network sandboxes of running tasks (claimed spares and cold starts), until torn down
+	Replaced int `json:"replaced"` // spares whose proxy died and were replaced, since start
+	Warm     int `json:"warm"`     // tasks that claimed a spare, since start
+	Cold     int `json:"cold"`     // tasks that found no spare ready and started cold, since start
+}
+
+// warmSandboxes is the pool's state now, nil without a pool.
+func (s *Server) warmSandboxes() *WarmSandboxes {
+	st, ok := s.opts.Gateway.WarmPool()
+	if !ok {
+		return nil
+	}
+	w := WarmSandboxes(st)
+	return &w
 }
 
 func (s *Server) health() Health {
@@ -98,6 +127,7 @@ func (s *Server) health() Health {
 	}
 	rs := s.opts.Reload()
 	h.ConfigGeneration, h.LastReloadError = rs.Generation, rs.LastError
+	h.WarmSandboxes = s.warmSandboxes()
 	switch {
 	case len(repos) == 0:
 		h.Status = "setup"

@@ -94,10 +94,16 @@ func BenchmarkTranscriptTTFB(b *testing.B) {
 // newIdleServer is a dashboard on a gateway with no repository, reading
 // the state directory state.
 func newIdleServer(tb testing.TB, state string) *dashboard.Server {
+	return newIdleServerWith(tb, state, "config_version: 5\n")
+}
+
+// newIdleServerWith is newIdleServer on the config yaml; its gateway is
+// never started.
+func newIdleServerWith(tb testing.TB, state, yaml string) *dashboard.Server {
 	tb.Helper()
 	testkit.RequireEngine(tb)
 	reg := redact.NewRegistry()
-	cfg, err := config.Parse("airut.yaml", []byte("config_version: 5\n"), config.MapEnv(nil), reg)
+	cfg, err := config.Parse("airut.yaml", []byte(yaml), config.MapEnv(nil), reg)
 	if err != nil {
 		tb.Fatal(err)
 	}

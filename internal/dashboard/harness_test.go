@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"text/template"
 	"time"
@@ -44,14 +45,17 @@ type env struct {
 	srv    *dashboard.Server
 	http   *httptest.Server
 	base   string
+	// shutdown stops the gateway (once) and fails the test if it leaves
+	// a container or network behind; cleanup calls it too.
+	shutdown func()
 }
 
 var configTemplate = template.Must(template.New("airut.yaml").Parse(`config_version: 5
 execution:
   max_concurrent: 3
   # The dashboard's tests count a task's containers; the warm pool has its
-  # own suites (sandbox, gateway).
-  warm_sandboxes: 0
+  # own suites (sandbox, gateway), and one test here (envOpts.warm).
+  warm_sandboxes: {{.Warm}}
   shutdown_timeout: 10
   claude_binary: {{.Claude}}
 repos:
@@ -65,6 +69,9 @@ repos:
 
 type envOpts struct {
 	maxStreams int
+	// warm is execution.warm_sandboxes; 0 (no pool) unless a test is
+	// about the pool.
+	warm int
 }
 
 func newEnv(t testing.TB, o envOpts) *env {
@@ -87,7 +94,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 	e := &env{t: t, engine: engine, prefix: p, state: t.TempDir(), secret: "dash-secret-" + testkit.RandomHex(12),
 		reg: redact.NewRegistry(), logs: &testkit.SyncBuffer{}}
 	var b bytes.Buffer
-	if err := configTemplate.Execute(&b, map[string]string{"Claude": filepath.Join(bins, "fakeclaude"), "Origin": origin}); err != nil {
+	if err := configTemplate.Execute(&b, map[string]any{"Claude": filepath.Join(bins, "fakeclaude"), "Origin": origin, "Warm": o.warm}); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := config.Parse("airut.yaml", b.Bytes(), config.MapEnv(map[string]string{"DASH_PLAIN_TOKEN": e.secret}), e.reg)
@@ -121,21 +128,27 @@ func newEnv(t testing.TB, o envOpts) *env {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- gw.Run(ctx) }()
-	t.Cleanup(func() {
-		e.http.CloseClientConnections()
-		e.http.Close()
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("gateway Run: %v", err)
+	var once sync.Once
+	e.shutdown = func() {
+		once.Do(func() {
+			e.http.CloseClientConnections()
+			e.http.Close()
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("gateway Run: %v", err)
+				}
+			case <-time.After(waitTimeout):
+				t.Errorf("gateway did not stop")
 			}
-		case <-time.After(waitTimeout):
-			t.Errorf("gateway did not stop")
-		}
-		if left := testkit.Leftovers(engine, e.prefix); len(left) > 0 {
-			t.Errorf("left behind: %s", strings.Join(left, ", "))
-		}
+			if left := testkit.Leftovers(engine, e.prefix); len(left) > 0 {
+				t.Errorf("left behind: %s", strings.Join(left, ", "))
+			}
+		})
+	}
+	t.Cleanup(func() {
+		e.shutdown()
 		if t.Failed() {
 			t.Logf("gateway log:\n%s", e.logs.String())
 		}

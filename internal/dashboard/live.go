@@ -22,9 +22,15 @@ import (
 // overviewDebounce merges bursts of changes into one re-render.
 const overviewDebounce = 200 * time.Millisecond
 
+// poolPoll is how often the overview stream looks at the warm pool: its
+// spares come and go without a bus event, so a change is noticed by
+// comparing its figures.
+const poolPoll = time.Second
+
 // overviewStream sends the overview's live part, re-rendered, whenever a
-// task or repo changes. Every event is the whole state, so a client that
-// reconnects is up to date with the first one.
+// task or repo changes, or the warm pool's figures do. Every event is the
+// whole state, so a client that reconnects is up to date with the first
+// one.
 func (s *Server) overviewStream(w http.ResponseWriter, r *http.Request) {
 	release, ok := s.acquireStream(w)
 	if !ok {
@@ -35,11 +41,17 @@ func (s *Server) overviewStream(w http.ResponseWriter, r *http.Request) {
 	sub := bus.Subscribe(gateway.Filter{Kinds: []gateway.EventKind{gateway.EventTask, gateway.EventRepo}})
 	defer sub.Close()
 	sw := s.newSSE(w)
+	// sent is the pool as last sent; a resumed stream that sends nothing
+	// at first has not sent it (the page may be older than the pool).
+	var sent *WarmSandboxes
+	sentAny := false
 	send := func() error {
+		d := s.overviewData(false, r)
 		var b bytes.Buffer
-		if err := pageTemplates.ExecuteTemplate(&b, "overview-live", s.overviewData(false, r)); err != nil {
+		if err := pageTemplates.ExecuteTemplate(&b, "overview-live", d); err != nil {
 			return err
 		}
+		sent, sentAny = d.Warm, true
 		return sw.event("overview", strconv.FormatUint(bus.Seq(), 10), b.String())
 	}
 	if after, ok := lastEventID(r); !ok || uint64(after) != bus.Seq() {
@@ -47,15 +59,34 @@ func (s *Server) overviewStream(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	s.pump(r.Context(), sw, sub, overviewDebounce, func([]*gateway.Event) error { return send() })
+	poolChanged := func() bool {
+		now := s.warmSandboxes()
+		return !sentAny || !samePool(now, sent)
+	}
+	s.pump(r.Context(), sw, sub, overviewDebounce, poolChanged, func([]*gateway.Event) error { return send() })
+}
+
+func samePool(a, b *WarmSandboxes) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
 }
 
 // pump waits for events on sub, calling fn with each batch (collected for
-// debounce), with heartbeats meanwhile. A subscription dropped as too slow
-// ends the stream: the client reconnects and resumes.
-func (s *Server) pump(ctx context.Context, sw *sseWriter, sub *gateway.Subscription, debounce time.Duration, fn func([]*gateway.Event) error) {
+// debounce), with heartbeats meanwhile. When changed is set, it is asked
+// every poolPoll whether state that has no bus event moved, and fn(nil)
+// is called when it did. A subscription dropped as too slow ends the
+// stream: the client reconnects and resumes.
+func (s *Server) pump(ctx context.Context, sw *sseWriter, sub *gateway.Subscription, debounce time.Duration, changed func() bool, fn func([]*gateway.Event) error) {
 	hb := time.NewTicker(s.opts.Heartbeat)
 	defer hb.Stop()
+	var poll <-chan time.Time
+	if changed != nil {
+		t := time.NewTicker(poolPoll)
+		defer t.Stop()
+		poll = t.C
+	}
 	var batch []*gateway.Event
 	var timer <-chan time.Time
 	for {
@@ -85,6 +116,10 @@ func (s *Server) pump(ctx context.Context, sw *sseWriter, sub *gateway.Subscript
 				return
 			}
 			batch = nil
+		case <-poll:
+			if timer == nil && changed() && fn(nil) != nil {
+				return
+			}
 		}
 	}
 }
@@ -128,7 +163,7 @@ func (s *Server) stateStream(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	s.pump(r.Context(), sw, sub, 0, func(batch []*gateway.Event) error {
+	s.pump(r.Context(), sw, sub, 0, nil, func(batch []*gateway.Event) error {
 		for _, e := range batch {
 			var data []byte
 			name := string(e.Kind)

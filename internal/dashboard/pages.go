@@ -114,6 +114,10 @@ type overviewData struct {
 	Generation               uint64
 	ReloadError              string
 	Seq                      uint64
+	// Warm is the warm pool's state, nil without a pool; WarmOff says
+	// the config turned it off (execution.warm_sandboxes: 0).
+	Warm    *WarmSandboxes
+	WarmOff bool
 }
 
 // maxRecent is how many finished tasks the overview lists.
@@ -148,6 +152,8 @@ func (s *Server) overviewData(withChecks bool, r *http.Request) overviewData {
 	}
 	rs := s.opts.Reload()
 	d.Generation, d.ReloadError = rs.Generation, rs.LastError
+	d.Warm = s.warmSandboxes()
+	d.WarmOff = d.Warm == nil && s.opts.Config().Execution.WarmSandboxCount() == 0
 	return d
 }
 
@@ -388,7 +394,7 @@ func (s *Server) threadStream(w http.ResponseWriter, r *http.Request, id string)
 	sub := s.opts.Gateway.Events().Subscribe(gateway.Filter{Conversation: id, Kinds: []gateway.EventKind{gateway.EventTask}})
 	defer sub.Close()
 	sw := s.newSSE(w)
-	s.pump(r.Context(), sw, sub, overviewDebounce, func([]*gateway.Event) error {
+	s.pump(r.Context(), sw, sub, overviewDebounce, nil, func([]*gateway.Event) error {
 		v, err := s.opts.Gateway.Conversation(id)
 		if err != nil {
 			return err

@@ -59,16 +59,7 @@ func TestRenderEvent(t *testing.T) {
 			var b strings.Builder
 			renderEvent(&b, []byte(tc.line))
 			got := b.String()
-			for _, w := range tc.want {
-				if !strings.Contains(got, w) {
-					t.Errorf("missing %q in\n%s", w, got)
-				}
-			}
-			for _, w := range tc.notWant {
-				if strings.Contains(got, w) {
-					t.Errorf("unexpected %q in\n%s", w, got)
-				}
-			}
+			checkContains(t, got, tc.want, tc.notWant)
 		})
 	}
 }
@@ -198,6 +189,55 @@ func TestLoopbackHost(t *testing.T) {
 	} {
 		if got := isLoopbackHost(h); got != want {
 			t.Errorf("isLoopbackHost(%q) = %v", h, got)
+		}
+	}
+}
+
+// TestRenderWarmPool: the overview's warm sandboxes panel in each of its
+// states.
+func TestRenderWarmPool(t *testing.T) {
+	tests := []struct {
+		name    string
+		d       overviewData
+		want    []string
+		notWant []string
+	}{
+		{"running", overviewData{Warm: &WarmSandboxes{Size: 3, Ready: 2, Starting: 1, Claimed: 4, Replaced: 5, Warm: 6, Cold: 7}},
+			[]string{`aria-labelledby="warm-pool-title"`, `<h2 id="warm-pool-title">Warm sandboxes</h2>`,
+				`data-warm="ready">2 of 3<`, `data-warm="starting">1<`, `data-warm="claimed">4<`,
+				`data-warm="replaced">5<`, `data-warm="warm">6<`, `data-warm="cold">7<`},
+			[]string{"Disabled", "Not running"}},
+		{"disabled by config", overviewData{WarmOff: true},
+			[]string{"Disabled", "<code>execution.warm_sandboxes: 0</code>", "starts its network sandbox cold"},
+			[]string{"data-warm=\"ready\"", "Not running"}},
+		{"configured but not running", overviewData{},
+			[]string{"Not running", "gateway log"},
+			[]string{"data-warm=\"ready\"", "Disabled"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var b strings.Builder
+			if err := pageTemplates.ExecuteTemplate(&b, "overview-live", tc.d); err != nil {
+				t.Fatal(err)
+			}
+			got := b.String()
+			checkContains(t, got, tc.want, tc.notWant)
+		})
+	}
+}
+
+// checkContains fails t for each of want missing from got and each of
+// notWant in it.
+func checkContains(t *testing.T, got string, want, notWant []string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(got, w) {
+			t.Errorf("missing %q in\n%s", w, got)
+		}
+	}
+	for _, w := range notWant {
+		if strings.Contains(got, w) {
+			t.Errorf("unexpected %q in\n%s", w, got)
 		}
 	}
 }
