@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 )
@@ -95,6 +96,42 @@ func (p *Pool) Stats() PoolStats {
 	defer p.mu.Unlock()
 	return PoolStats{Size: p.size, Ready: len(p.ready), Starting: p.starting, Claimed: p.claimed, Replaced: p.replaced,
 		Warm: p.warm, Cold: p.cold}
+}
+
+// Resize makes the pool keep n spares from now on (0: none, every task
+// starts cold). Growing creates the new spares in the background; shrinking
+// tears the surplus ready spares down at once, in the background (Close
+// waits for them), and a spare still starting beyond n is torn down as soon
+// as it is ready. Claimed sandboxes are the tasks' and are not touched.
+func (p *Pool) Resize(n int) {
+	n = max(n, 0)
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.size = n
+	var surplus []*spare
+	if len(p.ready) > n {
+		// The oldest spares stay: they are the likeliest to be ready.
+		surplus = slices.Clone(p.ready[n:])
+		p.ready = slices.Delete(p.ready, n, len(p.ready))
+		for _, sp := range surplus {
+			close(sp.taken)
+		}
+		p.wg.Add(len(surplus))
+	}
+	p.mu.Unlock()
+	for _, sp := range surplus {
+		go func() {
+			defer p.wg.Done()
+			sp.undo.unwind(p.ctx)
+		}()
+	}
+	if len(surplus) > 0 {
+		p.logger.Info("warm network sandboxes shrunk", "size", n, "torn_down", len(surplus))
+	}
+	p.refill()
 }
 
 // Close stops refilling, tears down every spare, and waits until the
@@ -188,7 +225,8 @@ func (p *Pool) startSpare() error {
 		return fmt.Errorf("spare %s: %w", name, err)
 	}
 	p.mu.Lock()
-	if p.closed {
+	if p.closed || len(p.ready) >= p.size {
+		// Closed or shrunk while it started: not wanted any more.
 		p.mu.Unlock()
 		sp.undo.unwind(p.ctx)
 		return nil
