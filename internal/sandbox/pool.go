@@ -216,12 +216,20 @@ func (p *Pool) startSpare() error {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	name := p.tmpl.Runner.Prefix + "-spare-" + hex.EncodeToString(b[:])
-	sp, err := p.tmpl.newSpare(p.ctx, name, nil)
+	// A spare being started when Close (or a shrink) runs is finished
+	// first and torn down from there: Close cancelling it half-way killed
+	// engine clients whose work the engine completed anyway (a network
+	// created after its `network create` was killed), and tore the
+	// network down while the proxy's `podman run` was still creating its
+	// container, which could then be left behind. Close waits for it
+	// (fill is in wg); the start is bounded by ProxyReadyTimeout.
+	ctx := context.WithoutCancel(p.ctx)
+	sp, err := p.tmpl.newSpare(ctx, name, nil)
 	if err != nil {
 		return err
 	}
-	if err := waitReady(p.ctx, sp.proc, filepath.Join(sp.outDir, "waiting"), 10*time.Millisecond); err != nil {
-		sp.undo.unwind(p.ctx)
+	if err := waitReady(ctx, sp.proc, filepath.Join(sp.outDir, "waiting"), 10*time.Millisecond); err != nil {
+		sp.undo.unwind(ctx)
 		return fmt.Errorf("spare %s: %w", name, err)
 	}
 	p.mu.Lock()
