@@ -217,12 +217,11 @@ func (p *Pool) startSpare() error {
 	_, _ = rand.Read(b[:])
 	name := p.tmpl.Runner.Prefix + "-spare-" + hex.EncodeToString(b[:])
 	// A spare being started when Close (or a shrink) runs is finished
-	// first and torn down from there: Close cancelling it half-way killed
-	// engine clients whose work the engine completed anyway (a network
-	// created after its `network create` was killed), and tore the
-	// network down while the proxy's `podman run` was still creating its
-	// container, which could then be left behind. Close waits for it
-	// (fill is in wg); the start is bounded by ProxyReadyTimeout.
+	// first and torn down from there, never half-way: cancelled, its
+	// teardown (network rm -f) ran while its own engine calls were still
+	// in flight, the proxy's `podman run` among them, racing the engine's
+	// creation of the container. Close waits for it (fill is in wg); the
+	// start is bounded by ProxyReadyTimeout.
 	ctx := context.WithoutCancel(p.ctx)
 	sp, err := p.tmpl.newSpare(ctx, name, nil)
 	if err != nil {
@@ -339,8 +338,9 @@ func (n *pooledNetwork) Setup(ctx context.Context, name string) (*TaskNetwork, e
 	}
 	teardown := tn.Teardown
 	p.mu.Lock()
-	// Close waits for the teardowns it knows of; a task set up after it
-	// (none, in the gateway) is torn down by its Run all the same.
+	// Close waits for the teardowns it knows of. A task set up after it
+	// (its provider taken from a pool a reload then stopped) is torn down
+	// by its Run, on the Run's path: nobody would wait for it detached.
 	tracked := !p.closed
 	if tracked {
 		p.wg.Add(1)
@@ -359,7 +359,7 @@ func (n *pooledNetwork) Setup(ctx context.Context, name string) (*TaskNetwork, e
 	}
 	tn.Teardown = func(ctx context.Context) {
 		once.Do(func() {
-			if n.after == nil {
+			if n.after == nil || !tracked {
 				down(ctx)
 				return
 			}
