@@ -23,6 +23,7 @@ import (
 	"github.com/airut/airut/internal/dashboard"
 	"github.com/airut/airut/internal/gateway"
 	"github.com/airut/airut/internal/redact"
+	"github.com/airut/airut/internal/sandbox"
 	"github.com/airut/airut/internal/testkit"
 )
 
@@ -93,6 +94,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 	}
 	e := &env{t: t, engine: engine, prefix: p, state: t.TempDir(), secret: "dash-secret-" + testkit.RandomHex(12),
 		reg: redact.NewRegistry(), logs: &testkit.SyncBuffer{}}
+	testkit.RemoveImages(t, engine, e.prefix+"-"+sandbox.InstanceID(e.state))
 	var b bytes.Buffer
 	if err := configTemplate.Execute(&b, map[string]any{"Claude": filepath.Join(bins, "fakeclaude"), "Origin": origin, "Warm": o.warm}); err != nil {
 		t.Fatal(err)

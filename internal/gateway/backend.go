@@ -59,6 +59,7 @@ type Backend struct {
 type WarmPool interface {
 	DetachedProvider(task sandbox.ProxyNetwork, after func()) sandbox.NetworkProvider
 	Stats() sandbox.PoolStats
+	Resize(n int)
 	Close(ctx context.Context)
 }
 

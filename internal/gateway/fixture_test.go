@@ -14,6 +14,7 @@ import (
 	"github.com/airut/airut/internal/channel"
 	"github.com/airut/airut/internal/config"
 	"github.com/airut/airut/internal/redact"
+	"github.com/airut/airut/internal/sandbox"
 	"github.com/airut/airut/internal/testkit"
 	"github.com/airut/airut/internal/testkit/hostsandbox"
 )
@@ -303,6 +304,7 @@ func newFixture(t testing.TB, o fixtureOpts) *fixture {
 		f.engine = testkit.RequireEngine(t)
 		dockerfile = testkit.DefaultDockerfile(testkit.BaseImage(t, f.engine))
 		f.prefix = podmanPrefix
+		testkit.RemoveImages(t, f.engine, f.prefix+"-"+sandbox.InstanceID(f.state))
 	}
 	f.origin = testkit.GitRepo(t, map[string]string{
 		".airut/container/Dockerfile":   dockerfile,

@@ -326,7 +326,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	cfg := g.cfg
 	g.mu.Unlock()
 	g.applyRepos(nil, cfg)
-	g.startWarmPool(workCtx)
+	g.syncWarmPool()
 
 	gcDone := make(chan struct{})
 	go func() {

@@ -19,6 +19,7 @@ import (
 	"github.com/airut/airut/internal/config"
 	"github.com/airut/airut/internal/gateway"
 	"github.com/airut/airut/internal/redact"
+	"github.com/airut/airut/internal/sandbox"
 	"github.com/airut/airut/internal/testkit"
 	"github.com/airut/airut/internal/testkit/mailtest"
 )
@@ -152,6 +153,7 @@ func newHarness(t testing.TB) *harness {
 		reg:    redact.NewRegistry(),
 		logs:   &testkit.SyncBuffer{},
 	}
+	testkit.RemoveImages(t, engine, h.prefix+"-"+sandbox.InstanceID(h.state))
 	t.Cleanup(func() { h.assertNoLeftovers() })
 	return h
 }

@@ -459,7 +459,8 @@ func (g *Gateway) applyRepos(old, cfg *config.Config) {
 
 // ApplyConfig makes cfg the config in force, as a hot reload does: global
 // keys apply at once (max_concurrent resizes the pool; container_* keys
-// replace the container runtime for the next tasks), task-scope keys
+// replace the container runtime for the next tasks; the warm network
+// sandboxes follow warm_sandboxes and max_concurrent), task-scope keys
 // apply to the next task, repos whose channels or repo_url changed are
 // restarted once their running tasks finish, added repos start, removed
 // ones drain and stop, failed ones are retried. A repo whose new section
@@ -483,6 +484,7 @@ func (g *Gateway) ApplyConfig(cfg *config.Config) error {
 	g.pool.max = max(cfg.Execution.MaxConcurrent, 1)
 	g.dispatchLocked()
 	g.mu.Unlock()
+	g.syncWarmPool()
 	g.applyRepos(old, cfg)
 	g.bus.Publish(Event{Kind: EventConfig})
 	return nil

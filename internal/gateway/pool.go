@@ -77,12 +77,14 @@ func (g *Gateway) dropQueued(h *repoHandler) []*job {
 
 // SetMaxConcurrent resizes the worker pool (execution.max_concurrent) at
 // once. Growing starts queued jobs; shrinking lets running tasks finish and
-// starts no new one until fewer than n run.
+// starts no new one until fewer than n run. The warm network sandboxes
+// follow (by default as many as n).
 func (g *Gateway) SetMaxConcurrent(n int) {
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	g.pool.max = max(n, 1)
 	g.dispatchLocked()
+	g.mu.Unlock()
+	g.syncWarmPool()
 }
 
 // QueueLength is how many tasks wait for a worker, across every repo.

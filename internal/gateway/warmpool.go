@@ -12,71 +12,142 @@ import (
 // warmState is the gateway's pool of warm network sandboxes: spares made
 // ahead of need (execution.warm_sandboxes, by default max_concurrent), so a
 // task's network sandbox costs a claim instead of a network and a proxy
-// start. The pool is bound to the backend it was made on: after a backend
-// change, tasks start cold.
+// start. The pool follows the config: a reload resizes it, 0 stops it, a
+// size above 0 starts it again, and a backend change (container_* keys)
+// remakes it on the new backend. A task on another backend than the pool's
+// starts cold.
 type warmState struct {
 	pool    WarmPool
 	backend *Backend
 	release func() // the proxy image's lease
-	ready   chan struct{}
+	// ready is closed when the pending start (the proxy image build) has
+	// finished; nil before the first.
+	ready    chan struct{}
+	starting bool
+	// retired counts the pools being drained in the background after a
+	// reload stopped or replaced them.
+	retired sync.WaitGroup
 }
 
 // warmPoolCloseTimeout bounds the drain of the pool at shutdown.
 const warmPoolCloseTimeout = time.Minute
 
-// startWarmPool starts the pool in the background: the proxy image is
-// built first, and Run must not wait for it.
-func (g *Gateway) startWarmPool(ctx context.Context) {
+// warmCountLocked is how many spares the pool keeps under the config in force
+// and the worker pool's size (SetMaxConcurrent may have changed it).
+func (g *Gateway) warmCountLocked() int {
+	e := g.cfg.Execution
+	e.MaxConcurrent = g.pool.max
+	return e.WarmSandboxCount()
+}
+
+// syncWarmPool brings the pool in line with the config in force: Run calls
+// it at start, and every reload (ApplyConfig, SetMaxConcurrent) after.
+// Growing, shrinking and stopping happen in the background; a start builds
+// the proxy image first, and nobody waits for it.
+func (g *Gateway) syncWarmPool() {
 	g.mu.Lock()
-	size := g.cfg.Execution.WarmSandboxCount()
-	b := g.backend
-	g.warm.ready = make(chan struct{})
-	g.mu.Unlock()
-	if size == 0 || b.WarmPool == nil {
-		close(g.warm.ready)
+	defer g.mu.Unlock()
+	if !g.started || g.closing {
 		return
 	}
+	w := &g.warm
+	size, b := g.warmCountLocked(), g.backend
+	if w.pool != nil && (size == 0 || w.backend != b) {
+		g.retireWarmPoolLocked()
+	}
+	switch {
+	case size == 0 || b.WarmPool == nil:
+	case w.pool != nil:
+		if w.pool.Stats().Size != size {
+			w.pool.Resize(size)
+			g.log.Info("warm network sandboxes resized", "size", size)
+		}
+	case !w.starting:
+		g.startWarmPoolLocked(b)
+	}
+	// A start under way reads the size in force when its image is ready.
+}
+
+// retireWarmPoolLocked takes the pool out of use and drains it in the
+// background: its spares are torn down, claimed sandboxes stay their
+// tasks' until their teardowns (which the drain waits for).
+func (g *Gateway) retireWarmPoolLocked() {
+	w := &g.warm
+	pool, release := w.pool, w.release
+	w.pool, w.backend, w.release = nil, nil, nil
+	w.retired.Add(1)
 	go func() {
-		defer close(g.warm.ready)
-		bin, err := g.proxyBinary()
-		if err != nil {
-			g.log.Warn("no warm network sandboxes: tasks start cold", logError, err)
-			return
-		}
-		image, release, err := b.Images.EnsureProxy(ctx, bin)
-		if err != nil {
-			g.log.Warn("no warm network sandboxes: tasks start cold", logError, err)
-			return
-		}
+		defer w.retired.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), warmPoolCloseTimeout)
+		defer cancel()
+		pool.Close(ctx)
+		release()
+	}()
+	g.log.Info("warm network sandboxes stopped")
+}
+
+// startWarmPoolLocked starts a pool on b in the background: the proxy
+// image is built first, and Run must not wait for it.
+func (g *Gateway) startWarmPoolLocked(b *Backend) {
+	w := &g.warm
+	w.starting = true
+	ready := make(chan struct{})
+	w.ready = ready
+	ctx := g.workCtx
+	go func() {
+		defer close(ready)
+		image, release, err := g.warmImage(ctx, b)
 		g.mu.Lock()
-		defer g.mu.Unlock()
-		if g.closing {
-			release()
-			return
+		w.starting = false
+		size := g.warmCountLocked()
+		stale := g.closing || g.backend != b || size == 0
+		if err == nil && !stale {
+			w.pool, w.backend, w.release = b.WarmPool(image, size), b, release
+			g.log.Info("warm network sandboxes", "size", size)
 		}
-		g.warm.pool, g.warm.backend, g.warm.release = b.WarmPool(image, size), b, release
-		g.log.Info("warm network sandboxes", "size", size)
+		g.mu.Unlock()
+		switch {
+		case err != nil:
+			g.log.Warn("no warm network sandboxes: tasks start cold", logError, err)
+		case stale:
+			release()
+			// The config changed while the image was made (a new
+			// backend, say): start again on what is in force now.
+			g.syncWarmPool()
+		}
 	}()
 }
 
+func (g *Gateway) warmImage(ctx context.Context, b *Backend) (image string, release func(), err error) {
+	bin, err := g.proxyBinary()
+	if err != nil {
+		return "", nil, err
+	}
+	return b.Images.EnsureProxy(ctx, bin)
+}
+
 // stopWarmPool drains the pool: every spare torn down, and the claimed
-// ones' teardowns waited for. Run calls it once every task has ended.
+// ones' teardowns waited for. Run calls it once every task has ended
+// (closing is set: no start or reload changes the pool any more).
 func (g *Gateway) stopWarmPool() {
-	if g.warm.ready == nil {
-		return
-	}
-	<-g.warm.ready
 	g.mu.Lock()
-	w := g.warm
-	g.warm.pool = nil
+	ready := g.warm.ready
 	g.mu.Unlock()
-	if w.pool == nil {
-		return
+	if ready != nil {
+		<-ready
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), warmPoolCloseTimeout)
-	defer cancel()
-	w.pool.Close(ctx)
-	w.release()
+	g.mu.Lock()
+	w := &g.warm
+	pool, release := w.pool, w.release
+	w.pool, w.backend, w.release = nil, nil, nil
+	g.mu.Unlock()
+	if pool != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), warmPoolCloseTimeout)
+		defer cancel()
+		pool.Close(ctx)
+		release()
+	}
+	w.retired.Wait()
 }
 
 // networkProvider is a task's network sandbox: claimed from the pool when

@@ -1,11 +1,14 @@
 package gateway_test
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/airut/airut/internal/config"
 	"github.com/airut/airut/internal/conversation"
 )
 
@@ -38,6 +41,70 @@ func TestWarmPoolServesTasks(t *testing.T) {
 		st, ok := h.gw.WarmPool()
 		return ok && st.Ready == 2 && st.Claimed == 0
 	})
+	h.stop()
+	if st, ok := h.gw.WarmPool(); ok {
+		t.Errorf("pool still up after shutdown: %+v", st)
+	}
+	h.assertNoLeftovers()
+}
+
+// TestWarmPoolFollowsReload: the pool follows hot reloads of airut.yaml:
+// max_concurrent up grows it, warm_sandboxes down shrinks it (surplus
+// spares torn down), 0 stops it (a task then starts cold and is served),
+// a size above 0 starts it again, and SetMaxConcurrent resizes it too.
+// Shutdown leaves nothing.
+func TestWarmPoolFollowsReload(t *testing.T) {
+	h := newHarness(t)
+	yaml := func(maxConcurrent int, warm string) []byte {
+		y := string(h.configYAML(harnessOpts{maxConcurrent: maxConcurrent}, []tmplRepo{{ID: "app", Host: "127.0.0.1"}}))
+		if warm != "" {
+			line := fmt.Sprintf("  max_concurrent: %d\n", maxConcurrent)
+			if !strings.Contains(y, line) {
+				t.Fatalf("no %q in the config template", line)
+			}
+			y = strings.Replace(y, line, line+"  warm_sandboxes: "+warm+"\n", 1)
+		}
+		return []byte(y)
+	}
+	dir, _ := h.startWatched(yaml(1, ""), "", h.env())
+	path := filepath.Join(dir, config.FileName)
+	spares := func() int {
+		out, err := exec.Command(h.engine, "ps", "--filter", "name=^"+h.prefix+"-spare-", "--format", "{{.Names}}").Output()
+		if err != nil {
+			t.Fatalf("ps: %v", err)
+		}
+		return len(strings.Fields(string(out)))
+	}
+	pool := func(size int) func() bool {
+		return func() bool {
+			st, ok := h.gw.WarmPool()
+			return ok && st.Size == size && st.Ready == size && st.Starting == 0 && spares() == size
+		}
+	}
+	waitFor(t, "one warm spare", pool(1))
+
+	saveRenamed(t, path, yaml(3, ""))
+	waitFor(t, "the pool grown to max_concurrent 3", pool(3))
+
+	saveRenamed(t, path, yaml(3, "1"))
+	waitFor(t, "the pool shrunk to warm_sandboxes 1", pool(1))
+
+	saveRenamed(t, path, yaml(3, "0"))
+	waitFor(t, "the pool stopped", func() bool { _, ok := h.gw.WarmPool(); return !ok && spares() == 0 })
+	h.send(outMail{Subject: "cold task", Body: "@@reply done cold\n"})
+	if reply := h.waitMail(2); !strings.Contains(reply.Text, "done cold") {
+		t.Fatalf("reply %q", reply.Text)
+	}
+	if spares() != 0 {
+		t.Error("a spare was made while warm_sandboxes is 0")
+	}
+
+	saveRenamed(t, path, yaml(3, "2"))
+	waitFor(t, "the pool started again", pool(2))
+
+	h.gw.SetMaxConcurrent(1)
+	waitFor(t, "the pool shrunk with SetMaxConcurrent", pool(1))
+
 	h.stop()
 	if st, ok := h.gw.WarmPool(); ok {
 		t.Errorf("pool still up after shutdown: %+v", st)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 )
@@ -97,6 +98,42 @@ func (p *Pool) Stats() PoolStats {
 		Warm: p.warm, Cold: p.cold}
 }
 
+// Resize makes the pool keep n spares from now on (0: none, every task
+// starts cold). Growing creates the new spares in the background; shrinking
+// tears the surplus ready spares down at once, in the background (Close
+// waits for them), and a spare still starting beyond n is torn down as soon
+// as it is ready. Claimed sandboxes are the tasks' and are not touched.
+func (p *Pool) Resize(n int) {
+	n = max(n, 0)
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.size = n
+	var surplus []*spare
+	if len(p.ready) > n {
+		// The oldest spares stay: they are the likeliest to be ready.
+		surplus = slices.Clone(p.ready[n:])
+		p.ready = slices.Delete(p.ready, n, len(p.ready))
+		for _, sp := range surplus {
+			close(sp.taken)
+		}
+		p.wg.Add(len(surplus))
+	}
+	p.mu.Unlock()
+	for _, sp := range surplus {
+		go func() {
+			defer p.wg.Done()
+			sp.undo.unwind(p.ctx)
+		}()
+	}
+	if len(surplus) > 0 {
+		p.logger.Info("warm network sandboxes shrunk", "size", n, "torn_down", len(surplus))
+	}
+	p.refill()
+}
+
 // Close stops refilling, tears down every spare, and waits until the
 // teardowns of claimed sandboxes have finished too (or ctx ends).
 func (p *Pool) Close(ctx context.Context) {
@@ -179,16 +216,24 @@ func (p *Pool) startSpare() error {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	name := p.tmpl.Runner.Prefix + "-spare-" + hex.EncodeToString(b[:])
-	sp, err := p.tmpl.newSpare(p.ctx, name, nil)
+	// A spare being started when Close (or a shrink) runs is finished
+	// first and torn down from there, never half-way: cancelled, its
+	// teardown (network rm -f) ran while its own engine calls were still
+	// in flight, the proxy's `podman run` among them, racing the engine's
+	// creation of the container. Close waits for it (fill is in wg); the
+	// start is bounded by ProxyReadyTimeout.
+	ctx := context.WithoutCancel(p.ctx)
+	sp, err := p.tmpl.newSpare(ctx, name, nil)
 	if err != nil {
 		return err
 	}
-	if err := waitReady(p.ctx, sp.proc, filepath.Join(sp.outDir, "waiting"), 10*time.Millisecond); err != nil {
-		sp.undo.unwind(p.ctx)
+	if err := waitReady(ctx, sp.proc, filepath.Join(sp.outDir, "waiting"), 10*time.Millisecond); err != nil {
+		sp.undo.unwind(ctx)
 		return fmt.Errorf("spare %s: %w", name, err)
 	}
 	p.mu.Lock()
-	if p.closed {
+	if p.closed || len(p.ready) >= p.size {
+		// Closed or shrunk while it started: not wanted any more.
 		p.mu.Unlock()
 		sp.undo.unwind(p.ctx)
 		return nil
@@ -301,8 +346,9 @@ func (n *pooledNetwork) Setup(ctx context.Context, name string) (*TaskNetwork, e
 	tn.Started = p.refill
 	teardown := tn.Teardown
 	p.mu.Lock()
-	// Close waits for the teardowns it knows of; a task set up after it
-	// (none, in the gateway) is torn down by its Run all the same.
+	// Close waits for the teardowns it knows of. A task set up after it
+	// (its provider taken from a pool a reload then stopped) is torn down
+	// by its Run, on the Run's path: nobody would wait for it detached.
 	tracked := !p.closed
 	if tracked {
 		p.wg.Add(1)
@@ -321,7 +367,7 @@ func (n *pooledNetwork) Setup(ctx context.Context, name string) (*TaskNetwork, e
 	}
 	tn.Teardown = func(ctx context.Context) {
 		once.Do(func() {
-			if n.after == nil {
+			if n.after == nil || !tracked {
 				down(ctx)
 				return
 			}

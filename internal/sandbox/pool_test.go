@@ -336,3 +336,107 @@ func TestPoolDetachedTeardown(t *testing.T) {
 	}
 	waitFor(t, "the claim released", func() bool { return pool.Stats().Claimed == 0 })
 }
+
+// TestPoolResize: the pool follows Resize: growing adds spares, shrinking
+// tears the surplus ready spares down at once and leaves a claimed
+// sandbox alone, a spare still starting beyond the new size is dropped
+// once ready, 0 keeps none (tasks start cold), and growing again refills.
+// Nothing is left behind.
+func TestPoolResize(t *testing.T) {
+	ne := newNetEnv(t)
+	pool := newReadyPool(t, *ne.provider, 1)
+	claimedName := spareProxies(t, ne.env)
+	tn, err := pool.Provider(*ne.provider).Setup(context.Background(), ne.prefix+"-claimed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tn.Teardown(context.Background())
+	alive := func() bool {
+		return slices.Contains(spareProxies(t, ne.env), claimedName[0])
+	}
+	ready := func(want int) func() bool {
+		return func() bool {
+			st := pool.Stats()
+			return st.Ready == want && st.Starting == 0 && len(spareProxies(t, ne.env)) == want+1
+		}
+	}
+
+	pool.Resize(3)
+	if st := pool.Stats(); st.Size != 3 {
+		t.Errorf("Size after Resize(3) = %d", st.Size)
+	}
+	waitFor(t, "three spares", ready(3))
+
+	pool.Resize(1)
+	if st := pool.Stats(); st.Size != 1 || st.Ready != 1 {
+		t.Errorf("stats right after Resize(1) %+v; want the surplus out of the pool at once", st)
+	}
+	waitFor(t, "the surplus torn down", ready(1))
+	if !alive() {
+		t.Fatal("shrinking tore down the claimed sandbox")
+	}
+
+	// Grow and shrink back before the new spares are ready: they are
+	// dropped as they come up.
+	pool.Resize(3)
+	waitFor(t, "spares starting", func() bool { return pool.Stats().Starting > 0 })
+	pool.Resize(1)
+	waitFor(t, "the spares started for nothing torn down", ready(1))
+
+	pool.Resize(0)
+	if st := pool.Stats(); st.Size != 0 || st.Ready != 0 {
+		t.Errorf("stats right after Resize(0) %+v", st)
+	}
+	waitFor(t, "every spare torn down", ready(0))
+	cold, err := pool.Provider(*ne.provider).Setup(context.Background(), ne.prefix+"-cold")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cold.Teardown(context.Background())
+	if st := pool.Stats(); st.Cold != 1 || st.Warm != 1 || st.Ready != 0 {
+		t.Errorf("stats after a task on the empty pool %+v; want it cold", st)
+	}
+	if !alive() {
+		t.Fatal("Resize(0) tore down the claimed sandbox")
+	}
+
+	pool.Resize(2)
+	waitFor(t, "the pool refilled", ready(2))
+	tn.Teardown(context.Background())
+	waitFor(t, "the claim released", func() bool { return pool.Stats().Claimed == 0 })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pool.Close(ctx)
+	if left := privateFiles(t, ne.runner.StateDir); len(left) > 0 {
+		t.Errorf("private files left: %q", left)
+	}
+}
+
+// TestPoolCloseWhileStarting: Close while a spare is being started, its
+// task network still being created by an engine that finishes what it was
+// asked even when its client is killed (the shim runs the real `network
+// create` out of the client's reach, 2 s late). Close leaves nothing
+// behind, however long after, and no spare reaches the ready list.
+func TestPoolCloseWhileStarting(t *testing.T) {
+	ne := newNetEnv(t)
+	const delay = 2 * time.Second
+	rt := shimRuntime(t, ne.env, testkit.Fault{Match: "network create --internal", Delay: delay, Detach: true})
+	runner := sandbox.NewRunner(rt, ne.prefix)
+	runner.StateDir = t.TempDir()
+	tmpl := *ne.provider
+	tmpl.Runner = runner
+	pool := sandbox.NewPool(tmpl, 1)
+	waitFor(t, "a spare starting", func() bool { return pool.Stats().Starting == 1 })
+	time.Sleep(300 * time.Millisecond) // in the network's creation
+	start := time.Now()
+	pool.Close(context.Background())
+	if st := pool.Stats(); st.Ready != 0 || st.Starting != 0 || st.Claimed != 0 {
+		t.Errorf("stats after Close: %+v", st)
+	}
+	// Whatever the engine was still doing for the spare is done by now.
+	time.Sleep(time.Until(start.Add(delay + time.Second)))
+	ne.assertNoLeftovers(t)
+	if left := privateFiles(t, runner.StateDir); len(left) > 0 {
+		t.Errorf("private files left: %q", left)
+	}
+}

@@ -94,6 +94,7 @@ func (r *Runtime) command(ctx context.Context, args ...string) *exec.Cmd {
 	r.logCommand(args)
 	cmd := exec.CommandContext(ctx, r.Command, args...)
 	cmd.Env = os.Environ()
+	dieWithParent(cmd)
 	return cmd
 }
 

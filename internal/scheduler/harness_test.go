@@ -17,6 +17,7 @@ import (
 	"github.com/airut/airut/internal/config"
 	"github.com/airut/airut/internal/gateway"
 	"github.com/airut/airut/internal/redact"
+	"github.com/airut/airut/internal/sandbox"
 	"github.com/airut/airut/internal/scheduler"
 	"github.com/airut/airut/internal/testkit"
 	"github.com/airut/airut/internal/testkit/mailtest"
@@ -132,6 +133,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 		h.slack = slacktest.New(t)
 		h.slack.SeedWorkspace()
 	}
+	testkit.RemoveImages(t, h.engine, h.prefix+"-"+sandbox.InstanceID(h.state))
 	t.Cleanup(func() {
 		if left := testkit.Leftovers(h.engine, h.prefix); len(left) > 0 {
 			t.Errorf("left behind: %s", strings.Join(left, ", "))

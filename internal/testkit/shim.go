@@ -25,6 +25,10 @@ type Fault struct {
 	// Delay, when set, makes matching calls wait this long and then run
 	// the real engine instead of failing.
 	Delay time.Duration
+	// Detach, with Delay, runs the delayed real engine out of the
+	// client's reach: killing the client (the shim) does not stop it, as
+	// the engine completes a request whose client was killed.
+	Detach bool
 }
 
 // EngineShim returns the path of a script named after engine (so it is
@@ -51,6 +55,10 @@ func EngineShim(t testing.TB, engine string, faults ...Fault) string {
 		}
 		count := filepath.Join(dir, fmt.Sprintf("fault%d.count", i))
 		fmt.Fprintf(&b, "case \"$args\" in *%s*)\n", shQuote(f.Match))
+		if f.Delay > 0 && f.Detach {
+			fmt.Fprintf(&b, "  ( sleep %.3f; exec %s \"$@\" ) & wait $!; exit $?;;\nesac\n", f.Delay.Seconds(), shQuote(real))
+			continue
+		}
 		if f.Delay > 0 {
 			fmt.Fprintf(&b, "  sleep %.3f;;\nesac\n", f.Delay.Seconds())
 			continue
