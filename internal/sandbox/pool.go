@@ -52,6 +52,10 @@ type PoolStats struct {
 	Cold     int `json:"cold"`     // tasks that found no spare ready and started cold, since start
 }
 
+// refillDelayMax bounds how long a claim's replacement waits for the
+// claiming task's container to start.
+const refillDelayMax = 3 * time.Second
+
 // spareRetry bounds the back-off after a spare fails to start.
 const (
 	spareRetryFirst = time.Second
@@ -343,7 +347,15 @@ func (n *pooledNetwork) Setup(ctx context.Context, name string) (*TaskNetwork, e
 	// The spare that replaces this one is made once the task's container
 	// runs (or at teardown): made now, its three engine calls would slow
 	// the container's start, the path the pool is for.
-	tn.Started = p.refill
+	// A caller that never runs a container on the sandbox (or one that
+	// prints nothing for long) holds the refill back only so long.
+	var refillOnce sync.Once
+	refill := func() { refillOnce.Do(p.refill) }
+	timer := time.AfterFunc(refillDelayMax, refill)
+	tn.Started = func() {
+		timer.Stop()
+		refill()
+	}
 	teardown := tn.Teardown
 	p.mu.Lock()
 	// Close waits for the teardowns it knows of. A task set up after it

@@ -100,7 +100,7 @@ func TestPoolCrashSweep(t *testing.T) {
 	}
 	_ = cmd.Wait() // reaped: its owner token is dead
 
-	if got := spareProxies(t, ne.env); len(got) != 2 {
+	if got := spareContainers(t, ne.env, "proxy"); len(got) != 2 {
 		t.Errorf("spare proxies left by the killed process %q; want its two ready ones", got)
 	}
 	if left := privateFiles(t, state); len(left) != 3 {

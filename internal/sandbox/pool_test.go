@@ -345,19 +345,19 @@ func TestPoolDetachedTeardown(t *testing.T) {
 func TestPoolResize(t *testing.T) {
 	ne := newNetEnv(t)
 	pool := newReadyPool(t, *ne.provider, 1)
-	claimedName := spareProxies(t, ne.env)
+	claimedName := spareContainers(t, ne.env, "proxy")
 	tn, err := pool.Provider(*ne.provider).Setup(context.Background(), ne.prefix+"-claimed")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tn.Teardown(context.Background())
 	alive := func() bool {
-		return slices.Contains(spareProxies(t, ne.env), claimedName[0])
+		return slices.Contains(spareContainers(t, ne.env, "proxy"), claimedName[0])
 	}
 	ready := func(want int) func() bool {
 		return func() bool {
 			st := pool.Stats()
-			return st.Ready == want && st.Starting == 0 && len(spareProxies(t, ne.env)) == want+1
+			return st.Ready == want && st.Starting == 0 && len(spareContainers(t, ne.env, "proxy")) == want+1
 		}
 	}
 
