@@ -20,15 +20,17 @@ type undoStack struct {
 // push records the undo of a step that has just succeeded.
 func (u *undoStack) push(undo func(context.Context)) { u.steps = append(u.steps, undo) }
 
-// unwind runs every undo, last first, with a context of its own: the
-// set-up's context is often the reason it failed.
+// unwind runs every undo, last first, each with a context of its own:
+// the set-up's context is often the reason it failed, and a step that
+// uses up its budget on a stalled engine (a network removal) must not
+// leave the steps after it an expired context (the proxy's removal).
 func (u *undoStack) unwind(ctx context.Context) {
 	steps := u.steps
 	u.steps = nil
-	c, cancel := context.WithTimeout(context.WithoutCancel(ctx), teardownTimeout)
-	defer cancel()
 	for i := len(steps) - 1; i >= 0; i-- {
+		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), teardownTimeout)
 		steps[i](c)
+		cancel()
 	}
 }
 
