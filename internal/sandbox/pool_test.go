@@ -241,6 +241,9 @@ func TestPoolReplacesKilledSpare(t *testing.T) {
 func TestPoolDrainsOnShutdown(t *testing.T) {
 	ne := newNetEnv(t)
 	pool := sandbox.NewPool(*ne.provider, 2)
+	// A failure below must not leave the pool filling (Close twice is
+	// harmless).
+	t.Cleanup(func() { pool.Close(context.Background()) })
 	waitFor(t, "spares ready", func() bool { return pool.Stats().Ready == 2 })
 	tn, err := pool.Provider(*ne.provider).Setup(context.Background(), ne.prefix+"-drain")
 	if err != nil {
