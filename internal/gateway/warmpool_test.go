@@ -69,7 +69,8 @@ func TestWarmPoolFollowsReload(t *testing.T) {
 	dir, _ := h.startWatched(yaml(1, ""), "", h.env())
 	path := filepath.Join(dir, config.FileName)
 	spares := func() int {
-		out, err := exec.Command(h.engine, "ps", "--filter", "name=^"+h.prefix+"-spare-", "--format", "{{.Names}}").Output()
+		// One proxy per spare (each also has its network's holder, -net).
+		out, err := exec.Command(h.engine, "ps", "--filter", "name=^"+h.prefix+"-spare-.*-proxy$", "--format", "{{.Names}}").Output()
 		if err != nil {
 			t.Fatalf("ps: %v", err)
 		}
