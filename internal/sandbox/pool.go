@@ -345,10 +345,10 @@ func (n *pooledNetwork) Setup(ctx context.Context, name string) (*TaskNetwork, e
 		return nil, fmt.Errorf("network sandbox: %w: %w", err, ErrInfrastructure)
 	}
 	// The spare that replaces this one is made once the task's container
-	// runs (or at teardown): made now, its three engine calls would slow
-	// the container's start, the path the pool is for.
-	// A caller that never runs a container on the sandbox (or one that
-	// prints nothing for long) holds the refill back only so long.
+	// runs, or at teardown: made now, its three engine calls would slow
+	// the container's start, the path the pool is for. A caller that
+	// never runs a container on the sandbox (or one that prints nothing
+	// for long) holds the refill back only refillDelayMax.
 	var refillOnce sync.Once
 	refill := func() { refillOnce.Do(p.refill) }
 	timer := time.AfterFunc(refillDelayMax, refill)
