@@ -12,6 +12,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/airut/airut/internal/sandbox"
@@ -398,5 +399,26 @@ func TestPruneScopedAndLeased(t *testing.T) {
 	b.Now = func() time.Time { return time.Now().Add(192 * time.Hour) }
 	if removed, err := b.Prune(context.Background()); err != nil || !contains(removed, tagB) {
 		t.Fatalf("b pruned %q (%v) after release; want %s", removed, err, tagB)
+	}
+}
+
+// TestBuildRetriesLayerRace: a build whose layer-cache look-up keeps
+// racing removals in the store (another gateway's prune, an operator's
+// image prune) is built once more without the cache, which nothing can
+// race, instead of failing the task.
+func TestBuildRetriesLayerRace(t *testing.T) {
+	e := newEnv(t)
+	rt := shimRuntime(t, e, testkit.Fault{Match: "build --label", Times: -1,
+		Message: "Error: checking if cached image exists from a previous build: getting top layer info: layer not known"})
+	cache := sandbox.NewImageCache(rt, e.prefix+"-race")
+	tag, release, err := cache.Ensure(context.Background(),
+		fstest.MapFS{"Dockerfile": {Data: []byte("FROM " + e.base + "\nRUN echo race > /race\n")}})
+	if err != nil {
+		t.Fatalf("Ensure with every cached build racing a removal: %v", err)
+	}
+	release()
+	t.Cleanup(func() { _ = exec.Command(e.engine, "rmi", "-f", tag).Run() })
+	if res, _, _ := e.run(t, sandbox.Spec{Image: tag, Command: []string{"cat", "/race"}}); res.Outcome != sandbox.OutcomeSuccess {
+		t.Fatalf("the image built without the cache does not run: %s (%s)", res.Outcome, res.Reason)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -469,9 +470,11 @@ func (c *ImageCache) build(ctx context.Context, tag, dir, what string) error {
 	if err != nil && isLayerRace(err) && ctx.Err() == nil {
 		// Something else sharing the store (another gateway's prune, an
 		// operator's `podman image prune`) removed a layer the cache look-up
-		// was reading; the next look-up sees the store without it.
-		c.rt.Logger.Info("image build raced a removal in the store; building again", "tag", tag, "err", err)
-		_, err = c.rt.output(ctx, args...)
+		// was reading. The build runs again without the layer cache, which
+		// no removal can race (a second look-up could hit the next one).
+		c.rt.Logger.Info("image build raced a removal in the store; building again without the layer cache", "tag", tag, "err", err)
+		retry := slices.Insert(slices.Clone(args), 1, "--no-cache")
+		_, err = c.rt.output(ctx, retry...)
 	}
 	if err != nil {
 		return fmt.Errorf("build %s: %w: %w", what, err, ErrInfrastructure)
