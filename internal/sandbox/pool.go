@@ -253,11 +253,15 @@ func (p *Pool) startSpare() error {
 // it is claimed.
 func (p *Pool) watch(sp *spare) {
 	defer p.wg.Done()
+	what := []any{"spare", sp.name}
 	select {
 	case <-sp.taken:
 		return
 	case <-sp.proc.exited:
+		// proc.err is the client's, set before exited is closed.
+		what = append(what, "died", "proxy", "err", sp.proc.err, "stderr", engineMessage(sp.proc.stderr.lines()))
 	case <-sp.holderGone:
+		what = append(what, "died", "network holder")
 	}
 	p.mu.Lock()
 	found := false
@@ -276,8 +280,7 @@ func (p *Pool) watch(sp *spare) {
 	if !found {
 		return // claimed or closed meanwhile: theirs to tear down
 	}
-	p.logger.Warn("a warm network sandbox's proxy or network holder died; replacing it", "spare", sp.name,
-		"err", sp.proc.err, "stderr", engineMessage(sp.proc.stderr.lines()))
+	p.logger.Warn("a warm network sandbox's proxy or network holder died; replacing it", what...)
 	sp.undo.unwind(p.ctx)
 	p.refill()
 }
