@@ -522,10 +522,7 @@ func (c *ImageCache) Prune(ctx context.Context, keep ...string) (removed []strin
 	for _, k := range keep {
 		skip[k] = true
 	}
-	maxAge := c.MaxAge
-	if maxAge <= 0 {
-		maxAge = DefaultMaxImageAge
-	}
+	maxAge := c.maxAge()
 	c.mu.Lock()
 	for tag := range c.leases {
 		skip[tag] = true
