@@ -66,15 +66,10 @@ func (j *job) prepareSandbox(ctx context.Context, dir *conversation.Dir, log *sl
 		path.span("workspace", time.Since(start))
 		wsDone <- err
 	}()
-	wsWaited := false
-	waitWorkspace := func() error {
-		if wsWaited {
-			return nil
-		}
-		wsWaited = true
+	waitWorkspace := sync.OnceValue(func() error {
 		defer cancelWS()
 		return <-wsDone
-	}
+	})
 	undo = append(undo, func() { cancelWS(); _ = waitWorkspace() })
 	// .airut/ comes from the mirror's default branch, never the workspace:
 	// the agent changes it only by a merged PR. The branch is pinned to one
