@@ -5,12 +5,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/airut/airut/internal/config"
 	"github.com/airut/airut/internal/conversation"
+	"github.com/airut/airut/internal/gitmirror"
 	"github.com/airut/airut/internal/repoconfig"
 	"github.com/airut/airut/internal/sandbox"
 	"github.com/airut/airut/internal/secrets"
@@ -29,88 +33,91 @@ type preparedSandbox struct {
 	reimage func(ctx context.Context) (string, error)
 }
 
-// prepareSandbox readies what any container of the task needs: the
-// mirror fetched, the conversation's workspace, .airut/ from the
-// default branch, the image (leased until cleanup), the secrets and the
-// network sandbox. The error is a reply's sentence. cleanup is never nil.
+// sandboxPrep is a task's sandbox being prepared. What a container is
+// started with, but for its image, is known at once (env, mode,
+// provider): the mirror fetch, the workspace clone, the .airut/ reads and
+// the image run in the background, so that a container can start while
+// they do (Spec.Ready waits for them). The allowlist reaches the provider
+// when read (sandbox.ProxyNetwork.Pending).
+type sandboxPrep struct {
+	env      map[string]string
+	mode     sandbox.NetworkMode
+	provider sandbox.NetworkProvider
+
+	done  chan struct{}
+	image string
+	err   error
+	// reimage is set with image.
+	reimage func(ctx context.Context) (string, error)
+
+	mu   sync.Mutex
+	undo []func()
+}
+
+func (p *sandboxPrep) push(undo func()) {
+	p.mu.Lock()
+	p.undo = append(p.undo, undo)
+	p.mu.Unlock()
+}
+
+// wait returns the prepared sandbox once the background work is done; the
+// error is a reply's sentence.
+func (p *sandboxPrep) wait(ctx context.Context) (preparedSandbox, error) {
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		return preparedSandbox{}, context.Cause(ctx)
+	}
+	if p.err != nil {
+		return preparedSandbox{}, p.err
+	}
+	return preparedSandbox{image: p.image, env: p.env, mode: p.mode, provider: p.provider, reimage: p.reimage}, nil
+}
+
+// cleanup waits for the background work and undoes what the preparation
+// holds (the image leases, the network's log), last first.
+func (p *sandboxPrep) cleanup() {
+	<-p.done
+	p.mu.Lock()
+	undo := p.undo
+	p.undo = nil
+	p.mu.Unlock()
+	for i := len(undo) - 1; i >= 0; i-- {
+		undo[i]()
+	}
+}
+
+// prepareSandbox is beginSandbox waited for: for a container that starts
+// once everything is ready. cleanup is never nil.
+func (j *job) prepareSandbox(ctx context.Context, dir *conversation.Dir, log *slog.Logger, path *startPath) (preparedSandbox, func(), error) {
+	if err := ensureMountable(dir); err != nil {
+		return preparedSandbox{}, func() {}, fmt.Errorf("workspace: %v", err)
+	}
+	p, err := j.beginSandbox(ctx, dir, log, path, nil)
+	if err != nil {
+		return preparedSandbox{}, func() {}, err
+	}
+	sb, err := p.wait(ctx)
+	if err != nil {
+		p.cleanup()
+		return preparedSandbox{}, func() {}, err
+	}
+	return sb, p.cleanup, nil
+}
+
+// beginSandbox readies what any container of the task needs: the secrets
+// and the network sandbox now; the mirror fetched, the conversation's
+// workspace, .airut/ from the default branch and the image (leased until
+// cleanup) in the background. The error is a reply's sentence; on error
+// nothing is held.
 //
 // path, when not nil, is told as each phase ends (the task's start-path
 // timings).
-func (j *job) prepareSandbox(ctx context.Context, dir *conversation.Dir, log *slog.Logger, path *startPath) (preparedSandbox, func(), error) {
+func (j *job) beginSandbox(ctx context.Context, dir *conversation.Dir, log *slog.Logger, path *startPath, placed *spareWorkspace) (*sandboxPrep, error) {
 	if path == nil {
 		path = newStartPath(log)
 	}
-	h, rc := j.h, j.rc
-	var undo []func()
-	cleanup := func() {
-		for i := len(undo) - 1; i >= 0; i-- {
-			undo[i]()
-		}
-	}
-	fail := func(format string, args ...any) (preparedSandbox, func(), error) {
-		cleanup()
-		return preparedSandbox{}, func() {}, fmt.Errorf(format, args...)
-	}
-	if err := h.mirror.Ensure(ctx); err != nil {
-		return fail("fetching the repository failed: %v", err)
-	}
-	path.mark("mirror")
-	// The workspace is cloned from the mirror while .airut/ is read and
-	// the image checked: neither needs the other. Every return below
-	// waits for the clone (the conversation's lock covers it).
-	wsCtx, cancelWS := context.WithCancel(ctx)
-	wsDone := make(chan error, 1)
-	go func() {
-		start := time.Now()
-		err := ensureWorkspace(wsCtx, h, dir)
-		path.span("workspace", time.Since(start))
-		wsDone <- err
-	}()
-	waitWorkspace := sync.OnceValue(func() error {
-		defer cancelWS()
-		return <-wsDone
-	})
-	undo = append(undo, func() { cancelWS(); _ = waitWorkspace() })
-	// .airut/ comes from the mirror's default branch, never the workspace:
-	// the agent changes it only by a merged PR. The branch is pinned to one
-	// commit, so another task's fetch cannot mix two commits' files.
-	src, err := h.mirror.Head(ctx)
-	if err != nil {
-		return fail("repository default branch: %v", err)
-	}
-	// The allowlist and the container context are read at once (each is
-	// a few git reads).
-	var allowData []byte
-	allowErr := make(chan error, 1)
-	go func() {
-		var err error
-		if rc.Network.SandboxEnabled {
-			allowData, _, err = repoconfig.LoadAllowlist(ctx, src)
-		}
-		allowErr <- err
-	}()
-	buildCtx, err := repoconfig.ContainerContext(ctx, src, rc.ContainerPath)
-	aerr := <-allowErr
-	if err != nil {
-		return fail("repository container config: %v", err)
-	}
-	if aerr != nil {
-		return fail("network allowlist: %v", aerr)
-	}
-	path.mark("repo_config")
-	// The image is leased until the task's last container has exited: a
-	// prune meanwhile keeps it.
-	image, releaseImage, err := j.backend.Images.Ensure(ctx, buildCtx)
-	if err != nil {
-		return fail("building the container image failed: %v", err)
-	}
-	undo = append(undo, releaseImage)
-	path.mark("image")
-	if err := waitWorkspace(); err != nil {
-		return fail("cloning the workspace failed: %v", err)
-	}
-	path.mark("workspace_wait")
-
+	rc := j.rc
 	masked := map[string]secrets.Masked{}
 	for name, m := range rc.MaskedSecrets {
 		masked[name] = secrets.Masked{Value: m.Value.Reveal(), Scopes: m.Scopes, Headers: m.Headers,
@@ -136,34 +143,169 @@ func (j *job) prepareSandbox(ctx context.Context, dir *conversation.Dir, log *sl
 			AllowForeignCredentials: a.AllowForeignCredentials}
 	}
 	if !rc.Network.SandboxEnabled && len(masked)+len(signing)+len(apps) > 0 {
-		return fail("masked_secrets, signing_credentials and github_app_credentials need the network sandbox, which is disabled for this repo")
+		return nil, errors.New("masked_secrets, signing_credentials and github_app_credentials need the network sandbox, which is disabled for this repo")
 	}
 	smap, err := secrets.NewMapFrom(secrets.Pools{Plain: plain, Masked: masked, AWS: signing, GitHubApps: apps})
 	if err != nil {
-		return fail("secrets: %v", err)
+		return nil, fmt.Errorf("secrets: %v", err)
 	}
-	sb := preparedSandbox{image: image, env: smap.Env(), mode: sandbox.NetworkSandboxed}
-	sb.reimage = func(ctx context.Context) (string, error) {
+	p := &sandboxPrep{env: smap.Env(), mode: sandbox.NetworkSandboxed, done: make(chan struct{})}
+	// The allowlist is read below; the provider is handed it when it is.
+	allowDone := make(chan struct{})
+	var allowData []byte
+	var allowErr error
+	if rc.Network.SandboxEnabled {
+		pending := func(ctx context.Context) ([]byte, error) {
+			select {
+			case <-allowDone:
+				return allowData, allowErr
+			case <-ctx.Done():
+				return nil, context.Cause(ctx)
+			}
+		}
+		prov, closeNet, err := j.proxyNetwork(dir, pending, smap)
+		if err != nil {
+			return nil, fmt.Errorf("network sandbox: %v", err)
+		}
+		p.push(closeNet)
+		p.provider = prov
+	} else {
+		log.Warn("NETWORK SANDBOX DISABLED for this repo: the container runs on an OPEN network, with no allowlist")
+		p.mode = sandbox.NetworkOpen
+	}
+	var allowOnce sync.Once
+	deliver := func(data []byte, err error) {
+		allowOnce.Do(func() {
+			allowData, allowErr = data, err
+			close(allowDone)
+		})
+	}
+	go func() {
+		defer close(p.done)
+		p.image, p.reimage, p.err = j.prepareRepo(ctx, dir, placed, path, p.push, deliver)
+		if p.err != nil {
+			deliver(nil, p.err) // when it failed before the allowlist was read
+		}
+	}()
+	return p, nil
+}
+
+// prepareRepo fetches the mirror and, at once, clones the workspace, reads
+// .airut/ from the default branch (the allowlist goes to allow as soon as
+// it is read) and ensures the image. hold keeps what must outlive it until
+// the task's cleanup. The error is a reply's sentence.
+func (j *job) prepareRepo(ctx context.Context, dir *conversation.Dir, placed *spareWorkspace, path *startPath, hold func(func()),
+	allow func([]byte, error)) (image string, reimage func(context.Context) (string, error), err error) {
+	h, rc := j.h, j.rc
+	// .airut/ comes from the mirror's default branch, never the workspace:
+	// the agent changes it only by a merged PR. The branch is pinned to one
+	// commit, so another task's fetch cannot mix two commits' files.
+	src, err := h.mirror.Update(ctx)
+	if errors.Is(err, gitmirror.ErrDefaultBranch) {
+		return "", nil, fmt.Errorf("repository default branch: %v", err)
+	}
+	if err != nil {
+		return "", nil, fmt.Errorf("fetching the repository failed: %v", err)
+	}
+	path.mark("mirror")
+	// The workspace is cloned from the mirror while .airut/ is read and
+	// the image checked: neither needs the other. Every return below
+	// waits for the clone (the conversation's lock covers it).
+	wsCtx, cancelWS := context.WithCancel(ctx)
+	wsDone := make(chan error, 1)
+	go func() {
+		start := time.Now()
+		if placed.matches(src, h.mirror.URL) {
+			// The spare placed is what a clone now would give.
+			if err := os.Remove(dir.Workspace() + cloningSuffix); err != nil {
+				wsDone <- err
+				return
+			}
+		}
+		err := ensureWorkspace(wsCtx, h, dir, src.Name)
+		path.span("workspace", time.Since(start))
+		wsDone <- err
+	}()
+	waitWorkspace := sync.OnceValue(func() error {
+		defer cancelWS()
+		return <-wsDone
+	})
+	defer func() {
+		if err != nil {
+			cancelWS()
+			_ = waitWorkspace()
+		}
+	}()
+	read, err := h.readRepoConfig(ctx, src, rc)
+	allow(read.allowlist, err)
+	if err != nil {
+		return "", nil, err
+	}
+	buildCtx := read.buildCtx
+	path.mark("repo_config")
+	// The image is leased until the task's last container has exited: a
+	// prune meanwhile keeps it.
+	image, releaseImage, err := j.backend.Images.Ensure(ctx, buildCtx)
+	if err != nil {
+		return "", nil, fmt.Errorf("building the container image failed: %v", err)
+	}
+	hold(releaseImage)
+	path.mark("image")
+	if err := waitWorkspace(); err != nil {
+		return "", nil, fmt.Errorf("cloning the workspace failed: %v", err)
+	}
+	path.mark("workspace_wait")
+	reimage = func(ctx context.Context) (string, error) {
 		j.backend.Images.Forget(image)
 		tag, release, err := j.backend.Images.Ensure(ctx, buildCtx)
 		if err != nil {
 			return "", err
 		}
-		undo = append(undo, release)
+		hold(release)
 		return tag, nil
 	}
-	if rc.Network.SandboxEnabled {
-		p, closeNet, err := j.proxyNetwork(dir, allowData, smap)
-		if err != nil {
-			return fail("network sandbox: %v", err)
-		}
-		undo = append(undo, closeNet)
-		sb.provider = p
-	} else {
-		log.Warn("NETWORK SANDBOX DISABLED for this repo: the container runs on an OPEN network, with no allowlist")
-		sb.mode = sandbox.NetworkOpen
+	return image, reimage, nil
+}
+
+// repoRead is what a task reads from .airut/ at one commit: the
+// allowlist (when the sandbox is on) and the container context.
+type repoRead struct {
+	commit, containerPath string
+	sandbox               bool
+	allowlist             []byte
+	buildCtx              fs.FS
+}
+
+// readRepoConfig reads .airut/ at src, or hands out what the repo's last
+// task read at the same commit with the same settings (a commit's files
+// never change; most tasks start on the commit the last one had). The
+// allowlist and the container context are read at once. The error is a
+// reply's sentence.
+func (h *repoHandler) readRepoConfig(ctx context.Context, src *gitmirror.Revision, rc *config.Repo) (*repoRead, error) {
+	if last := h.lastRead.Load(); last != nil && last.commit == src.Commit &&
+		last.containerPath == rc.ContainerPath && last.sandbox == rc.Network.SandboxEnabled {
+		return last, nil
 	}
-	return sb, cleanup, nil
+	read := &repoRead{commit: src.Commit, containerPath: rc.ContainerPath, sandbox: rc.Network.SandboxEnabled}
+	allowErr := make(chan error, 1)
+	go func() {
+		var err error
+		if rc.Network.SandboxEnabled {
+			read.allowlist, _, err = repoconfig.LoadAllowlist(ctx, src)
+		}
+		allowErr <- err
+	}()
+	buildCtx, err := repoconfig.ContainerContext(ctx, src, rc.ContainerPath)
+	aerr := <-allowErr
+	if err != nil {
+		return &repoRead{}, fmt.Errorf("repository container config: %v", err)
+	}
+	if aerr != nil {
+		return &repoRead{}, fmt.Errorf("network allowlist: %v", aerr)
+	}
+	read.buildCtx = buildCtx
+	h.lastRead.Store(read)
+	return read, nil
 }
 
 // Command is a command run in a repository's sandbox outside any agent

@@ -44,6 +44,14 @@ type repoHandler struct {
 	// out of time).
 	jobCtx     context.Context
 	cancelJobs context.CancelCauseFunc
+	// lastImage is the task image the repo's last task started with: the
+	// next task's container starts on it while its sandbox is prepared
+	// (startEarly), and runs only if the preparation names it too.
+	lastImage atomic.Pointer[string]
+	// lastRead is what the last task read from .airut/ (readRepoConfig).
+	lastRead atomic.Pointer[repoRead]
+	// ws is the spare workspace for the next new conversation.
+	ws workspaces
 	// draining is set once the repo stops taking work; drainC is closed
 	// then, which ends reply and Done retries (they resume after the
 	// restart, from the journal).

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,6 +47,9 @@ type taskResult struct {
 	// imageMissing: the container could not start because its image was
 	// removed outside Airut (nothing ran).
 	imageMissing bool
+	// notReady: the container started early, but what its command waited
+	// for failed (sandbox.ErrNotReady); nothing ran.
+	notReady bool
 	// credential names the Claude credential the repo configures, for an
 	// auth_failed reply ("" when it has none).
 	credential string
@@ -124,17 +126,18 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 		return infra("%v", err)
 	}
 	path.mark("claude_binary")
-	sb, cleanup, err := j.prepareSandbox(ctx, dir, log, path)
+	placed, err := j.h.placeWorkspace(dir)
+	if err != nil {
+		return infra("workspace: %v", err)
+	}
+	prep, err := j.beginSandbox(ctx, dir, log, path, placed)
 	if err != nil {
 		return infra("%v", err)
 	}
-	defer cleanup()
-	image, env, mode, provider := sb.image, agent.Env(), sb.mode, sb.provider
-	for k, v := range sb.env {
+	defer prep.cleanup()
+	env, mode, provider := agent.Env(), prep.mode, prep.provider
+	for k, v := range prep.env {
 		env[k] = v
-	}
-	if provider != nil {
-		provider = timedProvider{provider, path}
 	}
 
 	var names []string
@@ -171,13 +174,70 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 	g.tracker.update(j.id, func(ti *TaskInfo) { ti.Model = model })
 
 	prog.phase(channel.PhaseRunning)
+	var image string
+	var ready func(context.Context) error
+	runProvider := provider
 	run := func(session, prompt string) taskResult {
 		return j.runAgent(ctx, agentRun{
-			dir: dir, image: image, claudeBin: claudeBin, env: env, mode: mode, provider: provider,
-			opts: agent.Options{Model: model, Effort: effort, SessionID: session}, prompt: prompt,
+			dir: dir, image: image, claudeBin: claudeBin, env: env, mode: mode, provider: runProvider,
+			opts: agent.Options{Model: model, Effort: effort, SessionID: session}, prompt: prompt, ready: ready,
 		}, prog, log)
 	}
-	tr := run(rec.SessionID, agent.Prompt(in))
+	var sb preparedSandbox
+	var tr taskResult
+	// The next new conversation's workspace is cloned once this task's
+	// own start is over.
+	defer j.h.refillWorkspace()
+	if early := j.h.lastImage.Load(); early != nil {
+		// The container starts on the image the last task had while the
+		// mirror is fetched, the workspace cloned into its mount and the
+		// proxy claimed; its command runs once all that is done and the
+		// image is still the one .airut/ asks for.
+		image = *early
+		ready = func(ctx context.Context) error {
+			var err error
+			if sb, err = prep.wait(ctx); err != nil {
+				return err
+			}
+			if sb.image != image {
+				return errImageChanged
+			}
+			path.finish("ready")
+			return nil
+		}
+		tr = run(rec.SessionID, agent.Prompt(in))
+		ready = nil
+		if tr.notReady || sb.image == "" {
+			// The container ended before its command could run (the
+			// image was removed, a claim or the preparation failed, the
+			// image changed): a failed preparation is the task's
+			// failure, anything else is handled below as without the
+			// early start.
+			if sb, err = prep.wait(ctx); err != nil {
+				return infra("%v", err)
+			}
+		}
+		if tr.notReady {
+			log.Info("the task's early start was not used; starting it again", "reason", tr.reason)
+			image = sb.image
+			if provider != nil {
+				runProvider = timedProvider{provider, path}
+			}
+			tr = run(rec.SessionID, agent.Prompt(in))
+		}
+	} else {
+		if sb, err = prep.wait(ctx); err != nil {
+			return infra("%v", err)
+		}
+		image, ready = sb.image, nil
+		if provider != nil {
+			runProvider = timedProvider{provider, path}
+		}
+		tr = run(rec.SessionID, agent.Prompt(in))
+	}
+	if sb.image != "" {
+		j.h.lastImage.Store(&sb.image)
+	}
 	if tr.imageMissing {
 		// Nothing ran: the image is ensured again (rebuilt) and the task
 		// started once more.
@@ -196,6 +256,10 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 	tr.credential = claudeCredential(rc)
 	return tr
 }
+
+// errImageChanged fails an early start whose image is not the one the
+// task's .airut/ asks for.
+var errImageChanged = errors.New("the repository's container image changed since the last task")
 
 // truncatedType is the type of the event that stands in events.jsonl for
 // an output line the sandbox cut at its line limit.
@@ -241,32 +305,13 @@ func claudeCredential(rc *config.Repo) string {
 	return strings.Join(found, " and ")
 }
 
-// ensureWorkspace clones the workspace on a conversation's first task.
-// A clone is made beside it and renamed into place, so a crash mid-clone
-// leaves no half workspace that later tasks would trust.
-func ensureWorkspace(ctx context.Context, h *repoHandler, dir *conversation.Dir) error {
-	ws := dir.Workspace()
-	if _, err := os.Stat(filepath.Join(ws, ".git")); err == nil {
-		return nil
-	}
-	tmp := ws + ".clone"
-	os.RemoveAll(tmp)
-	if err := h.mirror.Clone(ctx, tmp); err != nil {
-		os.RemoveAll(tmp)
-		return err
-	}
-	if err := os.RemoveAll(ws); err != nil {
-		return err
-	}
-	return os.Rename(tmp, ws)
-}
-
-// proxyNetwork prepares the network sandbox of one task: the proxy image
+// proxyNetwork prepares the network sandbox of one task, whose allowlist
+// is delivered once read (sandbox.ProxyNetwork.Pending): the proxy image
 // (leased until the returned cleanup), the secrets for the proxy (written
 // by the sandbox into its private directory under the state directory,
 // never under /tmp) and the network log appended to the conversation and
 // published on the event bus.
-func (j *job) proxyNetwork(dir *conversation.Dir, allowData []byte, smap *secrets.Map) (sandbox.NetworkProvider, func(), error) {
+func (j *job) proxyNetwork(dir *conversation.Dir, allowlist func(context.Context) ([]byte, error), smap *secrets.Map) (sandbox.NetworkProvider, func(), error) {
 	g := j.h.g
 	bin, err := g.proxyBinary()
 	if err != nil {
@@ -301,7 +346,7 @@ func (j *job) proxyNetwork(dir *conversation.Dir, allowData []byte, smap *secret
 		releaseImage()
 	}
 	p, cleanup := g.networkProvider(j.backend, closeLog, sandbox.ProxyNetwork{
-		ProxyImage: proxyImage, Allowlist: allowData, Secrets: smap,
+		ProxyImage: proxyImage, Pending: allowlist, Secrets: smap,
 		Resolve: j.cfg.Network.Resolve, UpstreamCA: upstreamCA, UpstreamDNS: dns,
 		NetworkLog: func(line string) {
 			line = g.opts.Registry.Redact(line)
@@ -323,6 +368,9 @@ type agentRun struct {
 	provider  sandbox.NetworkProvider
 	opts      agent.Options
 	prompt    string
+	// ready, when set, is what the started container's command waits for
+	// (sandbox.Spec.Ready).
+	ready func(context.Context) error
 }
 
 // runAgent runs Claude Code once in a fresh container and classifies how
@@ -369,6 +417,7 @@ func (j *job) runAgent(ctx context.Context, a agentRun, prog *progress, log *slo
 		Network:   a.mode,
 		Provider:  a.provider,
 		Stdin:     strings.NewReader(a.prompt),
+		Ready:     a.ready,
 		StopGrace: g.opts.StopGrace,
 		Stdout: func(line []byte) {
 			reader.Feed(line)
@@ -413,7 +462,11 @@ func (j *job) runAgent(ctx context.Context, a agentRun, prog *progress, log *slo
 	}
 	tr := taskResult{res: res, exitCode: sres.ExitCode, stderr: tail, reason: sres.Reason, timeout: limits.Timeout,
 		subscription: login.subscription(), unavailable: agent.Unavailable(reader, tail),
-		imageMissing: errors.Is(sres.Err, sandbox.ErrImageMissing)}
+		imageMissing: errors.Is(sres.Err, sandbox.ErrImageMissing), notReady: errors.Is(sres.Err, sandbox.ErrNotReady)}
+	if tr.notReady {
+		tr.outcome = agent.OutcomeInfrastructure
+		return tr // nothing ran: the session stays as it was
+	}
 	switch sres.Outcome {
 	case sandbox.OutcomeInfrastructure:
 		tr.outcome = agent.OutcomeInfrastructure

@@ -263,12 +263,18 @@ type timedProvider struct {
 func (t timedProvider) Setup(ctx context.Context, name string) (*sandbox.TaskNetwork, error) {
 	t.path.mark("before_network")
 	tn, err := t.NetworkProvider.Setup(ctx, name)
-	t.path.once.Do(func() {
-		t.path.mark("network")
-		t.path.mu.Lock()
-		attrs := append(t.path.attrs, "total_ms", time.Since(t.path.start).Milliseconds())
-		t.path.mu.Unlock()
-		t.path.log.Info("task start path", attrs...)
-	})
+	t.path.finish("network")
 	return tn, err
+}
+
+// finish ends the last phase, called name, and logs the path (once): the
+// container's command can run from here.
+func (s *startPath) finish(name string) {
+	s.once.Do(func() {
+		s.mark(name)
+		s.mu.Lock()
+		attrs := append(s.attrs, "total_ms", time.Since(s.start).Milliseconds())
+		s.mu.Unlock()
+		s.log.Info("task start path", attrs...)
+	})
 }

@@ -58,10 +58,26 @@ func (m *Mirror) Ensure(ctx context.Context) error {
 	mu := m.fetchLock()
 	mu.Lock()
 	defer mu.Unlock()
+	return m.ensure(ctx)
+}
+
+func (m *Mirror) ensure(ctx context.Context) error {
 	if _, err := os.Stat(filepath.Join(m.Dir, "HEAD")); err == nil {
 		return m.fetch(ctx)
 	}
 	return m.create(ctx)
+}
+
+// Update is Ensure then Head, in one hold of the mirror: the default
+// branch as the fetch left it, pinned to its commit.
+func (m *Mirror) Update(ctx context.Context) (*Revision, error) {
+	mu := m.fetchLock()
+	mu.Lock()
+	defer mu.Unlock()
+	if err := m.ensure(ctx); err != nil {
+		return nil, err
+	}
+	return m.head(ctx)
 }
 
 func (m *Mirror) create(ctx context.Context) error {
@@ -88,72 +104,142 @@ func (m *Mirror) create(ctx context.Context) error {
 	return nil
 }
 
+// urlsSet remembers, per mirror directory, the URL this process has
+// checked or set as its origin: the check is a git process on every
+// fetch otherwise.
+var urlsSet sync.Map // cleaned Dir → URL
+
+// fetch brings the mirror up to date with the remote. The remote's refs
+// and HEAD are asked for (ls-remote) while the mirror's own are listed;
+// when they are the same, as they are for most tasks, nothing is fetched.
+// A mirror's HEAD is set once at clone time; it follows the remote's when
+// the default branch changes.
 func (m *Mirror) fetch(ctx context.Context) error {
-	// The configured URL may have changed since the mirror was made.
-	cur, err := m.git(ctx, m.Dir, nil, "config", "--get", "remote.origin.url")
-	if err != nil || strings.TrimSpace(string(cur)) != m.URL {
-		if _, err := m.git(ctx, m.Dir, nil, "remote", "set-url", "origin", m.URL); err != nil {
-			return fmt.Errorf("mirror %s: %w", m.Dir, err)
+	key := filepath.Clean(m.Dir)
+	if url, ok := urlsSet.Load(key); !ok || url != m.URL {
+		// The configured URL may have changed since the mirror was made.
+		cur, err := m.git(ctx, m.Dir, nil, "config", "--get", "remote.origin.url")
+		if err != nil || strings.TrimSpace(string(cur)) != m.URL {
+			if _, err := m.git(ctx, m.Dir, nil, "remote", "set-url", "origin", m.URL); err != nil {
+				return fmt.Errorf("mirror %s: %w", m.Dir, err)
+			}
 		}
+		urlsSet.Store(key, m.URL)
 	}
-	// A mirror's HEAD is set once at clone time; follow the remote when its
-	// default branch changes. The remote's HEAD is asked for while the
-	// fetch runs: two round trips to the remote at once, not one after
-	// the other.
-	type symref struct {
+	type listing struct {
 		out []byte
 		err error
 	}
-	head := make(chan symref, 1)
+	remoteC := make(chan listing, 1)
 	go func() {
-		out, err := m.git(ctx, m.Dir, nil, "ls-remote", "--symref", "origin", "HEAD")
-		head <- symref{out, err}
+		out, err := m.git(ctx, m.Dir, nil, "ls-remote", "--symref", "origin")
+		remoteC <- listing{out, err}
 	}()
-	if _, err := m.git(ctx, m.Dir, nil, "fetch", "--prune", "--quiet", "origin"); err != nil {
-		<-head
-		return fmt.Errorf("mirror %s: %w", m.Dir, err)
+	local, lerr := m.refs(ctx)
+	r := <-remoteC
+	if r.err != nil {
+		return fmt.Errorf("mirror %s: %w", m.Dir, r.err)
 	}
-	r := <-head
-	out, err := r.out, r.err
-	if err != nil {
-		return fmt.Errorf("mirror %s: %w", m.Dir, err)
+	if lerr != nil {
+		return fmt.Errorf("mirror %s: %w", m.Dir, lerr)
 	}
-	ref := parseSymref(out)
-	if ref == "" {
+	remote, remoteHead := parseRemote(r.out)
+	if !sameRefs(local, remote) {
+		if _, err := m.git(ctx, m.Dir, nil, "fetch", "--prune", "--quiet", "origin"); err != nil {
+			return fmt.Errorf("mirror %s: %w", m.Dir, err)
+		}
+		if local, lerr = m.refs(ctx); lerr != nil {
+			return fmt.Errorf("mirror %s: %w", m.Dir, lerr)
+		}
+	}
+	if remoteHead == "" {
 		return nil // a server that does not advertise it: keep ours
 	}
-	if _, err := m.git(ctx, m.Dir, nil, "rev-parse", "--verify", "--quiet", ref); err != nil {
+	if _, ok := local[remoteHead]; !ok {
 		return nil // not fetched (yet); keep ours
 	}
-	if _, err := m.git(ctx, m.Dir, nil, "symbolic-ref", "HEAD", ref); err != nil {
+	if cur, err := m.headRef(ctx); err == nil && cur == remoteHead {
+		return nil
+	}
+	if _, err := m.git(ctx, m.Dir, nil, "symbolic-ref", "HEAD", remoteHead); err != nil {
 		return fmt.Errorf("mirror %s: %w", m.Dir, err)
 	}
 	return nil
 }
 
-// parseSymref reads "ref: refs/heads/main\tHEAD" from ls-remote --symref.
-func parseSymref(out []byte) string {
-	for line := range strings.SplitSeq(string(out), "\n") {
-		rest, ok := strings.CutPrefix(line, "ref: ")
-		if !ok {
-			continue
-		}
-		ref, name, _ := strings.Cut(rest, "\t")
-		if name == "HEAD" && strings.HasPrefix(ref, "refs/heads/") {
-			return ref
+// refs lists the mirror's refs: name → object name.
+func (m *Mirror) refs(ctx context.Context) (map[string]string, error) {
+	out, err := m.git(ctx, m.Dir, nil, "for-each-ref", "--format=%(objectname) %(refname)")
+	if err != nil {
+		return nil, err
+	}
+	refs := map[string]string{}
+	for line := range strings.SplitSeq(strings.TrimSpace(string(out)), "\n") {
+		if sha, name, ok := strings.Cut(line, " "); ok {
+			refs[name] = sha
 		}
 	}
-	return ""
+	return refs, nil
+}
+
+// headRef is the ref the mirror's HEAD points at ("refs/heads/trunk"),
+// read from the HEAD file when it is a plain symbolic ref (no git
+// process), else from git.
+func (m *Mirror) headRef(ctx context.Context) (string, error) {
+	if data, err := os.ReadFile(filepath.Join(m.Dir, "HEAD")); err == nil {
+		ref, ok := strings.CutPrefix(strings.TrimSpace(string(data)), "ref: ")
+		if ok && strings.HasPrefix(ref, "refs/heads/") && ref != "refs/heads/.invalid" {
+			return ref, nil
+		}
+	}
+	out, err := m.git(ctx, m.Dir, nil, "symbolic-ref", "HEAD")
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// parseRemote reads ls-remote --symref: the refs (peeled tag lines and
+// HEAD left out) and the branch HEAD points at ("" when not advertised).
+func parseRemote(out []byte) (refs map[string]string, head string) {
+	refs = map[string]string{}
+	for line := range strings.SplitSeq(string(out), "\n") {
+		if rest, ok := strings.CutPrefix(line, "ref: "); ok {
+			ref, name, _ := strings.Cut(rest, "\t")
+			if name == "HEAD" && strings.HasPrefix(ref, "refs/heads/") {
+				head = ref
+			}
+			continue
+		}
+		sha, name, ok := strings.Cut(line, "\t")
+		if !ok || name == "HEAD" || strings.HasSuffix(name, "^{}") || !strings.HasPrefix(name, "refs/") {
+			continue
+		}
+		refs[name] = sha
+	}
+	return refs, head
+}
+
+// sameRefs reports whether two ref listings are the same.
+func sameRefs(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for name, sha := range a {
+		if b[name] != sha {
+			return false
+		}
+	}
+	return true
 }
 
 // DefaultBranch returns the mirror's default branch name (what the
 // remote's HEAD points at).
 func (m *Mirror) DefaultBranch(ctx context.Context) (string, error) {
-	out, err := m.git(ctx, m.Dir, nil, "symbolic-ref", "HEAD")
+	ref, err := m.headRef(ctx)
 	if err != nil {
 		return "", fmt.Errorf("mirror %s: default branch: %w", m.Dir, err)
 	}
-	ref := strings.TrimSpace(string(out))
 	branch, ok := strings.CutPrefix(ref, "refs/heads/")
 	if !ok {
 		return "", fmt.Errorf("mirror %s: HEAD points at %q, not a branch", m.Dir, ref)
@@ -174,6 +260,29 @@ func (m *Mirror) Clone(ctx context.Context, dest string) error {
 	if err != nil {
 		return fmt.Errorf("clone %s: %w", dest, err)
 	}
+	return m.CloneBranch(ctx, dest, branch)
+}
+
+// CloneHead is Clone with the mirror held still: no fetch moves the
+// default branch while it is cloned, and the revision returned is what
+// the clone has checked out.
+func (m *Mirror) CloneHead(ctx context.Context, dest string) (*Revision, error) {
+	mu := m.fetchLock()
+	mu.Lock()
+	defer mu.Unlock()
+	rev, err := m.head(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("clone %s: %w", dest, err)
+	}
+	if err := m.CloneBranch(ctx, dest, rev.Name); err != nil {
+		return nil, err
+	}
+	return rev, nil
+}
+
+// CloneBranch is Clone checked out on branch (the default branch a Head
+// or Update has just resolved, without asking for it again).
+func (m *Mirror) CloneBranch(ctx context.Context, dest, branch string) error {
 	src, err := filepath.Abs(m.Dir)
 	if err != nil {
 		return fmt.Errorf("clone %s: %w", dest, err)

@@ -463,3 +463,64 @@ func TestConcurrentEnsure(t *testing.T) {
 		t.Errorf("README.md = %q, %v; want v1", got, err)
 	}
 }
+
+// TestEnsureFetchesOnlyWhatMoved: Ensure asks the remote for its refs and
+// fetches only when they differ from the mirror's (a moved branch, a new
+// or deleted ref, an annotated tag), and a mirror brought up to date is
+// not fetched again. Update then pins the default branch's new commit.
+func TestEnsureFetchesOnlyWhatMoved(t *testing.T) {
+	u := newUpstream(t)
+	ctx := context.Background()
+	m := newMirror(t, u)
+	// git, logging each subcommand run through the mirror.
+	logFile := filepath.Join(t.TempDir(), "git.log")
+	real, err := exec.LookPath("git")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Git = filepath.Join(t.TempDir(), "git")
+	write(t, m.Git, "#!/bin/sh\necho \"$1\" >>"+logFile+"\nexec "+real+" \"$@\"\n", 0o755)
+	fetched := func() bool {
+		t.Helper()
+		data, _ := os.ReadFile(logFile)
+		os.Remove(logFile)
+		return strings.Contains(string(data), "fetch\n")
+	}
+	steps := []struct {
+		name   string
+		change func()
+		fetch  bool
+	}{
+		{"unchanged", func() {}, false},
+		{"branch moved", func() { u.commit(t, "README.md", "v2\n") }, true},
+		{"then unchanged", func() {}, false},
+		{"new branch", func() { run(t, u.work, "push", "--quiet", u.bare, "HEAD:refs/heads/feature") }, true},
+		{"annotated tag", func() {
+			run(t, u.work, "tag", "-a", "-m", "release", "v1.0")
+			run(t, u.work, "push", "--quiet", u.bare, "v1.0")
+		}, true},
+		{"tag fetched", func() {}, false},
+		{"branch deleted", func() { run(t, u.work, "push", "--quiet", u.bare, "--delete", "feature") }, true},
+		{"at rest", func() {}, false},
+	}
+	for _, st := range steps {
+		st.change()
+		fetched()
+		rev, err := m.Update(ctx)
+		if err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		if got := fetched(); got != st.fetch {
+			t.Errorf("%s: fetched = %v; want %v", st.name, got, st.fetch)
+		}
+		if want := run(t, u.bare, "rev-parse", "trunk"); rev.Commit != want || rev.Name != "trunk" {
+			t.Errorf("%s: Update = %s at %s; want trunk at %s", st.name, rev.Name, rev.Commit, want)
+		}
+	}
+	if got := run(t, m.Dir, "branch", "--list", "feature"); got != "" {
+		t.Errorf("deleted branch not pruned: %q", got)
+	}
+	if got := run(t, m.Dir, "tag", "--list"); got != "v1.0" {
+		t.Errorf("tags %q; want v1.0", got)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -33,19 +34,31 @@ type Revision struct {
 	Git string
 }
 
+// ErrDefaultBranch is wrapped by Head's and Update's errors about the
+// default branch itself (as opposed to the fetch).
+var ErrDefaultBranch = errors.New("default branch")
+
 // Head resolves the mirror's default branch to the commit it points at now.
 // It waits for a fetch in progress, so it never sees one half done.
 func (m *Mirror) Head(ctx context.Context) (*Revision, error) {
 	mu := m.fetchLock()
 	mu.Lock()
 	defer mu.Unlock()
-	branch, err := m.DefaultBranch(ctx)
+	return m.head(ctx)
+}
+
+func (m *Mirror) head(ctx context.Context) (*Revision, error) {
+	ref, err := m.headRef(ctx)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("mirror %s: %w: %w", m.Dir, ErrDefaultBranch, err)
 	}
-	r, err := Resolve(ctx, m.Dir, "refs/heads/"+branch)
+	branch, ok := strings.CutPrefix(ref, "refs/heads/")
+	if !ok {
+		return nil, fmt.Errorf("mirror %s: %w: HEAD points at %q, not a branch", m.Dir, ErrDefaultBranch, ref)
+	}
+	r, err := Resolve(ctx, m.Dir, ref)
 	if err != nil {
-		return nil, fmt.Errorf("mirror %s: %w", m.Dir, err)
+		return nil, fmt.Errorf("mirror %s: %w: %s has no commits", m.Dir, ErrDefaultBranch, branch)
 	}
 	r.Name, r.Git = branch, m.Git
 	return r, nil

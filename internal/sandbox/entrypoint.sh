@@ -1,7 +1,21 @@
 #!/bin/sh
-# Airut sandbox entrypoint: marks the environment as sandboxed, makes the
-# per-task proxy CA trusted when one is mounted, then becomes the command.
+# Airut sandbox entrypoint: marks the environment as sandboxed, waits for
+# the task to be ready when told to, makes the per-task proxy CA trusted
+# when one is mounted, then becomes the command.
 export IS_SANDBOX=1
+# A container started before its task was ready (the workspace still being
+# cloned, the proxy not yet claimed) waits here for the runner's "go", the
+# first line of its input; the rest of the input is the command's. An
+# input closed before it means the task failed: the command never runs.
+# read takes one byte at a time from a pipe, so nothing of the rest is lost.
+if [ "${AIRUT_GATE:-}" = 1 ]; then
+	unset AIRUT_GATE
+	if ! IFS= read -r airut_gate || [ "$airut_gate" != go ]; then
+		echo "airut-entrypoint: the task was not started" >&2
+		exit 125
+	fi
+	unset airut_gate
+fi
 ca=/etc/airut/proxy-ca.pem
 if [ -f "$ca" ]; then
 	if command -v update-ca-certificates >/dev/null 2>&1 && [ -d /usr/local/share/ca-certificates ]; then

@@ -325,7 +325,16 @@ func (n *pooledNetwork) Setup(ctx context.Context, name string) (*TaskNetwork, e
 	sp := p.take(task.spareKey())
 	var tn *TaskNetwork
 	var err error
-	if sp != nil {
+	if sp == nil && task.Pending != nil {
+		// A cold start needs the claim before its proxy starts.
+		if task, err = task.resolved(ctx); err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case sp != nil && task.Pending != nil:
+		tn = sp.claimLater(task)
+	case sp != nil:
 		tn, err = sp.claim(ctx, task)
 		if err != nil && ctx.Err() == nil {
 			// The spare is gone with its failure; a cold start gets the
@@ -336,7 +345,7 @@ func (n *pooledNetwork) Setup(ctx context.Context, name string) (*TaskNetwork, e
 			p.mu.Unlock()
 			tn, err = task.setup(ctx, name)
 		}
-	} else {
+	default:
 		p.mu.Lock()
 		p.claimed++
 		p.cold++

@@ -2,6 +2,7 @@ package sandbox_test
 
 import (
 	"context"
+	"errors"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -38,8 +39,11 @@ func runPooled(t *testing.T, test func(*testing.T)) {
 }
 
 // providerFor is p itself, or under runPooled a provider claiming from a
-// pool of p's spares that has one ready; at the end of the test the pool
-// must have served the task warm, and it is closed.
+// pool of p's spares that has one ready, the way the gateway claims: the
+// allowlist is delivered late (Pending), so the agent's container starts
+// on the spare before its proxy is claimed, and its command waits for the
+// claim. At the end of the test the pool must have served the task warm,
+// and it is closed.
 func providerFor(t *testing.T, p *sandbox.ProxyNetwork) sandbox.NetworkProvider {
 	t.Helper()
 	pooledTests.Lock()
@@ -54,7 +58,20 @@ func providerFor(t *testing.T, p *sandbox.ProxyNetwork) sandbox.NetworkProvider 
 			t.Errorf("pool stats %+v: the task did not claim a warm spare", st)
 		}
 	})
-	return pool.Provider(*p)
+	late := *p
+	allow := p.Allowlist
+	late.Allowlist = nil
+	late.Pending = func(ctx context.Context) ([]byte, error) {
+		// As the gateway's .airut/ reads, which end while the
+		// container starts.
+		select {
+		case <-time.After(200 * time.Millisecond):
+			return allow, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return pool.Provider(late)
 }
 
 // newReadyPool starts a pool and waits until size spares are ready; it is
@@ -441,5 +458,47 @@ func TestPoolCloseWhileStarting(t *testing.T) {
 	ne.assertNoLeftovers(t)
 	if left := privateFiles(t, runner.StateDir); len(left) > 0 {
 		t.Errorf("private files left: %q", left)
+	}
+}
+
+// TestPoolLateClaimFails: a spare handed out before its allowlist (the
+// gateway's early start) whose claim then fails (the allowlist could not
+// be read, or the proxy refuses it) runs nothing: the result is
+// ErrNotReady, the spare is torn down with the run, and the pool makes a
+// new one.
+func TestPoolLateClaimFails(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		pending func(context.Context) ([]byte, error)
+		want    string
+	}{
+		{"unread", func(context.Context) ([]byte, error) {
+			return nil, errors.New(".airut/network-allowlist.yaml: unreadable")
+		}, "unreadable"},
+		{"refused", func(context.Context) ([]byte, error) {
+			return []byte("domains: [\"*\"]\nbogus: {\n"), nil
+		}, "proxy exited before it was ready"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ne := newNetEnv(t)
+			pool := newReadyPool(t, *ne.provider, 1)
+			late := *ne.provider
+			late.Allowlist, late.Pending = nil, tc.pending
+			ws := t.TempDir()
+			res, out, _ := ne.run(t, sandbox.Spec{Network: sandbox.NetworkSandboxed, Provider: pool.Provider(late),
+				Mounts:  []sandbox.Mount{{Source: ws, Target: "/workspace"}},
+				Command: []string{"sh", "-c", "touch /workspace/ran; tkhttp https://api.example.test/echo/late"}})
+			if res.Outcome != sandbox.OutcomeInfrastructure || !errors.Is(res.Err, sandbox.ErrNotReady) ||
+				!strings.Contains(res.Reason, tc.want) {
+				t.Fatalf("result %s %q (%v); want infrastructure, ErrNotReady, %q", res.Outcome, res.Reason, res.Err, tc.want)
+			}
+			if _, err := os.Stat(filepath.Join(ws, "ran")); err == nil || len(out) > 0 {
+				t.Fatalf("the command ran although its claim failed: %q", out)
+			}
+			waitFor(t, "the spare torn down and a new one ready", func() bool {
+				st := pool.Stats()
+				return st.Claimed == 0 && st.Ready == 1 && st.Warm == 1
+			})
+		})
 	}
 }

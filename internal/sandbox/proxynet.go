@@ -10,6 +10,7 @@ import (
 	"math/big"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -81,6 +82,12 @@ type ProxyNetwork struct {
 	UpstreamCA []byte
 	// UpstreamDNS is HOST:PORT of the upstream resolver; "" = the system's.
 	UpstreamDNS string
+	// Pending, when set, delivers the allowlist (in place of Allowlist)
+	// after Setup has been called: the task's configuration is still
+	// being read while its container starts. A pool's Setup then hands
+	// out a ready spare at once and claims it in the TaskNetwork's Ready;
+	// any other Setup waits for Pending first.
+	Pending func(ctx context.Context) ([]byte, error)
 	// NetworkLog receives every network log line of the proxy, in order, as
 	// the proxy writes it to its standard output (ALLOWED/BLOCKED/DNS …);
 	// the last lines are delivered before teardown returns. nil drops them.
@@ -100,6 +107,13 @@ func (p *ProxyNetwork) EgressNetwork() string { return p.Runner.Prefix + "-egres
 // Setup creates the task's network sandbox and returns the agent
 // container's network arguments. On failure nothing it created is left.
 func (p *ProxyNetwork) Setup(ctx context.Context, name string) (*TaskNetwork, error) {
+	if p.Pending != nil {
+		q, err := p.resolved(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return q.Setup(ctx, name)
+	}
 	tn, err := p.setup(ctx, name)
 	if err != nil {
 		return nil, fmt.Errorf("network sandbox: %w: %w", err, ErrInfrastructure)
@@ -115,6 +129,17 @@ func (p *ProxyNetwork) setup(ctx context.Context, name string) (*TaskNetwork, er
 		return nil, err
 	}
 	return sp.finish(ctx, p)
+}
+
+// resolved is p with its Pending allowlist delivered.
+func (p *ProxyNetwork) resolved(ctx context.Context) (*ProxyNetwork, error) {
+	allow, err := p.Pending(ctx)
+	if err != nil {
+		return nil, err
+	}
+	q := *p
+	q.Allowlist, q.Pending = allow, nil
+	return &q, nil
 }
 
 // spare is one task's network sandbox before (or while) its task claims
@@ -336,21 +361,65 @@ func (sp *spare) claim(ctx context.Context, task *ProxyNetwork) (*TaskNetwork, e
 // finish waits for the claimed proxy to be ready (it has generated the
 // task's CA and bound its listeners) and returns the task's network.
 func (sp *spare) finish(ctx context.Context, task *ProxyNetwork) (*TaskNetwork, error) {
-	caPath := filepath.Join(sp.outDir, "ca.pem")
-	if err := waitReady(ctx, sp.proc, caPath, 2*time.Millisecond); err != nil {
+	if err := sp.ready(ctx); err != nil {
 		sp.undo.unwind(ctx)
 		return nil, err
+	}
+	return &TaskNetwork{Args: sp.args(), Lost: sp.proc.lost, Teardown: sp.undo.release()}, nil
+}
+
+// claimLater hands the spare to a task whose allowlist is still being read
+// (ProxyNetwork.Pending): the agent's container can start on it at once,
+// and the TaskNetwork's Ready claims it. The spare is the task's from
+// here on; the Teardown removes it whatever Ready did.
+func (sp *spare) claimLater(task *ProxyNetwork) *TaskNetwork {
+	tn := &TaskNetwork{Args: sp.args(), Lost: sp.proc.lost, Teardown: sp.undo.release()}
+	tn.Ready = func(ctx context.Context) error {
+		allow, err := task.Pending(ctx)
+		if err != nil {
+			return err
+		}
+		t := *task
+		t.Allowlist, t.Pending = allow, nil
+		if err := t.writeClaim(sp); err != nil {
+			return fmt.Errorf("network sandbox: claim: %w", err)
+		}
+		if t.NetworkLog != nil {
+			sp.proc.logFn.Store(&t.NetworkLog)
+		}
+		if err := sp.ready(ctx); err != nil {
+			return fmt.Errorf("network sandbox: %w", err)
+		}
+		return nil
+	}
+	return tn
+}
+
+// ready waits for the claimed proxy to have made the task's CA and bound
+// its listeners, and checks that the network's holder still runs.
+func (sp *spare) ready(ctx context.Context) error {
+	if err := waitReady(ctx, sp.proc, filepath.Join(sp.outDir, caFile), 2*time.Millisecond); err != nil {
+		return err
 	}
 	// The proxy has read its configuration before it signals readiness:
 	// the real secret values need not stay on disk while the task runs.
 	if err := os.Remove(filepath.Join(sp.confDir, replacementsFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		sp.undo.unwind(ctx)
-		return nil, err
+		return err
 	}
 	if sp.gone() {
-		sp.undo.unwind(ctx)
-		return nil, errors.New("the task network's holder container exited")
+		return errors.New("the task network's holder container exited")
 	}
+	return nil
+}
+
+// caFile is the per-task CA's name in the proxy's output directory, which
+// the agent's container sees read-only at CAPath's directory (the CA is
+// written only once the proxy is claimed and ready, after the agent's
+// container may have started).
+var caFile = path.Base(CAPath)
+
+// args are the agent container's network arguments on the spare.
+func (sp *spare) args() []string {
 	// The agent joins the holder's namespace when there is one: the task
 	// network, the proxy as resolver, IPv6 off, all set when the holder
 	// started.
@@ -361,8 +430,7 @@ func (sp *spare) finish(ctx context.Context, task *ProxyNetwork) (*TaskNetwork, 
 			// a path to the host that the proxy never sees.
 			"--sysctl", "net.ipv6.conf.all.disable_ipv6=1"}
 	}
-	args = append(args, "--mount", "type=bind,source="+caPath+",destination="+CAPath+",ro")
-	return &TaskNetwork{Args: args, Lost: sp.proc.lost, Teardown: sp.undo.release()}, nil
+	return append(args, "--mount", "type=bind,source="+sp.outDir+",destination="+path.Dir(CAPath)+",ro")
 }
 
 // claimFile is the claim's name in the proxy's config directory.
@@ -376,7 +444,7 @@ func (p *ProxyNetwork) writeClaim(sp *spare) error {
 	if err := os.WriteFile(filepath.Join(dir, "allowlist.yaml"), p.Allowlist, 0o600); err != nil {
 		return err
 	}
-	args := []string{"--allowlist", proxyConfigDir + "/allowlist.yaml", "--ca-cert-out", proxyOutDir + "/ca.pem"}
+	args := []string{"--allowlist", proxyConfigDir + "/allowlist.yaml", "--ca-cert-out", proxyOutDir + "/" + caFile}
 	if p.Secrets != nil {
 		if err := p.Secrets.WriteReplacementFile(filepath.Join(dir, replacementsFile)); err != nil {
 			return err

@@ -86,6 +86,11 @@ type TaskNetwork struct {
 	// output line) or has ended: the warm pool makes the next spare then,
 	// not while the engine is busy starting this one.
 	Started func()
+	// Ready, when not nil, finishes the set-up after the container has
+	// been started on Args (a warm spare handed out before its task's
+	// allowlist was known is claimed here): the command waits for it, like
+	// for Spec.Ready.
+	Ready func(ctx context.Context) error
 }
 
 // Spec is one command to run in a fresh container.
@@ -115,7 +120,29 @@ type Spec struct {
 	// MaxLine caps the bytes of one output line held in memory; 0 means
 	// DefaultMaxLine.
 	MaxLine int
+	// Ready, when not nil, is what the command still waits for once its
+	// container has started: the container's start (most of a task's
+	// start) overlaps the caller's last preparations, such as the
+	// workspace's clone into a mounted directory. The command runs only
+	// once Ready (and the network's TaskNetwork.Ready) have returned nil;
+	// on an error it never runs, the container is removed, and the result
+	// is infrastructure wrapping ErrNotReady and the error. The image must
+	// have the Airut entrypoint (every ImageCache task image has): it holds
+	// the command back until the runner lets it go (see GateEnv).
+	Ready func(ctx context.Context) error
 }
+
+// GateEnv is set in a container whose command waits (Spec.Ready): the
+// Airut entrypoint then reads one line from standard input, and runs the
+// command only when it is "go". The runner writes it once everything is
+// ready, followed by the command's own input; it closes the input instead
+// when something failed, and the entrypoint exits without running the
+// command.
+const GateEnv = "AIRUT_GATE"
+
+// ErrNotReady is wrapped by the result of a run whose Ready failed: the
+// container was started but its command never ran.
+var ErrNotReady = errors.New("the sandbox was not ready: the command did not run")
 
 // DefaultMaxLine is the longest output line delivered whole. Stream-json
 // events carry whole tool results and can be megabytes long; a line past
@@ -299,6 +326,10 @@ func (r *Runner) run(ctx context.Context, spec *Spec) Result {
 
 	var netArgs []string
 	var lost <-chan struct{}
+	var readies []func(context.Context) error
+	if spec.Ready != nil {
+		readies = append(readies, spec.Ready)
+	}
 	if spec.Network == NetworkSandboxed {
 		tn, err := spec.Provider.Setup(ctx, name)
 		if err != nil {
@@ -315,6 +346,9 @@ func (r *Runner) run(ctx context.Context, spec *Spec) Result {
 			tn.Teardown(c)
 		}()
 		netArgs, lost = tn.Args, tn.Lost
+		if tn.Ready != nil {
+			readies = append(readies, tn.Ready)
+		}
 		if tn.Started != nil {
 			var once sync.Once
 			started := func() { once.Do(tn.Started) }
@@ -323,6 +357,14 @@ func (r *Runner) run(ctx context.Context, spec *Spec) Result {
 		}
 	}
 
+	var g *gate
+	if len(readies) > 0 {
+		var err error
+		if g, err = newGate(spec); err != nil {
+			return infraResult(err)
+		}
+		defer g.close()
+	}
 	args, err := r.Args(spec, name, netArgs)
 	if err != nil {
 		res.Outcome, res.ExitCode, res.Err, res.Reason = OutcomeInfrastructure, -1, err, err.Error()
@@ -354,6 +396,19 @@ func (r *Runner) run(ctx context.Context, spec *Spec) Result {
 	if err != nil {
 		return infraResult(fmt.Errorf("start %s: %w", r.rt.Command, err))
 	}
+	var gateFailed <-chan error
+	if g != nil {
+		// Runs before the container's removal and the teardown: no
+		// Ready (a claim) is still under way when the network goes.
+		readyCtx, cancelReady := context.WithCancel(ctx)
+		defer func() {
+			cancelReady()
+			g.close()
+			<-g.done
+		}()
+		g.open(readyCtx, readies)
+		gateFailed = g.failed
+	}
 
 	var timeout <-chan time.Time
 	if spec.Limits.Timeout > 0 {
@@ -367,16 +422,37 @@ func (r *Runner) run(ctx context.Context, spec *Spec) Result {
 	}
 
 	var stopped Outcome
+	var readyErr error
 	select {
 	case <-proc.exited:
+		// A failed Ready closed the command's input: the entrypoint
+		// exited without running it.
+		select {
+		case readyErr = <-gateFailed:
+			stopped = outcomeNotReady
+		default:
+		}
 	case <-timeout:
 		stopped = OutcomeTimeout
 	case <-ctx.Done():
 		stopped = OutcomeCancelled
 	case <-lost:
 		stopped = OutcomeInfrastructure
+	case readyErr = <-gateFailed:
+		stopped = outcomeNotReady
+		// Nothing ran: no grace to give.
+		c, cancel := cleanupCtx()
+		r.remove(c, name)
+		removed = true
+		cancel()
+		select {
+		case <-proc.exited:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-proc.exited
+		}
 	}
-	if stopped != "" {
+	if stopped != "" && stopped != outcomeNotReady {
 		c, cancel := cleanupCtx()
 		r.stop(c, name, grace)
 		cancel()
@@ -410,6 +486,10 @@ func (r *Runner) run(ctx context.Context, spec *Spec) Result {
 	res.ExitCode = exitCode(werr)
 	removed = stopped == "" && res.ExitCode >= 0 && !(res.ExitCode >= 125 && res.ExitCode <= 127)
 	switch {
+	case stopped == outcomeNotReady:
+		res.Outcome, res.ExitCode = OutcomeInfrastructure, -1
+		res.Reason = readyErr.Error()
+		res.Err = fmt.Errorf("%w: %w: %w", ErrNotReady, readyErr, ErrInfrastructure)
 	case stopped == OutcomeInfrastructure:
 		res.Outcome, res.ExitCode = OutcomeInfrastructure, -1
 		res.Reason = "network sandbox lost while the command ran: the proxy's engine client died; the command was stopped"

@@ -160,13 +160,14 @@ func (s *Sandbox) KillAll() int {
 // all, only the bookkeeping, and one network log line at set-up
 // ("DNS A host-sandbox.test -> 127.0.0.1") so that log plumbing is seen.
 func (s *Sandbox) ProxyNetwork(p sandbox.ProxyNetwork) sandbox.NetworkProvider {
-	return hostNetwork{s: s, log: p.NetworkLog, image: p.ProxyImage}
+	return hostNetwork{s: s, log: p.NetworkLog, image: p.ProxyImage, pending: p.Pending}
 }
 
 type hostNetwork struct {
-	s     *Sandbox
-	log   func(string)
-	image string
+	s       *Sandbox
+	log     func(string)
+	image   string
+	pending func(context.Context) ([]byte, error)
 }
 
 func (n hostNetwork) Setup(ctx context.Context, name string) (*sandbox.TaskNetwork, error) {
@@ -183,13 +184,21 @@ func (n hostNetwork) Setup(ctx context.Context, name string) (*sandbox.TaskNetwo
 		n.log("DNS A host-sandbox.test -> 127.0.0.1")
 	}
 	var once sync.Once
-	return &sandbox.TaskNetwork{Teardown: func(context.Context) {
+	tn := &sandbox.TaskNetwork{Teardown: func(context.Context) {
 		once.Do(func() {
 			n.s.mu.Lock()
 			n.s.networks--
 			n.s.mu.Unlock()
 		})
-	}}, nil
+	}}
+	if n.pending != nil {
+		// As a warm spare's claim: the allowlist arrives once read.
+		tn.Ready = func(ctx context.Context) error {
+			_, err := n.pending(ctx)
+			return err
+		}
+	}
+	return tn, nil
 }
 
 func mountOf(spec *sandbox.Spec, target string) string {
@@ -213,6 +222,10 @@ func (s *Sandbox) Run(ctx context.Context, spec sandbox.Spec) (res sandbox.Resul
 	s.mu.Lock()
 	s.runs++
 	s.mu.Unlock()
+	var readies []func(context.Context) error
+	if spec.Ready != nil {
+		readies = append(readies, spec.Ready)
+	}
 	if spec.Network == sandbox.NetworkSandboxed {
 		if spec.Provider == nil {
 			return infra("network sandbox requested but not available")
@@ -222,6 +235,9 @@ func (s *Sandbox) Run(ctx context.Context, spec sandbox.Spec) (res sandbox.Resul
 			return infra("network sandbox: %v", err)
 		}
 		defer tn.Teardown(context.WithoutCancel(ctx))
+		if tn.Ready != nil {
+			readies = append(readies, tn.Ready)
+		}
 	}
 	if s.BeforeRun != nil {
 		if err := s.BeforeRun(ctx, &spec); err != nil {
@@ -235,6 +251,16 @@ func (s *Sandbox) Run(ctx context.Context, spec sandbox.Spec) (res sandbox.Resul
 	}
 	s.running++
 	s.mu.Unlock()
+	// What the real sandbox's entrypoint waits for before the command runs.
+	for _, ready := range readies {
+		if err := ready(ctx); err != nil {
+			s.mu.Lock()
+			s.running--
+			s.mu.Unlock()
+			return sandbox.Result{Outcome: sandbox.OutcomeInfrastructure, ExitCode: -1, Reason: err.Error(),
+				Err: fmt.Errorf("%w: %w: %w", sandbox.ErrNotReady, err, sandbox.ErrInfrastructure)}
+		}
+	}
 	defer func() {
 		s.mu.Lock()
 		s.running--
