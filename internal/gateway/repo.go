@@ -189,6 +189,7 @@ func (h *repoHandler) drain(ctx context.Context) {
 		_ = h.waitIdle(context.Background())
 	}
 	h.bg.Wait()
+	h.removeSpareWorkspace()
 	h.cancelJobs(nil)
 }
 

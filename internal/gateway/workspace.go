@@ -2,11 +2,14 @@ package gateway
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/airut/airut/internal/conversation"
 	"github.com/airut/airut/internal/gitmirror"
@@ -81,12 +84,48 @@ type workspaces struct {
 	mu     sync.Mutex
 	spare  *spareWorkspace
 	making bool
+	token  string // names this handler's spare (a reload's handlers overlap)
 }
 
-// spareWorkspaceDir is where the spare is made: beside the conversations,
-// on their file system (it is renamed into one).
+// spareWorkspacePrefix names spare workspaces beside the conversations, on
+// their file system (a spare is renamed into one).
+const spareWorkspacePrefix = "workspace-spare-"
+
+// spareLeftoverAge is how old another handler's spare must be to be taken
+// for a crash's leftover and removed: a reload's draining handler removes
+// its own.
+const spareLeftoverAge = time.Hour
+
+// spareWorkspaceDir is where this handler makes its spare; h.ws.mu is held.
 func (h *repoHandler) spareWorkspaceDir() string {
-	return filepath.Join(filepath.Dir(h.store.Root), "workspace-spare")
+	if h.ws.token == "" {
+		var b [6]byte
+		_, _ = rand.Read(b[:])
+		h.ws.token = hex.EncodeToString(b[:])
+	}
+	return filepath.Join(filepath.Dir(h.store.Root), spareWorkspacePrefix+h.ws.token)
+}
+
+// removeSpareWorkspace removes the handler's spare (a drain that has
+// waited for its refill).
+func (h *repoHandler) removeSpareWorkspace() {
+	h.ws.mu.Lock()
+	defer h.ws.mu.Unlock()
+	if h.ws.spare != nil {
+		os.RemoveAll(h.ws.spare.dir)
+		h.ws.spare = nil
+	}
+}
+
+// removeSpareLeftovers removes the spares a crashed process left; dir is
+// this handler's.
+func removeSpareLeftovers(dir string) {
+	matches, _ := filepath.Glob(filepath.Join(filepath.Dir(dir), spareWorkspacePrefix+"*"))
+	for _, m := range matches {
+		if st, err := os.Stat(m); err == nil && m != dir && time.Since(st.ModTime()) > spareLeftoverAge {
+			os.RemoveAll(m)
+		}
+	}
 }
 
 // placeWorkspace readies a conversation's workspace directory for a
@@ -144,14 +183,15 @@ func (h *repoHandler) refillWorkspace() {
 		return
 	}
 	h.ws.making = true
+	dir := h.spareWorkspaceDir()
 	h.ws.mu.Unlock()
 	h.bg.Add(1)
 	go func() {
 		defer h.bg.Done()
-		dir := h.spareWorkspaceDir()
 		url := h.mirror.URL
-		// Whatever is there is a spare this process did not finish (or a
-		// crashed one's): never used, removed.
+		removeSpareLeftovers(dir)
+		// Whatever is there is a spare this handler did not finish:
+		// never used, removed.
 		err := os.RemoveAll(dir)
 		var rev *gitmirror.Revision
 		if err == nil {

@@ -84,7 +84,10 @@ func TestSpareWorkspace(t *testing.T) {
 	if !start(second) || note(second) != "v1\n" {
 		t.Fatalf("second workspace: the spare was not placed, or NOTE.md = %q", note(second))
 	}
-	if _, err := os.Stat(h.spareWorkspaceDir()); err == nil {
+	h.ws.mu.Lock()
+	spareDir := h.spareWorkspaceDir()
+	h.ws.mu.Unlock()
+	if _, err := os.Stat(spareDir); err == nil {
 		t.Error("the placed spare is still in the spare's place")
 	}
 
