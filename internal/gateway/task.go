@@ -173,7 +173,6 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 	}
 	g.tracker.update(j.id, func(ti *TaskInfo) { ti.Model = model })
 
-	prog.phase(channel.PhaseRunning)
 	var image string
 	var ready func(context.Context) error
 	runProvider := provider
@@ -203,6 +202,7 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 				return errImageChanged
 			}
 			path.finish("ready")
+			prog.phase(channel.PhaseRunning)
 			return nil
 		}
 		tr = run(rec.SessionID, agent.Prompt(in))
@@ -219,6 +219,7 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 		}
 		if tr.notReady {
 			log.Info("the task's early start was not used; starting it again", "reason", tr.reason)
+			prog.phase(channel.PhaseRunning)
 			image = sb.image
 			if provider != nil {
 				runProvider = timedProvider{provider, path}
@@ -233,6 +234,7 @@ func (j *job) prepareAndRun(ctx context.Context, dir *conversation.Dir, items []
 		if provider != nil {
 			runProvider = timedProvider{provider, path}
 		}
+		prog.phase(channel.PhaseRunning)
 		tr = run(rec.SessionID, agent.Prompt(in))
 	}
 	if sb.image != "" {
