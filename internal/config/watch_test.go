@@ -99,6 +99,18 @@ func (f *watchFixture) watch(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 }
 
+// settled is the status once the reload that Apply was called for has
+// recorded itself: Apply runs before the generation is counted, so a test
+// woken by Apply would otherwise read the status a moment early.
+func (f *watchFixture) settled(t *testing.T, gen uint64) ReloadStatus {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for f.r.Status().Generation < gen && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return f.r.Status()
+}
+
 func writeTest(t *testing.T, path, data string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
@@ -152,7 +164,7 @@ func TestReloadSaveStyles(t *testing.T) {
 		if got := f.a.next(t, "a second rename").Repos["app"].Model; got != "haiku" {
 			t.Errorf("model after the second rename: %q", got)
 		}
-		if st := f.r.Status(); st.Generation != 3 || st.LastError != "" {
+		if st := f.settled(t, 3); st.Generation != 3 || st.LastError != "" {
 			t.Errorf("status: %+v; want generation 3", st)
 		}
 	})
@@ -209,7 +221,7 @@ func TestReloadInvalidKeptOut(t *testing.T) {
 	if got := f.a.next(t, "the fix").Repos["app"].Model; got != "sonnet" {
 		t.Errorf("model: %q", got)
 	}
-	if st := f.r.Status(); st.Generation != 2 || st.LastError != "" {
+	if st := f.settled(t, 2); st.Generation != 2 || st.LastError != "" {
 		t.Errorf("status after the fix: %+v", st)
 	}
 
