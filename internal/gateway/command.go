@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -215,14 +214,7 @@ func (j *job) prepareRepo(ctx context.Context, dir *conversation.Dir, placed *sp
 	wsDone := make(chan error, 1)
 	go func() {
 		start := time.Now()
-		if placed.matches(src, h.mirror.URL) {
-			// The spare placed is what a clone now would give.
-			if err := os.Remove(dir.Workspace() + cloningSuffix); err != nil {
-				wsDone <- err
-				return
-			}
-		}
-		err := ensureWorkspace(wsCtx, h, dir, src.Name)
+		err := ensureWorkspace(wsCtx, h, dir, src, placed)
 		path.span("workspace", time.Since(start))
 		wsDone <- err
 	}()

@@ -15,13 +15,21 @@ import (
 	"github.com/airut/airut/internal/gitmirror"
 )
 
-// ensureWorkspace clones the workspace on a conversation's first task.
-// The clone goes into the workspace directory itself, which a container
+// ensureWorkspace clones the workspace on a conversation's first task,
+// rev being the mirror's default branch as the task fetched it. The
+// clone goes into the workspace directory itself, which a container
 // started early already mounts (its inode must stay); a marker beside it
-// says a clone is under way, so a crash mid-clone is cloned again.
-func ensureWorkspace(ctx context.Context, h *repoHandler, dir *conversation.Dir, branch string) error {
+// says a clone is under way, so a crash mid-clone is cloned again. A
+// spare placed there (placeWorkspace) is kept when it is what the clone
+// would give.
+func ensureWorkspace(ctx context.Context, h *repoHandler, dir *conversation.Dir, rev *gitmirror.Revision, placed *spareWorkspace) error {
 	ws := dir.Workspace()
 	marker := ws + cloningSuffix
+	if placed.matches(rev, h.mirror.URL) {
+		if err := os.Remove(marker); err != nil {
+			return err
+		}
+	}
 	if _, err := os.Stat(filepath.Join(ws, ".git")); err == nil {
 		if _, err := os.Stat(marker); errors.Is(err, fs.ErrNotExist) {
 			return nil
@@ -36,7 +44,7 @@ func ensureWorkspace(ctx context.Context, h *repoHandler, dir *conversation.Dir,
 	if err := emptyDir(ws); err != nil {
 		return err
 	}
-	if err := h.mirror.CloneBranch(ctx, ws, branch); err != nil {
+	if err := h.mirror.CloneBranch(ctx, ws, rev.Name); err != nil {
 		_ = emptyDir(ws)
 		return err
 	}

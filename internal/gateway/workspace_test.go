@@ -34,7 +34,7 @@ func TestSpareWorkspace(t *testing.T) {
 		return string(data)
 	}
 	// start is a task's workspace start: the spare placed, the mirror
-	// updated, the spare kept when it matches, the workspace ensured.
+	// updated, the workspace ensured.
 	start := func(dir *conversation.Dir) (placed bool) {
 		t.Helper()
 		sp, err := h.placeWorkspace(dir)
@@ -45,12 +45,7 @@ func TestSpareWorkspace(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if sp.matches(rev, h.mirror.URL) {
-			if err := os.Remove(dir.Workspace() + cloningSuffix); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := ensureWorkspace(ctx, h, dir, rev.Name); err != nil {
+		if err := ensureWorkspace(ctx, h, dir, rev, sp); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := os.Stat(dir.Workspace() + cloningSuffix); err == nil {

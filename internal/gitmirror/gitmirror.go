@@ -234,20 +234,13 @@ func sameRefs(a, b map[string]string) bool {
 }
 
 // DefaultBranch returns the mirror's default branch name (what the
-// remote's HEAD points at).
+// remote's HEAD points at), checked to have a commit.
 func (m *Mirror) DefaultBranch(ctx context.Context) (string, error) {
-	ref, err := m.headRef(ctx)
+	rev, err := m.head(ctx)
 	if err != nil {
-		return "", fmt.Errorf("mirror %s: default branch: %w", m.Dir, err)
+		return "", err
 	}
-	branch, ok := strings.CutPrefix(ref, "refs/heads/")
-	if !ok {
-		return "", fmt.Errorf("mirror %s: HEAD points at %q, not a branch", m.Dir, ref)
-	}
-	if _, err := m.git(ctx, m.Dir, nil, "rev-parse", "--verify", "--quiet", ref+"^{commit}"); err != nil {
-		return "", fmt.Errorf("mirror %s: default branch %s has no commits", m.Dir, branch)
-	}
-	return branch, nil
+	return rev.Name, nil
 }
 
 // Clone makes a full, independent clone of the mirror at dest (which must
