@@ -18,22 +18,29 @@ import (
 	"github.com/airut/airut/internal/testkit"
 )
 
-// pooledTests makes providerFor hand out pooled providers: the escape
-// tests run unchanged with a warm spare claimed for every task.
-var pooledTests struct {
+// providerMode makes providerFor hand out other providers than the
+// ProxyNetwork itself: the escape tests run unchanged with a warm spare
+// claimed for every task (pooled), or with the sandbox started ahead of
+// its run the way airut-sandbox does (prestarted).
+var providerMode struct {
 	sync.Mutex
-	on bool
+	mode string
 }
 
 // runPooled runs test with every network sandbox claimed from a pool.
-func runPooled(t *testing.T, test func(*testing.T)) {
-	pooledTests.Lock()
-	pooledTests.on = true
-	pooledTests.Unlock()
+func runPooled(t *testing.T, test func(*testing.T)) { runWithProvider(t, "pooled", test) }
+
+// runPrestarted runs test with every network sandbox prestarted.
+func runPrestarted(t *testing.T, test func(*testing.T)) { runWithProvider(t, "prestarted", test) }
+
+func runWithProvider(t *testing.T, mode string, test func(*testing.T)) {
+	providerMode.Lock()
+	providerMode.mode = mode
+	providerMode.Unlock()
 	t.Cleanup(func() {
-		pooledTests.Lock()
-		pooledTests.on = false
-		pooledTests.Unlock()
+		providerMode.Lock()
+		providerMode.mode = ""
+		providerMode.Unlock()
 	})
 	test(t)
 }
@@ -43,13 +50,21 @@ func runPooled(t *testing.T, test func(*testing.T)) {
 // allowlist is delivered late (Pending), so the agent's container starts
 // on the spare before its proxy is claimed, and its command waits for the
 // claim. At the end of the test the pool must have served the task warm,
-// and it is closed.
+// and it is closed. Under runPrestarted it is p prestarted, as
+// airut-sandbox does: the agent's container starts beside the proxy's,
+// and its command waits for the proxy's readiness.
 func providerFor(t *testing.T, p *sandbox.ProxyNetwork) sandbox.NetworkProvider {
 	t.Helper()
-	pooledTests.Lock()
-	on := pooledTests.on
-	pooledTests.Unlock()
-	if !on {
+	providerMode.Lock()
+	mode := providerMode.mode
+	providerMode.Unlock()
+	switch mode {
+	case "pooled":
+	case "prestarted":
+		pre := p.Prestart(context.Background(), "", nil)
+		t.Cleanup(func() { pre.Discard(context.Background()) })
+		return pre
+	default:
 		return p
 	}
 	pool := newReadyPool(t, *p, 1)
@@ -102,6 +117,10 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestNetworkSandboxPooled(t *testing.T) { runPooled(t, TestNetworkSandbox) }
 
 func TestProxyHardeningPooled(t *testing.T) { runPooled(t, TestProxyHardening) }
+
+// TestNetworkSandboxPrestarted: the escape tests pass unchanged with the
+// agent's container started beside its proxy's (airut-sandbox's path).
+func TestNetworkSandboxPrestarted(t *testing.T) { runPrestarted(t, TestNetworkSandbox) }
 
 // TestPoolTasksIsolated: two tasks run at once on spares of one pool. Each
 // task's proxy enforces its own allowlist and only that, swaps only its own

@@ -9,8 +9,8 @@ import (
 // Prestarted is a network sandbox started ahead of its Run, for a caller
 // that knows the task's configuration before its image is ready (the
 // airut-sandbox CLI): the network is created and the proxy started with
-// its claim while the caller checks or builds images, and Run's Setup only
-// waits for what is left.
+// its claim while the caller checks or builds images, and the agent's
+// container starts beside the proxy's.
 type Prestarted struct {
 	p       *ProxyNetwork
 	done    chan struct{}
@@ -38,8 +38,10 @@ func (p *ProxyNetwork) Prestart(ctx context.Context, contextID string, image fun
 	return s
 }
 
-// Setup waits for the background start and then for the proxy's
-// readiness. It can be called once; the name Run gives is not used (the
+// Setup waits for the background start (the networks created, the
+// proxy's container starting); the TaskNetwork's Ready waits for the
+// proxy's readiness, so the image given to Run must have the Airut
+// entrypoint (see Spec.Ready). It can be called once; the name Run gives is not used (the
 // proxy was named at Prestart).
 func (s *Prestarted) Setup(ctx context.Context, _ string) (*TaskNetwork, error) {
 	s.setupMu.Lock()
@@ -57,9 +59,17 @@ func (s *Prestarted) Setup(ctx context.Context, _ string) (*TaskNetwork, error) 
 	if s.err != nil {
 		return nil, fmt.Errorf("network sandbox: %w: %w", s.err, ErrInfrastructure)
 	}
-	tn, err := s.sp.finish(ctx, s.p)
-	if err != nil {
-		return nil, fmt.Errorf("network sandbox: %w: %w", err, ErrInfrastructure)
+	// The agent's container starts while the proxy comes up (the two
+	// starts are most of a run's set-up): its command waits at the
+	// entrypoint's gate until the proxy is ready (the CLI's images are
+	// ImageCache's, which have the entrypoint).
+	sp := s.sp
+	tn := &TaskNetwork{Args: sp.args(), Lost: sp.proc.lost, Teardown: sp.undo.release()}
+	tn.Ready = func(ctx context.Context) error {
+		if err := sp.ready(ctx); err != nil {
+			return fmt.Errorf("network sandbox: %w", err)
+		}
+		return nil
 	}
 	return tn, nil
 }
