@@ -38,7 +38,7 @@ type Claim struct {
 }
 
 // claimForbidden are the flags fixed when the spare starts.
-var claimForbidden = []string{"listen-ip", "bind-ip", "dns-port", "http-port", "https-port", "wait-config", "wait-signal"}
+var claimForbidden = []string{"listen-ip", "bind-ip", "dns-port", "http-port", "https-port", "wait-config", "wait-signal", "stop-on-eof"}
 
 // awaitClaim waits for the claim file named by --wait-config and returns
 // the start flags with the claim's applied. A claim that does not parse or

@@ -49,6 +49,7 @@ type ServeConfig struct {
 	HTTPSPort        int               // Default 443.
 	WaitConfig       string            // a spare: wait for this claim file, which supplies the other flags (claim.go). Default none.
 	WaitSignal       string            // written once a spare waits for its claim. Default none.
+	StopOnEOF        bool              // stop when standard input ends, and end the network log with EndOfLog. Default false.
 	Stdout           io.Writer         // the network log. Default os.Stdout.
 	Stderr           io.Writer         // the operational log. Default os.Stderr.
 }
@@ -60,7 +61,7 @@ type ServeConfig struct {
 // stopped, so the task network's namespace (its address, resolver and
 // sysctls) exists before the agent's container joins it
 // (--network container:…) and the agent's start pays no network set-up.
-func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 1 && args[0] == "hold" {
 		<-ctx.Done()
 		return nil
@@ -68,6 +69,17 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
+	}
+	if cfg.StopOnEOF {
+		// The sandbox holds the input open for the task's life: its end
+		// stops the proxy as SIGTERM would, without an engine call.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			_, _ = io.Copy(io.Discard, stdin)
+			cancel()
+		}()
 	}
 	if cfg.WaitConfig != "" {
 		if cfg, err = awaitClaim(ctx, args, cfg.WaitConfig, cfg.WaitSignal, stderr); err != nil {
@@ -111,6 +123,7 @@ func parseFlags(args []string, stderr io.Writer) (ServeConfig, error) {
 	fs.IntVar(&c.HTTPSPort, "https-port", 443, "HTTPS port")
 	fs.StringVar(&c.WaitConfig, "wait-config", "", "start as a spare: bind nothing until this claim file appears, then take the other flags from it")
 	fs.StringVar(&c.WaitSignal, "wait-signal", "", "with --wait-config: write this file once waiting")
+	fs.BoolVar(&c.StopOnEOF, "stop-on-eof", false, "stop when standard input ends, and end the network log on standard output with the end-of-log line")
 	if err := fs.Parse(args); err != nil {
 		return c, fmt.Errorf("%w: %w", ErrUsage, err)
 	}
@@ -256,5 +269,17 @@ func Serve(ctx context.Context, c ServeConfig) error {
 		return shutErr
 	}
 	logger.Info("proxy stopped")
+	if c.StopOnEOF {
+		// Nothing is logged after the drain: this line tells the sandbox
+		// that the network log is whole, before the engine has cleaned the
+		// container up.
+		if _, err := io.WriteString(c.Stdout, EndOfLog+"\n"); err != nil {
+			return fmt.Errorf("network log: %w", err)
+		}
+	}
 	return nil
 }
+
+// EndOfLog is the network log's last line on standard output with
+// --stop-on-eof: the proxy has stopped and logged everything.
+const EndOfLog = "# airut-proxy: end of network log"

@@ -92,6 +92,16 @@ type ProxyNetwork struct {
 	// the proxy writes it to its standard output (ALLOWED/BLOCKED/DNS …);
 	// the last lines are delivered before teardown returns. nil drops them.
 	NetworkLog func(line string)
+	// HandOff, when set, has each teardown finished by another process:
+	// the proxy is stopped (through its input, no engine call) and its
+	// network log read to the end here; the removal of what is left, the
+	// stopped proxy's container and the task network, is written to a
+	// file in this process's run marker, which HandOff gives to a process
+	// that outlives this one and calls Runtime.FinishHandOff (airut-sandbox
+	// exits as soon as its command's result is known). Should that process
+	// die first, the marker stays and the next Sweep removes the rest. An
+	// error from HandOff has the teardown done here.
+	HandOff func(file string) error
 	// Memory, CPUs and Pids limit the proxy container; empty or zero means
 	// DefaultProxyMemory, DefaultProxyCPUs, DefaultProxyPids.
 	Memory string
@@ -287,6 +297,10 @@ func (p *ProxyNetwork) newSpareImage(ctx context.Context, name string, task *Pro
 	sp.proc = proc
 	sp.undo.push(func(ctx context.Context) {
 		proc.finishing.Store(true)
+		if p.HandOff != nil && p.handOff(ctx, sp, proc) {
+			netGone = true
+			return
+		}
 		// Removing the task network stops the proxy and the holder on it
 		// too (SIGTERM, then SIGKILL after the grace): one engine call on
 		// every task's teardown, and the proxy flushes its last log lines.
@@ -557,6 +571,10 @@ type proxyProcess struct {
 	// logFn is the network log's receiver: set when the task claims the
 	// proxy, before its claim is written (a spare logs nothing).
 	logFn atomic.Pointer[func(string)]
+	// stdin, with HandOff, is the proxy's input: closing it stops the
+	// proxy, which then writes its end-of-log line (ended is closed).
+	stdin *os.File
+	ended chan struct{}
 }
 
 // startProxy runs the proxy container with its output attached, so every
@@ -587,23 +605,49 @@ func (p *ProxyNetwork) startProxy(ctx context.Context, sp *spare, task *ProxyNet
 	}
 	runArgs = append(runArgs, pullNever)
 	runArgs = append(runArgs, rt.runtimeArgs()...)
+	var stdinR *os.File
+	pp := &proxyProcess{stderr: newTail(8), lost: make(chan struct{}), ended: make(chan struct{})}
+	if p.HandOff != nil {
+		var err error
+		if stdinR, pp.stdin, err = os.Pipe(); err != nil {
+			return nil, fmt.Errorf("start proxy: %w", err)
+		}
+		runArgs = append(runArgs, "-i")
+	}
 	runArgs = append(runArgs, "--entrypoint", proxyBinary, p.ProxyImage, "--listen-ip", proxyIP,
 		"--wait-config", proxyConfigDir+"/"+claimFile, "--wait-signal", proxyOutDir+"/waiting")
+	if p.HandOff != nil {
+		runArgs = append(runArgs, "--stop-on-eof")
+	}
 
 	// The client lives as long as the proxy: it is not tied to ctx, and
-	// teardown stops the proxy through the engine.
+	// teardown stops the proxy through the engine (or its input).
 	cmd := rt.command(context.WithoutCancel(ctx), runArgs...)
-	pp := &proxyProcess{stderr: newTail(8), lost: make(chan struct{})}
+	if stdinR != nil {
+		cmd.Stdin = stdinR
+	}
 	if task != nil && task.NetworkLog != nil {
 		pp.logFn.Store(&task.NetworkLog)
 	}
+	var endOnce sync.Once
 	logFn := func(line []byte) {
+		if stdinR != nil && string(line) == proxyEndOfLog {
+			endOnce.Do(func() { close(pp.ended) })
+			return
+		}
 		if fn := pp.logFn.Load(); fn != nil {
 			(*fn)(string(line))
 		}
 	}
 	proc, err := startStreaming(cmd, logFn, nil, pp.stderr, DefaultMaxLine)
+	if stdinR != nil {
+		// The client has its copy.
+		stdinR.Close()
+	}
 	if err != nil {
+		if pp.stdin != nil {
+			pp.stdin.Close()
+		}
 		return nil, fmt.Errorf("start proxy: %w", err)
 	}
 	pp.engineProcess = proc

@@ -115,6 +115,7 @@ func configureNetwork(ctx context.Context, o *runOpts, cfg *repoconfig.Sandbox, 
 	proxy = &sandbox.ProxyNetwork{
 		Runner: runner, ProxyBinary: bin, Allowlist: allowData, Secrets: smap,
 		Resolve: resolve, UpstreamCA: upstreamCA, NetworkLog: sink,
+		HandOff: handOffTeardown(o.containerCommand),
 	}
 	spec.Provider = proxy
 	return proxy, closeSink, nil

@@ -86,7 +86,7 @@ func newRoot(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) *co
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetContext(ctx)
-	root.AddCommand(newRunCmd(stdin, stdout, stderr), newImageCmd(stdout, stderr))
+	root.AddCommand(newRunCmd(stdin, stdout, stderr), newImageCmd(stdout, stderr), newTeardownCmd(stderr))
 	return root
 }
 

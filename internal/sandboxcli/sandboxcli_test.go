@@ -101,21 +101,41 @@ func assertNothingLeft(t *testing.T, engine, prefix string) {
 	assertNothingLeftBy(t, engine, prefix, sandbox.OwnerToken())
 }
 
+// A run's last removals are handed to a process of their own (the
+// internal-teardown command), which may still be at them when the run has
+// returned: what it does not remove within a minute is left behind.
 func assertNothingLeftBy(t *testing.T, engine, prefix, owner string) {
 	t.Helper()
 	mine := "label=io.airut.owner=" + owner
-	for _, args := range [][]string{
-		{"ps", "-a", "--filter", "name=^" + prefix + "-", "--filter", mine, "--format", "{{.Names}}"},
-		{"network", "ls", "--filter", "name=^" + prefix + "-conv", "--filter", mine, "--format", "{{.Name}}"},
-	} {
-		out, err := exec.Command(engine, args...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("%v: %v %s", args, err, out)
+	var left []string
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
+		left = nil
+		for _, args := range [][]string{
+			{"ps", "-a", "--filter", "name=^" + prefix + "-", "--filter", mine, "--format", "{{.Names}}"},
+			{"network", "ls", "--filter", "name=^" + prefix + "-conv", "--filter", mine, "--format", "{{.Name}}"},
+		} {
+			out, err := exec.Command(engine, args...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("%v: %v %s", args, err, out)
+			}
+			left = append(left, strings.Fields(string(out))...)
 		}
-		if s := strings.TrimSpace(string(out)); s != "" {
-			t.Errorf("left behind: %s", s)
+		if len(left) == 0 || time.Now().After(deadline) {
+			break
 		}
 	}
+	if len(left) > 0 {
+		t.Errorf("left behind: %s", strings.Join(left, " "))
+	}
+}
+
+// TestMain runs the internal-teardown command when a run in this test
+// process hands its teardown off: the process it starts is this binary.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == sandboxcli.TeardownCommand {
+		os.Exit(sandboxcli.Run(context.Background(), os.Args[1:], nil, os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
 }
 
 func run(args ...string) (int, string, string) {
@@ -532,6 +552,101 @@ func assertPrivate(t *testing.T, root string, files []string) {
 			if fi, err := os.Stat(d); err != nil || fi.Mode().Perm() != 0o700 {
 				t.Errorf("%s: mode %v (%v); want 0700", d, fi.Mode(), err)
 			}
+		}
+	}
+}
+
+// TestTeardownHandedOff: a run returns once its command's result and its
+// whole network log are in, with the proxy stopped; the removal of the
+// stopped proxy's container and of the task network is left to a process
+// of its own, which removes them and the run's marker after the run has
+// exited. When that process dies first, the next run sweeps what it left.
+func TestTeardownHandedOff(t *testing.T) {
+	engine, base := setup(t)
+	repo(t, base, nil)
+	bin := binary(t)
+	state := t.TempDir()
+	env := append(os.Environ(), "XDG_STATE_HOME="+state)
+	runs := filepath.Join(state, "airut-sandbox", "runs")
+	markers := func() []string {
+		entries, _ := os.ReadDir(runs)
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		return names
+	}
+
+	t.Run("finished", func(t *testing.T) {
+		logFile := filepath.Join(t.TempDir(), "net.log")
+		cmd := exec.Command(bin, "run", "--network-log", logFile, "--", "sh", "-c", "nslookup blocked.example.org; true")
+		cmd.Env = env
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("run: %v %s", err, out)
+		}
+		pid := cmd.Process.Pid
+		// The log was whole when the run returned, and the proxy's own
+		// end line is not part of it.
+		data, _ := os.ReadFile(logFile)
+		if !strings.Contains(string(data), "DNS A blocked.example.org -> ") || strings.Contains(string(data), "end of network log") {
+			t.Errorf("network log at the run's return: %q", data)
+		}
+		out, err := exec.Command(engine, "ps", "--format", `{{.Names}}={{index .Labels "io.airut.owner"}}`).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Fields(string(out)) {
+			if _, owner, _ := strings.Cut(l, "="); strings.HasPrefix(owner, strconv.Itoa(pid)+":") {
+				t.Errorf("still running after the run returned: %s", l)
+			}
+		}
+		waitFor(t, "the handed-off teardown", func() bool { return len(ownedBy(engine, pid)) == 0 && len(markers()) == 0 })
+	})
+
+	t.Run("helper killed", func(t *testing.T) {
+		// The network's removal is held up, and the process doing it is
+		// killed meanwhile.
+		shim := testkit.EngineShim(t, engine, testkit.Fault{Match: "network rm", Delay: time.Minute})
+		cmd := exec.Command(bin, "run", "--container-command", shim, "--", "true")
+		cmd.Env = env
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("run: %v %s", err, out)
+		}
+		pid := cmd.Process.Pid
+		var helper []byte
+		waitFor(t, "the teardown process", func() bool {
+			helper, _ = exec.Command("pgrep", "-f", sandboxcli.TeardownCommand+" --container-command "+shim).Output()
+			return len(strings.Fields(string(helper))) > 0
+		})
+		for _, p := range strings.Fields(string(helper)) {
+			if n, err := strconv.Atoi(p); err == nil {
+				// Its session: the shim's delayed engine call too.
+				_ = syscall.Kill(-n, syscall.SIGKILL)
+			}
+		}
+		if len(ownedBy(engine, pid)) == 0 {
+			t.Fatal("the killed teardown left nothing: this test cannot show the sweep")
+		}
+		if len(markers()) == 0 {
+			t.Fatal("the run's marker is gone: no sweep would find what it left")
+		}
+		next := exec.Command(bin, "run", "--", "true")
+		next.Env = env
+		if out, err := next.CombinedOutput(); err != nil {
+			t.Fatalf("next run: %v %s", err, out)
+		}
+		if left := ownedBy(engine, pid); len(left) > 0 {
+			t.Errorf("the killed teardown's network was not swept: %q", left)
+		}
+		waitFor(t, "the next run's own teardown", func() bool { return len(ownedBy(engine, next.Process.Pid)) == 0 && len(markers()) == 0 })
+	})
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); !ok(); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
 		}
 	}
 }
