@@ -49,16 +49,24 @@ func newGate(spec *Spec) (*gate, error) {
 func (g *gate) open(ctx context.Context, readies []func(context.Context) error) {
 	g.r.Close()
 	go func() {
-		defer close(g.done)
-		defer g.close()
 		if err := allReady(ctx, readies); err != nil {
 			g.failed <- err
+			g.close()
+			close(g.done)
 			return
 		}
-		if _, err := io.WriteString(g.w, "go\n"); err != nil || g.stdin == nil {
+		_, err := io.WriteString(g.w, "go\n")
+		// done says the readies are over; the input's copy is not waited
+		// for: an input that never ends (a pipe no one closes, which a
+		// command that does not read leaves open) must not hold the run.
+		// The run's close ends the copy's next write.
+		close(g.done)
+		if err != nil || g.stdin == nil {
+			g.close()
 			return
 		}
 		_, _ = io.Copy(g.w, g.stdin)
+		g.close()
 	}()
 }
 
