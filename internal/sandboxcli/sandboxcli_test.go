@@ -338,11 +338,11 @@ func TestSignalTearsDown(t *testing.T) {
 			if got, want := cmd.ProcessState.ExitCode(), 128+int(sig); got != want {
 				t.Errorf("exit %d; want %d (stderr %q)", got, want, stderr.String())
 			}
-			// Nothing of this process may remain: its containers and networks
-			// carry its pid.
-			if left := ownedBy(engine, cmd.Process.Pid); len(left) > 0 {
-				t.Errorf("containers or networks of the signalled run left behind: %q", left)
-			}
+			// Nothing of this process may remain once its handed-off
+			// removals are done: its containers and networks carry its pid.
+			waitFor(t, "the signalled run's containers and networks removed", func() bool {
+				return len(ownedBy(engine, cmd.Process.Pid)) == 0
+			})
 		})
 	}
 }
