@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -31,15 +32,28 @@ func watchContainerExit(ctx context.Context, rt *Runtime, id string) <-chan stru
 	go func() {
 		defer close(gone)
 		defer unix.Close(fd)
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		for {
-			// A pidfd is readable once the process has exited.
-			if _, err := unix.Poll(fds, -1); err == nil || !errors.Is(err, unix.EINTR) {
-				return
-			}
-		}
+		pollExit(fd, time.Time{})
 	}()
 	return gone
+}
+
+// pollExit waits until the process behind pidfd fd has exited (a pidfd is
+// readable then), or until deadline when it is not zero.
+func pollExit(fd int, deadline time.Time) {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for {
+		timeout := -1
+		if !deadline.IsZero() {
+			left := time.Until(deadline)
+			if left <= 0 {
+				return
+			}
+			timeout = int(left.Milliseconds()) + 1
+		}
+		if _, err := unix.Poll(fds, timeout); !errors.Is(err, unix.EINTR) {
+			return
+		}
+	}
 }
 
 // gone reports whether the spare's network holder has exited.

@@ -3,7 +3,6 @@ package sandbox
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -123,8 +122,8 @@ func (rt *Runtime) FinishHandOff(ctx context.Context, file string) error {
 	}
 	waitExit(w.Owner, 10*time.Second)
 	if !ownerAlive(w.Owner) {
-		// Not empty: another hand-off of the same process is still
-		// under way, and its end removes the marker.
+		// A marker that is not empty stays: another hand-off of the same
+		// process is still under way, and its end removes it.
 		_ = os.Remove(filepath.Dir(file))
 	}
 	return nil
@@ -133,9 +132,8 @@ func (rt *Runtime) FinishHandOff(ctx context.Context, file string) error {
 // waitExit waits, at most d, for the process named by an owner token to
 // exit.
 func waitExit(owner string, d time.Duration) {
-	pidStr, _, _ := strings.Cut(owner, ":")
-	var pid int
-	if _, err := fmt.Sscan(pidStr, &pid); err != nil || !ownerAlive(owner) {
+	pid, _, ok := ownerProcess(owner)
+	if !ok || !ownerAlive(owner) {
 		return
 	}
 	fd, err := unix.PidfdOpen(pid, 0)
@@ -143,15 +141,5 @@ func waitExit(owner string, d time.Duration) {
 		return
 	}
 	defer unix.Close(fd)
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	deadline := time.Now().Add(d)
-	for {
-		left := time.Until(deadline)
-		if left <= 0 {
-			return
-		}
-		if _, err := unix.Poll(fds, int(left.Milliseconds())+1); !errors.Is(err, unix.EINTR) {
-			return
-		}
-	}
+	pollExit(fd, time.Now().Add(d))
 }

@@ -41,8 +41,8 @@ func (p *ProxyNetwork) Prestart(ctx context.Context, contextID string, image fun
 // Setup waits for the background start (the networks created, the
 // proxy's container starting); the TaskNetwork's Ready waits for the
 // proxy's readiness, so the image given to Run must have the Airut
-// entrypoint (see Spec.Ready). It can be called once; the name Run gives is not used (the
-// proxy was named at Prestart).
+// entrypoint (see Spec.Ready). It can be called once; the name Run gives
+// is not used (the proxy was named at Prestart).
 func (s *Prestarted) Setup(ctx context.Context, _ string) (*TaskNetwork, error) {
 	s.setupMu.Lock()
 	defer s.setupMu.Unlock()
@@ -64,7 +64,7 @@ func (s *Prestarted) Setup(ctx context.Context, _ string) (*TaskNetwork, error) 
 	// entrypoint's gate until the proxy is ready (the CLI's images are
 	// ImageCache's, which have the entrypoint).
 	sp := s.sp
-	tn := &TaskNetwork{Args: sp.args(), Lost: sp.proc.lost, Teardown: sp.undo.release()}
+	tn := sp.taskNetwork()
 	tn.Ready = func(ctx context.Context) error {
 		if err := sp.ready(ctx); err != nil {
 			return fmt.Errorf("network sandbox: %w", err)

@@ -379,7 +379,13 @@ func (sp *spare) finish(ctx context.Context, task *ProxyNetwork) (*TaskNetwork, 
 		sp.undo.unwind(ctx)
 		return nil, err
 	}
-	return &TaskNetwork{Args: sp.args(), Lost: sp.proc.lost, Teardown: sp.undo.release()}, nil
+	return sp.taskNetwork(), nil
+}
+
+// taskNetwork hands the spare to its task: the agent's network arguments,
+// the proxy's loss, and the teardown of everything the spare holds.
+func (sp *spare) taskNetwork() *TaskNetwork {
+	return &TaskNetwork{Args: sp.args(), Lost: sp.proc.lost, Teardown: sp.undo.release()}
 }
 
 // claimLater hands the spare to a task whose allowlist is still being read
@@ -387,7 +393,7 @@ func (sp *spare) finish(ctx context.Context, task *ProxyNetwork) (*TaskNetwork, 
 // and the TaskNetwork's Ready claims it. The spare is the task's from
 // here on; the Teardown removes it whatever Ready did.
 func (sp *spare) claimLater(task *ProxyNetwork) *TaskNetwork {
-	tn := &TaskNetwork{Args: sp.args(), Lost: sp.proc.lost, Teardown: sp.undo.release()}
+	tn := sp.taskNetwork()
 	tn.Ready = func(ctx context.Context) error {
 		allow, err := task.Pending(ctx)
 		if err != nil {

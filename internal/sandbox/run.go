@@ -659,15 +659,21 @@ func processStart(pid int) string {
 
 // ownerAlive reports whether the process named by an owner token runs.
 func ownerAlive(token string) bool {
+	pid, start, ok := ownerProcess(token)
+	return ok && processStart(pid) == start && start != "0"
+}
+
+// ownerProcess splits an owner token into its pid and start time.
+func ownerProcess(token string) (pid int, start string, ok bool) {
 	pidStr, start, ok := strings.Cut(token, ":")
 	if !ok {
-		return false
+		return 0, "", false
 	}
 	pid, err := strconv.Atoi(pidStr)
 	if err != nil || pid <= 0 {
-		return false
+		return 0, "", false
 	}
-	return processStart(pid) == start && start != "0"
+	return pid, start, true
 }
 
 // firstLine wraps a line callback to call started before the first line.
