@@ -490,8 +490,13 @@ func TestCrashLeavesNoSecret(t *testing.T) {
 	var holding []string
 	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); {
 		time.Sleep(100 * time.Millisecond)
-		if holding = filesContaining(t, state, real); len(holding) > 0 && len(ownedBy(engine, cmd.Process.Pid)) > 0 {
-			break
+		// The files are looked at after the network is seen: the map's
+		// atomic write is long done by then, while a look before the
+		// (slow) engine listing could catch its temporary file.
+		if len(ownedBy(engine, cmd.Process.Pid)) > 0 {
+			if holding = filesContaining(t, state, real); len(holding) > 0 {
+				break
+			}
 		}
 	}
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
