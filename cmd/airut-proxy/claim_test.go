@@ -139,6 +139,7 @@ func TestSpareRefusesBadClaim(t *testing.T) {
 		{"moves the address", `{"args": ["--listen-ip", "10.0.0.1"]}`, "--listen-ip is fixed"},
 		{"moves a port", `{"args": ["--http-port=8080"]}`, "--http-port is fixed"},
 		{"nested wait", `{"args": ["-wait-config", "/x"]}`, "--wait-config is fixed"},
+		{"stop on eof", `{"args": ["--stop-on-eof"]}`, "--stop-on-eof is fixed"},
 		{"missing allowlist", `{"args": ["--ca-cert-out", "/nonexistent/ca.pem"]}`, "--allowlist"},
 	}
 	for _, tc := range tests {
